@@ -1,0 +1,65 @@
+"""Settings for every dispatchd process, read from the environment.
+
+One class so the README's configuration table has one source. `DATABASE_URL` and
+`REDIS_URL` keep their conventional unprefixed names; everything else is `DISPATCHD_*`.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPATCHD_", extra="ignore")
+
+    database_url: str = Field(
+        "postgresql://dispatchd:dispatchd@127.0.0.1:5432/dispatchd",
+        validation_alias=AliasChoices("DATABASE_URL", "DISPATCHD_DATABASE_URL"),
+        description="Postgres connection URL (the source of truth).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "DISPATCHD_REDIS_URL"),
+        description="Redis URL (ready queues, notifications, leader lease).",
+    )
+    redis_prefix: str = Field("dispatchd", description="Prefix of every Redis key and channel.")
+
+    control_plane_listen: str = Field("127.0.0.1:50051", description="Control plane gRPC listen address.")
+    gateway_listen: str = Field("127.0.0.1:50052", description="Worker gateway gRPC listen address.")
+    scheduler_listen: str = Field("127.0.0.1:50053", description="Scheduler gRPC (health) listen address.")
+
+    db_pool_min: int = Field(2, description="Minimum Postgres connections per process.")
+    db_pool_max: int = Field(10, description="Maximum Postgres connections per process.")
+
+    lease_seconds: float = Field(30.0, description="Lease of a claimed execution; heartbeats renew it.")
+    heartbeat_seconds: float = Field(5.0, description="Heartbeat interval the SDK uses and the gateway expects.")
+    worker_offline_seconds: float = Field(
+        20.0, description="A worker silent this long is marked offline and its executions released."
+    )
+    leader_ttl_seconds: float = Field(2.0, description="TTL of the scheduler's Redis leader lease.")
+    reconcile_seconds: float = Field(
+        1.0, description="Safety-net interval of the scheduler's reconcile loop (events wake it sooner)."
+    )
+    shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
+    gateway_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+        description="Identity of this gateway replica (defaults to hostname plus a random suffix).",
+    )
+
+    max_payload_bytes: int = Field(1 << 20, description="Largest accepted job payload or result, in bytes.")
+    max_metadata_entries: int = Field(64, description="Most metadata entries on a job.")
+    max_page_size: int = Field(500, description="Largest page a list call returns.")
+    default_page_size: int = Field(50, description="Page size when the request leaves it unset.")
+
+    log_level: str = Field("INFO", description="Log level of every process.")
+    log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,64 @@
+"""Server interceptors: domain errors become gRPC statuses here, once, at the edge."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+import redis.exceptions
+
+from dispatchd.platform.errors import DispatchdError
+
+log = logging.getLogger("dispatchd.rpc")
+
+_UNAVAILABLE = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    ConnectionError,
+    OSError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Translate an exception raised by a handler into the matching status and abort."""
+    if isinstance(exc, DispatchdError):
+        await context.abort(exc.code, str(exc))
+    if isinstance(exc, _UNAVAILABLE):
+        log.warning("backing store unavailable: %s", exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
+    log.exception("unhandled error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await inner(request, context)
+            except (grpc.aio.AbortError, grpc.RpcError):
+                raise
+            except Exception as exc:  # translated exactly once, here
+                await abort_for(exc, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,128 @@
+"""Redis side of dispatch: ready queues per job type, event channels, key names.
+
+Postgres decides; Redis only says where to look. A ready queue is a sorted set of
+execution ids per job type, scored so that higher priority comes first and, within a
+priority, older first. Losing Redis loses nothing: the scheduler re-queues every due
+QUEUED execution from Postgres (ZADD NX keeps existing entries as they are).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from dispatchd.platform.store.rows import QueuedRef
+
+MAX_PRIORITY = 1000
+_EPOCH_MS = 1_704_067_200_000  # 2024-01-01: keeps scores well inside a double's 53 bits
+_PRIORITY_STRIDE = 2**41  # ~69 years of milliseconds
+
+
+def score(priority: int, available_at: dt.datetime) -> float:
+    ms = int(available_at.timestamp() * 1000) - _EPOCH_MS
+    return float((MAX_PRIORITY - priority) * _PRIORITY_STRIDE + max(ms, 0))
+
+
+# Pop up to ARGV[1] members across KEYS, always the lowest score among the queue heads.
+_POP_BEST = """
+local n = tonumber(ARGV[1])
+local heads = {}
+for i, key in ipairs(KEYS) do
+  local h = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if h[1] then heads[i] = {h[1], tonumber(h[2])} end
+end
+local out = {}
+while #out < n do
+  local best = nil
+  for i, h in pairs(heads) do
+    if best == nil or h[2] < heads[best][2] then best = i end
+  end
+  if best == nil then break end
+  redis.call('ZREM', KEYS[best], heads[best][1])
+  out[#out + 1] = heads[best][1]
+  local h = redis.call('ZRANGE', KEYS[best], 0, 0, 'WITHSCORES')
+  if h[1] then heads[best] = {h[1], tonumber(h[2])} else heads[best] = nil end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    def ready(self, job_type: str) -> str:
+        return f"{self.prefix}:ready:{job_type}"
+
+    @property
+    def job_types(self) -> str:
+        return f"{self.prefix}:job-types"
+
+    @property
+    def ready_channel(self) -> str:
+        return f"{self.prefix}:events:ready"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:events:cancel"
+
+    @property
+    def job_channel(self) -> str:
+        return f"{self.prefix}:events:job"
+
+    @property
+    def scheduler_channel(self) -> str:
+        return f"{self.prefix}:events:scheduler"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}:scheduler:leader"
+
+
+class ReadyQueues:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self._pop = client.register_script(_POP_BEST)
+
+    async def push(self, refs: Iterable[QueuedRef], *, notify: bool = True) -> int:
+        """Put executions on their ready queues and wake the gateways. Returns how many were new."""
+        by_type: dict[str, dict[str, float]] = {}
+        for ref in refs:
+            by_type.setdefault(ref.job_type, {})[str(ref.execution_id)] = score(ref.priority, ref.available_at)
+        if not by_type:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for job_type, members in by_type.items():
+            pipe.zadd(self.keys.ready(job_type), members, nx=True)
+        pipe.sadd(self.keys.job_types, *by_type)
+        if notify:
+            for job_type in by_type:
+                pipe.publish(self.keys.ready_channel, job_type)
+        results = await pipe.execute()
+        return sum(int(r) for r in results[: len(by_type)])
+
+    async def pop(self, job_types: Sequence[str], count: int) -> list[str]:
+        """Take up to `count` execution ids, best first, from the queues of these job types."""
+        if not job_types or count <= 0:
+            return []
+        members: list[Any] = await self._pop(keys=[self.keys.ready(t) for t in job_types], args=[count])
+        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
+
+    async def known_job_types(self) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else str(m) for m in await self.client.smembers(self.keys.job_types)}
+
+    async def contains(self, ref: QueuedRef) -> bool:
+        return await self.client.zscore(self.keys.ready(ref.job_type), str(ref.execution_id)) is not None
+
+    async def publish_cancel(self, execution_id: str, worker_id: str, reason: str) -> None:
+        message = json.dumps({"execution_id": execution_id, "worker_id": worker_id, "reason": reason})
+        await self.client.publish(self.keys.cancel_channel, message)
+
+    async def publish_job_event(self, job_id: str, status: int) -> None:
+        await self.client.publish(self.keys.job_channel, json.dumps({"job_id": job_id, "status": status}))

@@ -1,0 +1,146 @@
+"""Process scaffolding shared by the three services.
+
+Each service builds its servicers on a `Runtime` (settings, Postgres pool, Redis client)
+and hands them to `serve`, which adds gRPC health that follows Postgres and Redis
+reachability, runs background tasks, and shuts down gracefully on SIGTERM/SIGINT:
+health flips to NOT_SERVING first, then the server stops with a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+import redis.asyncio as aioredis
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dispatchd.platform.config import Settings
+from dispatchd.platform.db import create_pool
+from dispatchd.platform.interceptors import ErrorInterceptor
+from dispatchd.platform.observability import configure_logging
+
+log = logging.getLogger("dispatchd.server")
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: aioredis.Redis
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass
+class Service:
+    """What a service contributes: servicer registrations, background tasks, names for health."""
+
+    register: Callable[[grpc.aio.Server], None]
+    service_names: list[str]
+    tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    return Runtime(settings=settings, pool=pool, redis=client)
+
+
+async def _stores_reachable(runtime: Runtime) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            await runtime.pool.fetchval("SELECT 1")
+            await runtime.redis.ping()
+        return True
+    except Exception as exc:  # any failure means not serving; say why once per change
+        log.warning("health check failed: %s", exc)
+        return False
+
+
+async def _watch_health(runtime: Runtime, servicer: health_aio.HealthServicer, names: list[str]) -> None:
+    serving = None
+    while not runtime.stopping.is_set():
+        ok = await _stores_reachable(runtime)
+        if ok != serving:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *names]:
+                await servicer.set(name, status)
+            serving = ok
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), timeout=2.0 if ok else 0.5)
+
+
+async def serve(
+    name: str,
+    settings: Settings,
+    listen: str,
+    build: Callable[[Runtime], Awaitable[Service]],
+) -> None:
+    configure_logging(name, settings.log_level, settings.log_json)
+    runtime = await open_runtime(settings)
+    service = await build(runtime)
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    service.register(server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service.service_names, health.SERVICE_NAME], server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise SystemExit(f"{name}: cannot listen on {listen}")
+    await server.start()
+    log.info("%s listening on %s", name, listen, extra={"fields": {"service": name, "listen": listen}})
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stopping.set)
+
+    background = [asyncio.create_task(_watch_health(runtime, health_servicer, service.service_names))]
+    background += [asyncio.create_task(task()) for task in service.tasks]
+    stop_wait = asyncio.create_task(runtime.stopping.wait())
+    await asyncio.wait([stop_wait, *background], return_when=asyncio.FIRST_COMPLETED)
+    for task in background:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+    runtime.stopping.set()
+    log.info("%s shutting down", name)
+    await health_servicer.enter_graceful_shutdown()
+    for hook in runtime.on_shutdown:
+        try:
+            await hook()
+        except Exception:
+            log.exception("shutdown hook failed")
+    await server.stop(settings.shutdown_grace_seconds)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await runtime.redis.aclose()
+    await runtime.pool.close()
+    log.info("%s stopped", name)
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

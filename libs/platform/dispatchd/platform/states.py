@@ -1,0 +1,91 @@
+"""The job and execution state machine, in one place for every service.
+
+Values equal the protobuf enum numbers so they are stored as-is in Postgres. Every
+transition in the store is a guarded UPDATE whose WHERE clause names the states it may
+leave; the sets below are those guards.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class JobStatus(IntEnum):
+    PENDING = 1
+    DISPATCHING = 2
+    RUNNING = 3
+    SUCCEEDED = 4
+    FAILED = 5
+    CANCELED = 6
+
+
+class ExecutionStatus(IntEnum):
+    QUEUED = 1
+    CLAIMED = 2
+    RUNNING = 3
+    SUCCEEDED = 4
+    FAILED = 5
+    DEAD_LETTERED = 6
+    CANCELED = 7
+
+
+JOB_ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.PENDING, JobStatus.DISPATCHING, JobStatus.RUNNING})
+JOB_TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+EXECUTION_OWNED: frozenset[ExecutionStatus] = frozenset({ExecutionStatus.CLAIMED, ExecutionStatus.RUNNING})
+EXECUTION_ACTIVE: frozenset[ExecutionStatus] = EXECUTION_OWNED | {ExecutionStatus.QUEUED}
+EXECUTION_TERMINAL: frozenset[ExecutionStatus] = frozenset(
+    {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.DEAD_LETTERED,
+        ExecutionStatus.CANCELED,
+    }
+)
+
+# Allowed transitions; the store's guards are derived from these so the two cannot drift.
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset({JobStatus.DISPATCHING, JobStatus.RUNNING, JobStatus.CANCELED, JobStatus.FAILED}),
+    JobStatus.DISPATCHING: frozenset(
+        {JobStatus.RUNNING, JobStatus.PENDING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}
+    ),
+    JobStatus.RUNNING: frozenset({JobStatus.PENDING, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELED: frozenset(),
+}
+
+EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
+    ExecutionStatus.QUEUED: frozenset({ExecutionStatus.CLAIMED, ExecutionStatus.CANCELED}),
+    ExecutionStatus.CLAIMED: frozenset(
+        {
+            ExecutionStatus.RUNNING,
+            ExecutionStatus.SUCCEEDED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.DEAD_LETTERED,
+            ExecutionStatus.CANCELED,
+        }
+    ),
+    ExecutionStatus.RUNNING: frozenset(
+        {
+            ExecutionStatus.SUCCEEDED,
+            ExecutionStatus.FAILED,
+            ExecutionStatus.DEAD_LETTERED,
+            ExecutionStatus.CANCELED,
+        }
+    ),
+    ExecutionStatus.SUCCEEDED: frozenset(),
+    ExecutionStatus.FAILED: frozenset(),
+    ExecutionStatus.DEAD_LETTERED: frozenset(),
+    ExecutionStatus.CANCELED: frozenset(),
+}
+
+
+def job_sources(target: JobStatus) -> list[int]:
+    """States a job may be in for a transition to `target`: the guard of that UPDATE."""
+    return sorted(int(s) for s, targets in JOB_TRANSITIONS.items() if target in targets)
+
+
+def execution_sources(target: ExecutionStatus) -> list[int]:
+    """States an execution may be in for a transition to `target`."""
+    return sorted(int(s) for s, targets in EXECUTION_TRANSITIONS.items() if target in targets)

@@ -1,0 +1,359 @@
+"""Executions: claim, start, settle (success, failure, release) and the repair queries.
+
+Lock order, everywhere: the job row first (FOR UPDATE, in job_id order when there are
+several), then its executions. Cancel, claim and settle all follow it, so they cannot
+deadlock one another.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.states import (
+    EXECUTION_OWNED,
+    JOB_ACTIVE,
+    ExecutionStatus,
+    JobStatus,
+    execution_sources,
+    job_sources,
+)
+from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
+
+_OWNED = [int(s) for s in EXECUTION_OWNED]
+_JOB_ACTIVE = [int(s) for s in JOB_ACTIVE]
+
+_LOCK_JOBS_OF = """
+SELECT job_id FROM jobs
+WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
+  AND status = ANY($2::smallint[])
+ORDER BY job_id FOR UPDATE
+"""
+
+_CLAIM = """
+WITH c AS (
+    UPDATE executions
+    SET status = 2, worker_id = $2, session_id = $3, claim_token = gen_random_uuid(),
+        claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + make_interval(secs => $4)
+    WHERE execution_id = ANY($1::uuid[]) AND status = 1 AND available_at <= clock_timestamp()
+      AND job_id = ANY($5::uuid[])
+    RETURNING execution_id, job_id, attempt, claim_token, lease_expires_at
+), u AS (
+    UPDATE jobs SET status = 2, updated_at = clock_timestamp()
+    FROM c WHERE jobs.job_id = c.job_id AND jobs.status = 1
+)
+SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at,
+       j.job_type, j.payload, j.metadata
+FROM c JOIN jobs j ON j.job_id = c.job_id
+"""
+
+
+async def claim(
+    pool: asyncpg.Pool,
+    execution_ids: list[uuid.UUID],
+    *,
+    worker_id: str,
+    session_id: uuid.UUID,
+    lease_seconds: float,
+) -> list[Claim]:
+    """Claim queued executions for a worker's stream; ids no longer claimable are skipped."""
+    if not execution_ids:
+        return []
+    async with pool.acquire() as conn, conn.transaction():
+        jobs = [r["job_id"] for r in await conn.fetch(_LOCK_JOBS_OF, execution_ids, _JOB_ACTIVE)]
+        if not jobs:
+            return []
+        rows = await conn.fetch(_CLAIM, execution_ids, worker_id, session_id, lease_seconds, jobs)
+    return [
+        Claim(
+            execution_id=r["execution_id"],
+            job_id=r["job_id"],
+            job_type=r["job_type"],
+            payload=r["payload"],
+            attempt=r["attempt"],
+            metadata=r["metadata"],
+            claim_token=r["claim_token"],
+            lease_expires_at=r["lease_expires_at"],
+        )
+        for r in rows
+    ]
+
+
+async def mark_started(pool: asyncpg.Pool, execution_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """CLAIMED -> RUNNING for the owning stream; the job follows to RUNNING."""
+    async with pool.acquire() as conn, conn.transaction():
+        job_id = await conn.fetchval(
+            "SELECT job_id FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1)"
+            " FOR UPDATE",
+            execution_id,
+        )
+        if job_id is None:
+            return False
+        started = await conn.fetchval(
+            """
+            UPDATE executions SET status = 3, started_at = clock_timestamp()
+            WHERE execution_id = $1 AND status = 2 AND session_id = $2 RETURNING job_id
+            """,
+            execution_id,
+            session_id,
+        )
+        if started is None:
+            return False
+        await conn.execute(
+            "UPDATE jobs SET status = 3, updated_at = clock_timestamp()"
+            " WHERE job_id = $1 AND status = ANY($2::smallint[])",
+            job_id,
+            job_sources(JobStatus.RUNNING),
+        )
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who may settle an execution. Unset fields are not checked."""
+
+    worker_id: str | None = None
+    session_id: uuid.UUID | None = None
+    lease_expired: bool = False  # the scheduler settles only what it saw expire
+
+
+def _owner_guard(owner: Owner, first_arg: int) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    args: list[object] = []
+    if owner.worker_id is not None:
+        args.append(owner.worker_id)
+        clauses.append(f"worker_id = ${first_arg + len(args) - 1}")
+    if owner.session_id is not None:
+        args.append(owner.session_id)
+        clauses.append(f"session_id = ${first_arg + len(args) - 1}")
+    if owner.lease_expired:
+        clauses.append("lease_expires_at < clock_timestamp()")
+    return "".join(" AND " + c for c in clauses), args
+
+
+_LOCK_JOB_OF_ONE = """
+SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority
+FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
+"""
+
+
+async def succeed(
+    pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, result: bytes
+) -> Settlement:
+    async with pool.acquire() as conn, conn.transaction():
+        job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
+        if job is None:
+            return Settlement(applied=False)
+        guard, guard_args = _owner_guard(owner, 4)
+        done = await conn.fetchval(
+            f"""
+            UPDATE executions SET status = 4, result = $2, error_message = '', lease_expires_at = NULL,
+                   finished_at = clock_timestamp(), started_at = COALESCE(started_at, claimed_at)
+            WHERE execution_id = $1 AND status = ANY($3::smallint[]){guard}
+            RETURNING attempt
+            """,
+            execution_id,
+            result,
+            execution_sources(ExecutionStatus.SUCCEEDED),
+            *guard_args,
+        )
+        if done is None:
+            return Settlement(applied=False, job_id=job["job_id"])
+        await conn.execute(
+            """
+            UPDATE jobs SET status = 4, result = $2, error_message = '', finished_at = clock_timestamp(),
+                   updated_at = clock_timestamp()
+            WHERE job_id = $1 AND status = ANY($3::smallint[])
+            """,
+            job["job_id"],
+            result,
+            job_sources(JobStatus.SUCCEEDED),
+        )
+        return Settlement(applied=True, job_id=job["job_id"], job_status=JobStatus.SUCCEEDED)
+
+
+async def fail(
+    pool: asyncpg.Pool,
+    execution_id: uuid.UUID,
+    owner: Owner,
+    error: str,
+    *,
+    result: bytes | None = None,
+    retry_delay_ms: int | None = None,
+    rng: random.Random | None = None,
+) -> Settlement:
+    """End an attempt as failed: queue the next attempt after backoff, or dead-letter the last.
+
+    `retry_delay_ms` overrides the policy's backoff (0 for work released by a lost worker,
+    which did not fail on its own).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        return await _fail_locked(conn, execution_id, owner, error, result, retry_delay_ms, rng)
+
+
+async def _fail_locked(
+    conn: asyncpg.Connection,
+    execution_id: uuid.UUID,
+    owner: Owner,
+    error: str,
+    result: bytes | None,
+    retry_delay_ms: int | None,
+    rng: random.Random | None,
+) -> Settlement:
+    job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
+    if job is None:
+        return Settlement(applied=False)
+    guard, guard_args = _owner_guard(owner, 5)
+    ended = await conn.fetchrow(
+        f"""
+        UPDATE executions
+        SET status = CASE WHEN attempt >= $3 THEN 6 ELSE 5 END, error_message = $2, result = $4,
+            lease_expires_at = NULL, finished_at = clock_timestamp()
+        WHERE execution_id = $1 AND status = ANY(ARRAY[2, 3]::smallint[]){guard}
+        RETURNING attempt, status
+        """,
+        execution_id,
+        error,
+        job["max_attempts"],
+        result,
+        *guard_args,
+    )
+    if ended is None:
+        return Settlement(applied=False, job_id=job["job_id"])
+    job_id = job["job_id"]
+    if ExecutionStatus(ended["status"]) is ExecutionStatus.DEAD_LETTERED:
+        await conn.execute(
+            """
+            UPDATE jobs SET status = 5, error_message = $2, finished_at = clock_timestamp(),
+                   updated_at = clock_timestamp()
+            WHERE job_id = $1 AND status = ANY($3::smallint[])
+            """,
+            job_id,
+            error,
+            job_sources(JobStatus.FAILED),
+        )
+        return Settlement(applied=True, job_id=job_id, job_status=JobStatus.FAILED)
+    policy = RetryPolicy(job["max_attempts"], job["initial_backoff_ms"], job["max_backoff_ms"])
+    delay_ms = policy.backoff_ms(ended["attempt"], rng) if retry_delay_ms is None else retry_delay_ms
+    next_attempt = ended["attempt"] + 1
+    queued = await conn.fetchrow(
+        """
+        INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, available_at)
+        VALUES ($1, $2, $3, 1, $4, $5, clock_timestamp() + make_interval(secs => $6::float8 / 1000))
+        RETURNING execution_id, available_at
+        """,
+        uuid.uuid4(),
+        job_id,
+        next_attempt,
+        job["job_type"],
+        job["priority"],
+        delay_ms,
+    )
+    await conn.execute(
+        """
+        UPDATE jobs SET status = 1, attempts = $2, error_message = $3, updated_at = clock_timestamp()
+        WHERE job_id = $1 AND status = ANY($4::smallint[])
+        """,
+        job_id,
+        next_attempt,
+        error,
+        job_sources(JobStatus.PENDING),
+    )
+    ref = QueuedRef(queued["execution_id"], job["job_type"], job["priority"], queued["available_at"])
+    return Settlement(applied=True, job_id=job_id, job_status=JobStatus.PENDING, retry=ref)
+
+
+async def release_owned(
+    pool: asyncpg.Pool,
+    *,
+    reason: str,
+    session_id: uuid.UUID | None = None,
+    worker_id: str | None = None,
+    exclude_session: uuid.UUID | None = None,
+) -> list[Settlement]:
+    """Release what a lost stream or worker held: each attempt ends, the next is queued now."""
+    where: list[str] = []
+    args: list[object] = []
+    if session_id is not None:
+        args.append(session_id)
+        where.append(f"session_id = ${len(args)}")
+    if worker_id is not None:
+        args.append(worker_id)
+        where.append(f"worker_id = ${len(args)}")
+    if exclude_session is not None:
+        args.append(exclude_session)
+        where.append(f"session_id IS DISTINCT FROM ${len(args)}")
+    assert where, "release_owned needs a session or a worker"
+    ids = await pool.fetch(
+        "SELECT execution_id, session_id FROM executions WHERE status = ANY(ARRAY[2, 3]::smallint[]) AND "
+        + " AND ".join(where),
+        *args,
+    )
+    settled = []
+    for row in ids:
+        owner = Owner(worker_id=worker_id, session_id=row["session_id"])
+        settled.append(await fail(pool, row["execution_id"], owner, reason, retry_delay_ms=0))
+    return settled
+
+
+async def renew_leases(
+    conn: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID, lease_seconds: float
+) -> int:
+    """Extend the lease of everything this stream owns (the reference heartbeat semantics)."""
+    status = await conn.execute(
+        """
+        UPDATE executions SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+        WHERE session_id = $1 AND status = ANY(ARRAY[2, 3]::smallint[])
+        """,
+        session_id,
+        lease_seconds,
+    )
+    return int(status.split()[-1])
+
+
+async def due_queued(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[QueuedRef]:
+    """Queued executions that are due, best first: what belongs on the ready queues now."""
+    rows = await conn.fetch(
+        """
+        SELECT e.execution_id, e.job_type, e.priority, e.available_at FROM executions e
+        WHERE e.status = 1 AND e.available_at <= clock_timestamp()
+        ORDER BY e.available_at LIMIT $1
+        """,
+        limit,
+    )
+    return [QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]) for r in rows]
+
+
+async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+    value = await conn.fetchval(
+        "SELECT EXTRACT(EPOCH FROM min(available_at) - clock_timestamp()) FROM executions"
+        " WHERE status = 1 AND available_at > clock_timestamp()"
+    )
+    return None if value is None else max(0.0, float(value))
+
+
+async def expired_leases(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT execution_id FROM executions WHERE status = ANY(ARRAY[2, 3]::smallint[])"
+        " AND lease_expires_at < clock_timestamp() ORDER BY lease_expires_at LIMIT $1",
+        limit,
+    )
+    return [r["execution_id"] for r in rows]
+
+
+async def cancel_orphans(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Repair: an active execution of a terminal job is cancelled (it must never run)."""
+    status = await conn.execute(
+        """
+        UPDATE executions e SET status = 7, finished_at = clock_timestamp(), lease_expires_at = NULL,
+               error_message = 'job already terminal'
+        FROM jobs j
+        WHERE j.job_id = e.job_id AND e.status = ANY(ARRAY[1, 2, 3]::smallint[])
+          AND j.status = ANY(ARRAY[4, 5, 6]::smallint[])
+        """
+    )
+    return int(status.split()[-1])

@@ -1,0 +1,222 @@
+"""Jobs: submit (with idempotency), read, list and cancel."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from dispatchd.platform import paging
+from dispatchd.platform.errors import AlreadyExists, FailedPrecondition, NotFound
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.states import JOB_ACTIVE, JOB_TERMINAL, ExecutionStatus, JobStatus, execution_sources
+from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
+
+_ACTIVE = [int(s) for s in JOB_ACTIVE]
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    job_type: str
+    payload: bytes
+    priority: int
+    idempotency_key: str | None
+    metadata: dict[str, str]
+    retry: RetryPolicy
+    retry_policy_set: bool
+
+    def request_hash(self) -> bytes:
+        """Fingerprint of everything the caller sent, to tell a resubmit from a conflict."""
+        canonical = json.dumps(
+            [
+                self.job_type,
+                self.payload.hex(),
+                self.priority,
+                sorted(self.metadata.items()),
+                [self.retry.max_attempts, self.retry.initial_backoff_ms, self.retry.max_backoff_ms],
+            ],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: JobRow
+    queued: QueuedRef | None  # None when an earlier job was returned
+    deduplicated: bool
+
+
+_INSERT_JOB = """
+WITH j AS (
+    INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
+                      metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set)
+    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), e AS (
+    INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
+    SELECT $12, j.job_id, 1, 1, j.job_type, j.priority, j.created_at, j.created_at FROM j
+    RETURNING execution_id, available_at
+)
+SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
+"""
+
+_BY_KEY = "SELECT *, request_hash FROM jobs WHERE idempotency_key = $1"
+
+
+async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submitted:
+    digest = new.request_hash()
+    row = await conn.fetchrow(
+        _INSERT_JOB,
+        uuid.uuid4(),
+        new.job_type,
+        new.payload,
+        new.priority,
+        new.idempotency_key,
+        digest if new.idempotency_key else None,
+        new.metadata,
+        new.retry.max_attempts,
+        new.retry.initial_backoff_ms,
+        new.retry.max_backoff_ms,
+        new.retry_policy_set,
+        uuid.uuid4(),
+    )
+    if row is not None:
+        job = JobRow.from_record(row)
+        ref = QueuedRef(row["queued_execution_id"], job.job_type, job.priority, row["queued_available_at"])
+        return Submitted(job, ref, deduplicated=False)
+    # The key is taken: ON CONFLICT waited for the other insert to commit, so it is visible.
+    existing = await conn.fetchrow(_BY_KEY, new.idempotency_key)
+    if existing is None:  # deleted in between; extremely unlikely, but never lose the submit
+        return await submit(conn, new)
+    if bytes(existing["request_hash"] or b"") != digest:
+        raise AlreadyExists(
+            f"idempotency key {new.idempotency_key!r} is already used by job {existing['job_id']} "
+            "with a different request"
+        )
+    return Submitted(JobRow.from_record(existing), None, deduplicated=True)
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> JobRow:
+    row = await conn.fetchrow("SELECT * FROM jobs WHERE job_id = $1", job_id)
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return JobRow.from_record(row)
+
+
+async def list_jobs(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    status: JobStatus | None,
+    job_type: str | None,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[JobRow], str]:
+    """Newest first; keyset paging on (created_at, job_id) so pages never skip or repeat."""
+    where: list[str] = []
+    args: list[object] = []
+    if status is not None:
+        args.append(int(status))
+        where.append(f"status = ${len(args)}")
+    if job_type:
+        args.append(job_type)
+        where.append(f"job_type = ${len(args)}")
+    if page_token:
+        created_at, last_id = paging.decode_job_cursor(page_token)
+        args += [created_at, last_id]
+        where.append(f"(created_at, job_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(page_size + 1)
+    sql = (
+        "SELECT * FROM jobs"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY created_at DESC, job_id DESC LIMIT ${len(args)}"
+    )
+    rows = [JobRow.from_record(r) for r in await conn.fetch(sql, *args)]
+    if len(rows) <= page_size:
+        return rows, ""
+    rows = rows[:page_size]
+    return rows, paging.encode_job_cursor(rows[-1].created_at, rows[-1].job_id)
+
+
+async def list_executions(
+    conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, page_size: int, page_token: str
+) -> tuple[list[ExecutionRow], str]:
+    after = paging.decode_attempt_cursor(page_token) if page_token else 0
+    rows = await conn.fetch(
+        """
+        SELECT e.*, j.job_id AS job_exists FROM jobs j
+        LEFT JOIN executions e ON e.job_id = j.job_id AND e.attempt > $2
+        WHERE j.job_id = $1 ORDER BY e.attempt LIMIT $3
+        """,
+        job_id,
+        after,
+        page_size + 1,
+    )
+    if not rows:
+        raise NotFound(f"job {job_id} not found")
+    executions = [ExecutionRow.from_record(r) for r in rows if r["execution_id"] is not None]
+    if len(executions) <= page_size:
+        return executions, ""
+    executions = executions[:page_size]
+    return executions, paging.encode_attempt_cursor(executions[-1].attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    job: JobRow
+    # Executions that a worker held when the job was cancelled: (execution_id, worker_id).
+    stopped: list[tuple[uuid.UUID, str]]
+    changed: bool
+
+
+async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelled:
+    """Cancel a job that is not terminal yet; cancelling a cancelled job is a no-op."""
+    async with pool.acquire() as conn, conn.transaction():
+        # Lock order everywhere: the job row first, then its executions.
+        status = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        if status is None:
+            raise NotFound(f"job {job_id} not found")
+        if JobStatus(status) in JOB_TERMINAL:
+            job = await get(conn, job_id)
+            if job.status is JobStatus.CANCELED:
+                return Cancelled(job, [], changed=False)
+            raise FailedPrecondition(f"job {job_id} is already {job.status.name.lower()}; it cannot be cancelled")
+        owned = await conn.fetch(
+            """
+            UPDATE executions SET status = $2, finished_at = clock_timestamp(), lease_expires_at = NULL,
+                   error_message = $3
+            WHERE job_id = $1 AND status = ANY($4::smallint[])
+            RETURNING execution_id, worker_id
+            """,
+            job_id,
+            int(ExecutionStatus.CANCELED),
+            reason or "cancelled",
+            execution_sources(ExecutionStatus.CANCELED),
+        )
+        row = await conn.fetchrow(
+            """
+            UPDATE jobs SET status = $2, error_message = $3, finished_at = clock_timestamp(),
+                   updated_at = clock_timestamp()
+            WHERE job_id = $1 AND status = ANY($4::smallint[]) RETURNING *
+            """,
+            job_id,
+            int(JobStatus.CANCELED),
+            reason or "cancelled",
+            _ACTIVE,
+        )
+        assert row is not None  # the row is locked and active
+        stopped = [(r["execution_id"], r["worker_id"]) for r in owned if r["worker_id"]]
+        return Cancelled(JobRow.from_record(row), stopped, changed=True)
+
+
+def is_terminal(status: JobStatus) -> bool:
+    return status in JOB_TERMINAL
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,99 @@
+"""Workers: registration, heartbeats, offline marking."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+WORKER_READY = 1
+WORKER_OFFLINE = 4
+
+
+async def register(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    worker_id: str,
+    session_id: uuid.UUID,
+    gateway_id: str,
+    capabilities: list[str],
+    max_concurrency: int,
+    labels: dict[str, str],
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO workers (worker_id, session_id, gateway_id, capabilities, max_concurrency, labels,
+                             status, connected_at, last_heartbeat_at)
+        VALUES ($1, $2, $3, $4, $5, $6, 1, clock_timestamp(), clock_timestamp())
+        ON CONFLICT (worker_id) DO UPDATE SET
+            session_id = EXCLUDED.session_id, gateway_id = EXCLUDED.gateway_id,
+            capabilities = EXCLUDED.capabilities, max_concurrency = EXCLUDED.max_concurrency,
+            labels = EXCLUDED.labels, status = 1, connected_at = EXCLUDED.connected_at,
+            last_heartbeat_at = EXCLUDED.last_heartbeat_at
+        """,
+        worker_id,
+        session_id,
+        gateway_id,
+        capabilities,
+        max_concurrency,
+        labels,
+    )
+
+
+async def heartbeat(
+    conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, session_id: uuid.UUID, status: int
+) -> bool:
+    """Record a heartbeat from the worker's current stream; False if the stream is superseded."""
+    result: str = await conn.execute(
+        "UPDATE workers SET last_heartbeat_at = clock_timestamp(), status = $3"
+        " WHERE worker_id = $1 AND session_id = $2",
+        worker_id,
+        session_id,
+        status or WORKER_READY,
+    )
+    return result.endswith(" 1")
+
+
+async def disconnect(conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, session_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE workers SET status = 4 WHERE worker_id = $1 AND session_id = $2", worker_id, session_id
+    )
+
+
+async def mark_silent_offline(
+    conn: asyncpg.Connection | asyncpg.Pool, silent_seconds: float
+) -> list[tuple[str, uuid.UUID | None]]:
+    """Workers whose heartbeats stopped go offline; returns (worker_id, session_id) of each."""
+    rows = await conn.fetch(
+        """
+        UPDATE workers SET status = 4
+        WHERE status <> 4 AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
+        RETURNING worker_id, session_id
+        """,
+        silent_seconds,
+    )
+    return [(r["worker_id"], r["session_id"]) for r in rows]
+
+
+async def append_log(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    execution_id: uuid.UUID,
+    session_id: uuid.UUID,
+    stream: str,
+    message: str,
+    emitted_at: object,
+) -> bool:
+    """Store a log chunk of an execution this stream owns; False (nothing stored) otherwise."""
+    result: str = await conn.execute(
+        """
+        INSERT INTO execution_logs (execution_id, stream, message, emitted_at)
+        SELECT execution_id, $3, $4, COALESCE($5::timestamptz, clock_timestamp()) FROM executions
+        WHERE execution_id = $1 AND session_id = $2 AND status = ANY(ARRAY[2, 3]::smallint[])
+        """,
+        execution_id,
+        session_id,
+        stream,
+        message,
+        emitted_at,
+    )
+    return result.endswith(" 1")
