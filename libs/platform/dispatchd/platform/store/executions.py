@@ -315,15 +315,26 @@ async def renew_leases(
     return int(status.split()[-1])
 
 
-async def due_queued(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[QueuedRef]:
-    """Queued executions that are due, best first: what belongs on the ready queues now."""
+async def due_queued(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int, *, after: QueuedRef | None = None
+) -> list[QueuedRef]:
+    """Queued executions that are due, oldest first: what belongs on the ready queues now.
+
+    `after` (the last ref of the previous page) continues a scan, so a backlog larger
+    than `limit` is covered page by page instead of re-reading the same oldest rows.
+    """
+    after_at = after.available_at if after is not None else None
+    after_id = after.execution_id if after is not None else None
     rows = await conn.fetch(
         """
         SELECT e.execution_id, e.job_type, e.priority, e.available_at FROM executions e
         WHERE e.status = 1 AND e.available_at <= clock_timestamp()
-        ORDER BY e.available_at LIMIT $1
+          AND ($2::timestamptz IS NULL OR (e.available_at, e.execution_id) > ($2, $3::uuid))
+        ORDER BY e.available_at, e.execution_id LIMIT $1
         """,
         limit,
+        after_at,
+        after_id,
     )
     return [QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]) for r in rows]
 

@@ -1,0 +1,68 @@
+# dispatchd developer entry points. `make up` runs the platform here; `make test` proves it.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract chaos proto proto-baseline perf-smoke lock clean
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml requirements.lock scripts/bootstrap.sh
+	bash scripts/bootstrap.sh
+
+## Bring the whole platform up in the foreground (Ctrl-C stops it).
+up: venv
+	$(PY) -m dispatchd.devtools.up
+
+## Start everything, run one job through it, stop (what CI uses to prove `make up`).
+check-up: venv
+	$(PY) -m dispatchd.devtools.up --check --data-dir .dispatchd/check
+
+## Lint, type-check, then every test except chaos.
+test: venv lint typecheck
+	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+typecheck: venv
+	$(BIN)/mypy libs services scripts
+
+unit: venv
+	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)
+
+integration: venv
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+contract: venv
+	$(PY) -m pytest tests/contract $(PYTEST_ARGS)
+
+chaos: venv
+	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
+
+## Regenerate gen/python from proto/ (commit the result; tests fail on drift).
+proto: venv
+	rm -f gen/python/dispatchd/v1/*_pb2*.py gen/python/dispatchd/v1/*_pb2*.pyi
+	$(BIN)/buf lint
+	$(BIN)/buf generate
+
+## Accept the current contract as the new compatibility baseline (after a release).
+proto-baseline: venv
+	$(BIN)/buf build --exclude-source-info -o proto/baseline.json
+
+perf-smoke: venv
+	$(PY) -m perf.smoke
+
+## Re-pin every dependency (run after changing pyproject.toml dependencies).
+lock:
+	rm -rf .lockvenv && python3 -m venv .lockvenv && .lockvenv/bin/pip install -q -e '.[dev]'
+	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .dispatchd .mypy_cache .ruff_cache

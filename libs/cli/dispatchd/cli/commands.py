@@ -1,0 +1,209 @@
+"""The dispatchctl commands. Each returns the process exit status."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from dispatchd.cli import output, shell
+from dispatchd.cli.connection import Client, CliError
+from dispatchd.cli.durations import format_seconds
+from dispatchd.v1 import common_pb2, job_service_pb2
+
+
+@dataclass
+class Io:
+    out: TextIO
+    err: TextIO
+    json: bool
+
+
+Command = Callable[[argparse.Namespace, Client, Io], int]
+
+
+def _read_payload(args: argparse.Namespace) -> bytes:
+    if args.payload is not None:
+        return str(args.payload).encode()
+    if args.payload_file is None:
+        return b""
+    if args.payload_file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(args.payload_file, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CliError(f"cannot read payload file {args.payload_file}: {exc.strerror or exc}") from None
+
+
+def _show_job(job: common_pb2.Job, io: Io, extra: list[tuple[str, str]] | None = None) -> None:
+    if io.json:
+        output.emit_json(output.as_dict(job), io.out)
+    else:
+        output.job_block(job, io.out, extra or [])
+
+
+def _outcome(reply: job_service_pb2.WaitJobResponse, waited: float | None, io: Io) -> int:
+    """0 when the job succeeded; otherwise say why on stderr and return 1."""
+    job = reply.job
+    if not reply.terminal:
+        limit = f" after {format_seconds(waited)}" if waited is not None else ""
+        io.err.write(f"dispatchctl: job {job.job_id} is still {output.job_status(job.status)}{limit}\n")
+        return 1
+    if job.status == common_pb2.JOB_STATUS_SUCCEEDED:
+        return 0
+    reason = f": {job.error_message}" if job.error_message else ""
+    io.err.write(f"dispatchctl: job {job.job_id} {output.job_status(job.status)}{reason}\n")
+    return 1
+
+
+def submit(args: argparse.Namespace, client: Client, io: Io) -> int:
+    request = job_service_pb2.SubmitJobRequest(
+        job_type=args.job_type,
+        payload=_read_payload(args),
+        priority=args.priority,
+        idempotency_key=args.idempotency_key or "",
+        metadata=dict(args.meta or []),
+    )
+    if args.max_attempts is not None:
+        request.retry_policy.max_attempts = args.max_attempts
+    if args.initial_backoff is not None:
+        request.retry_policy.initial_backoff.CopyFrom(args.initial_backoff)
+    if args.max_backoff is not None:
+        request.retry_policy.max_backoff.CopyFrom(args.max_backoff)
+    reply = client.call(client.stub.SubmitJob, request)
+    if not args.wait:
+        if io.json:
+            output.emit_json(output.as_dict(reply), io.out)
+        else:
+            output.job_block(reply.job, io.out, [("deduplicated", "yes")] if reply.deduplicated else [])
+        return 0
+    waited = client.wait(reply.job.job_id, args.wait_timeout)
+    if io.json:
+        document = output.as_dict(waited)
+        if reply.deduplicated:
+            document["deduplicated"] = True
+        output.emit_json(document, io.out)
+    else:
+        output.job_block(waited.job, io.out, [("deduplicated", "yes")] if reply.deduplicated else [])
+    return _outcome(waited, args.wait_timeout, io)
+
+
+def get(args: argparse.Namespace, client: Client, io: Io) -> int:
+    reply = client.call(client.stub.GetJob, job_service_pb2.GetJobRequest(job_id=args.job_id))
+    _show_job(reply.job, io)
+    return 0
+
+
+def list_jobs(args: argparse.Namespace, client: Client, io: Io) -> int:
+    request = job_service_pb2.ListJobsRequest(
+        status=common_pb2.JobStatus.Value("JOB_STATUS_" + args.status.upper())
+        if args.status
+        else common_pb2.JOB_STATUS_UNSPECIFIED,
+        job_type=args.type or "",
+        page_size=args.limit or 0,
+        page_token=args.page_token or "",
+    )
+    jobs: list[common_pb2.Job] = []
+    while True:
+        reply = client.call(client.stub.ListJobs, request)
+        jobs.extend(reply.jobs)
+        if not (args.all and reply.next_page_token):
+            break
+        request.page_token = reply.next_page_token
+    if io.json:
+        document = {"jobs": [output.as_dict(j) for j in jobs], "next_page_token": reply.next_page_token}
+        output.emit_json(document, io.out)
+        return 0
+    output.table(output.JOB_COLUMNS, output.job_rows(jobs), io.out)
+    if reply.next_page_token:
+        io.err.write(f"more jobs: dispatchctl list --page-token {reply.next_page_token} (or --all)\n")
+    return 0
+
+
+def cancel(args: argparse.Namespace, client: Client, io: Io) -> int:
+    request = job_service_pb2.CancelJobRequest(job_id=args.job_id, reason=args.reason or "")
+    reply = client.call(client.stub.CancelJob, request)
+    _show_job(reply.job, io)
+    return 0
+
+
+def _all_executions(client: Client, job_id: str) -> list[common_pb2.Execution]:
+    request = job_service_pb2.ListExecutionsRequest(job_id=job_id)
+    executions: list[common_pb2.Execution] = []
+    while True:
+        reply = client.call(client.stub.ListExecutions, request)
+        executions.extend(reply.executions)
+        if not reply.next_page_token:
+            return executions
+        request.page_token = reply.next_page_token
+
+
+def executions(args: argparse.Namespace, client: Client, io: Io) -> int:
+    found = _all_executions(client, args.job_id)
+    if io.json:
+        output.emit_json({"executions": [output.as_dict(e) for e in found]}, io.out)
+    else:
+        output.table(output.EXECUTION_COLUMNS, output.execution_rows(found), io.out)
+    return 0
+
+
+def wait(args: argparse.Namespace, client: Client, io: Io) -> int:
+    reply = client.wait(args.job_id, args.wait_timeout)
+    if io.json:
+        output.emit_json(output.as_dict(reply), io.out)
+    else:
+        output.job_block(reply.job, io.out)
+    return _outcome(reply, args.wait_timeout, io)
+
+
+def _shell_result(client: Client, job: common_pb2.Job) -> shell.ShellResult | None:
+    found = shell.parse_result(job.result)
+    if found is not None or job.status == common_pb2.JOB_STATUS_SUCCEEDED:
+        return found
+    # A failed job keeps no result of its own; the last attempt's output explains the failure.
+    for execution in reversed(_all_executions(client, job.job_id)):
+        found = shell.parse_result(execution.result)
+        if found is not None:
+            return found
+    return None
+
+
+def run(args: argparse.Namespace, client: Client, io: Io) -> int:
+    argv = list(args.command)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise CliError("run needs a command: dispatchctl run -- COMMAND [ARGS...]", exit_code=2)
+    request = job_service_pb2.SubmitJobRequest(
+        job_type=shell.SHELL_JOB_TYPE,
+        payload=shell.payload(argv),
+        priority=args.priority,
+        retry_policy=common_pb2.RetryPolicy(max_attempts=args.max_attempts),
+    )
+    job_id = client.call(client.stub.SubmitJob, request).job.job_id
+    try:
+        reply = client.wait(job_id, args.wait_timeout)
+    except KeyboardInterrupt:
+        # Like Ctrl-C on a local command: the remote one should stop too.
+        try:
+            client.call(client.stub.CancelJob, job_service_pb2.CancelJobRequest(job_id=job_id, reason="interrupted"))
+            io.err.write(f"dispatchctl: interrupted; cancelled job {job_id}\n")
+        except CliError as exc:
+            io.err.write(f"dispatchctl: interrupted; could not cancel job {job_id}: {exc}\n")
+        return 130
+    job = reply.job
+    if not reply.terminal:
+        return _outcome(reply, args.wait_timeout, io)
+    result = _shell_result(client, job)
+    if io.json:
+        output.emit_json(output.as_dict(job), io.out)
+    elif result is not None:
+        io.out.write(result.stdout)
+        io.out.flush()
+        io.err.write(result.stderr)
+    if result is not None:
+        return shell.exit_status(result.exit_code)
+    return _outcome(reply, args.wait_timeout, io)

@@ -1,0 +1,169 @@
+"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs.
+
+Exit status: 0 on success; 1 when a call fails or a waited-for job did not succeed (one
+line on stderr says why); 2 for usage errors; `run` exits with the command's own status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from dispatchd.cli import commands
+from dispatchd.cli.connection import DEFAULT_TARGET, TARGET_ENV, Client, CliError, Connection
+from dispatchd.cli.durations import duration_arg, seconds_arg
+
+STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
+DEFAULT_RPC_TIMEOUT = 30.0
+
+
+def _metadata_entry(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"invalid metadata {text!r}: use KEY=VALUE")
+    return key, value
+
+
+def _status(text: str) -> str:
+    value = text.lower()
+    value = "canceled" if value == "cancelled" else value
+    if value not in STATUSES:
+        raise argparse.ArgumentTypeError(f"invalid status {text!r}: choose from {', '.join(STATUSES)}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    # Accepted before and after the command; after it they override what came before.
+    default = argparse.SUPPRESS if suppress else None
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--target",
+        default=default if suppress else os.environ.get(TARGET_ENV, DEFAULT_TARGET),
+        metavar="HOST:PORT",
+        help=f"control plane address (env {TARGET_ENV}, default {DEFAULT_TARGET})",
+    )
+    parent.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default=default if suppress else "table",
+        help="table for people (default), json for scripts",
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatchctl",
+        description="Submit, inspect, list, cancel and wait for dispatchd jobs.",
+        parents=[_common_options(suppress=False)],
+        epilog="Exit status: 0 ok; 1 error or job not succeeded; 2 usage; run: the command's status.",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds_arg,
+        default=DEFAULT_RPC_TIMEOUT,
+        metavar="SECONDS",
+        help=f"deadline of each call to the control plane (default {DEFAULT_RPC_TIMEOUT:g})",
+    )
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
+    common = [_common_options(suppress=True)]
+
+    p = sub.add_parser("submit", parents=common, help="submit a job")
+    p.add_argument("job_type", metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
+    payload = p.add_mutually_exclusive_group()
+    payload.add_argument("--payload", metavar="TEXT", help="payload as text (UTF-8)")
+    payload.add_argument("--payload-file", metavar="PATH", help="payload from a file ('-' for stdin)")
+    p.add_argument("--priority", type=int, default=0, help="0..1000, higher runs first (default 0)")
+    p.add_argument("--idempotency-key", metavar="KEY", help="resubmitting with the same key returns the same job")
+    p.add_argument(
+        "--meta", type=_metadata_entry, action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)"
+    )
+    p.add_argument("--max-attempts", type=int, metavar="N", help="attempts before the job fails (default 3)")
+    p.add_argument("--initial-backoff", type=duration_arg, metavar="DUR", help="first retry delay, e.g. 500ms, 5s")
+    p.add_argument("--max-backoff", type=duration_arg, metavar="DUR", help="longest retry delay, e.g. 1m")
+    p.add_argument("--wait", action="store_true", help="wait until the job has finished")
+    p.add_argument(
+        "--wait-timeout", type=seconds_arg, metavar="SECONDS", help="with --wait: give up after this long"
+    )
+    p.set_defaults(handler=commands.submit)
+
+    p = sub.add_parser(
+        "run",
+        parents=common,
+        help="run a shell command as a job and print its output",
+        description="Run COMMAND on a worker as a `shell` job, print its output and exit with its status. "
+        "A single argument is a shell command line as-is; several are quoted word by word.",
+    )
+    p.add_argument(
+        "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up waiting after this long"
+    )
+    p.add_argument("--max-attempts", type=_positive_int, default=1, metavar="N", help="attempts (default 1)")
+    p.add_argument("--priority", type=int, default=0, help="0..1000 (default 0)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
+    p.set_defaults(handler=commands.run)
+
+    p = sub.add_parser("get", parents=common, help="show a job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(handler=commands.get)
+
+    p = sub.add_parser("list", parents=common, help="list jobs, newest first")
+    p.add_argument("--status", type=_status, metavar="STATUS", help=f"only jobs in this status ({'|'.join(STATUSES)})")
+    p.add_argument("--type", metavar="JOB_TYPE", help="only jobs of exactly this type")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="jobs per page (server default 50)")
+    p.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
+    p.add_argument("--all", action="store_true", help="follow every page")
+    p.set_defaults(handler=commands.list_jobs)
+
+    p = sub.add_parser("cancel", parents=common, help="cancel a job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--reason", metavar="TEXT", help="recorded on the job")
+    p.set_defaults(handler=commands.cancel)
+
+    p = sub.add_parser("executions", parents=common, help="list the attempts of a job")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.set_defaults(handler=commands.executions)
+
+    p = sub.add_parser("wait", parents=common, help="wait until a job has finished")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument(
+        "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
+    )
+    p.set_defaults(handler=commands.wait)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    io = commands.Io(out=sys.stdout, err=sys.stderr, json=args.output == "json")
+    try:
+        with Client(Connection(target=args.target, timeout=args.timeout)) as client:
+            code: int = args.handler(args, client, io)
+    except CliError as exc:
+        sys.stderr.write(f"dispatchctl: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("dispatchctl: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); say nothing more on a closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Control plane process: JobService on `DISPATCHD_CONTROL_PLANE_LISTEN`."""
+
+from __future__ import annotations
+
+from dispatchd.control_plane.servicer import JobService
+from dispatchd.control_plane.waiters import JobWaiters
+from dispatchd.platform import server
+from dispatchd.platform.config import get_settings
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
+
+SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name
+
+
+async def build(runtime: server.Runtime) -> server.Service:
+    queues = ReadyQueues(runtime.redis, runtime.settings.redis_prefix)
+    waiters = JobWaiters(runtime.redis, queues.keys.job_channel)
+    servicer = JobService(runtime.settings, runtime.pool, queues, waiters)
+    runtime.on_shutdown.append(waiters.close)
+
+    async def listen_for_job_events() -> None:
+        await waiters.run(runtime.stopping)
+
+    return server.Service(
+        register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
+        service_names=[SERVICE_NAME],
+        tasks=[listen_for_job_events],
+    )
+
+
+def main() -> None:
+    settings = get_settings()
+    server.run(server.serve("control-plane", settings, settings.control_plane_listen, build))
+
+
+if __name__ == "__main__":
+    main()

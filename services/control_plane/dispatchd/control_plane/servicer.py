@@ -1,0 +1,121 @@
+"""JobService: submit, inspect, list, cancel and wait for jobs.
+
+Postgres decides every outcome. Redis only speeds things up (ready queues, cancel and job
+events), so a Redis failure after the Postgres write is logged, never returned: the
+scheduler re-queues due executions from Postgres and the settle guards reject results of
+cancelled executions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import grpc
+
+from dispatchd.control_plane import convert, validation
+from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
+from dispatchd.platform.config import Settings
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.platform.store import jobs
+from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
+
+log = logging.getLogger("dispatchd.control_plane")
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Bound on how long a request waits for Redis before answering without it.
+REDIS_BUDGET_SECONDS = 2.0
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class JobService(job_service_pb2_grpc.JobServiceServicer):
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, queues: ReadyQueues, waiters: JobWaiters) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.queues = queues
+        self.waiters = waiters
+
+    async def SubmitJob(  # noqa: N802
+        self, request: job_service_pb2.SubmitJobRequest, context: Context
+    ) -> job_service_pb2.SubmitJobResponse:
+        new = validation.new_job(request, self.settings)
+        submitted = await jobs.submit(self.pool, new)
+        if submitted.queued is not None:
+            try:
+                async with asyncio.timeout(REDIS_BUDGET_SECONDS):
+                    await self.queues.push([submitted.queued])
+            except Exception as exc:  # the job is safe in Postgres; the scheduler queues it
+                log.warning(
+                    "could not push job %s to its ready queue (the scheduler will): %s",
+                    submitted.job.job_id,
+                    _describe(exc),
+                )
+        return job_service_pb2.SubmitJobResponse(
+            job=convert.job(submitted.job), deduplicated=submitted.deduplicated
+        )
+
+    async def GetJob(  # noqa: N802
+        self, request: job_service_pb2.GetJobRequest, context: Context
+    ) -> job_service_pb2.GetJobResponse:
+        row = await jobs.get(self.pool, validation.job_id(request.job_id))
+        return job_service_pb2.GetJobResponse(job=convert.job(row))
+
+    async def ListJobs(  # noqa: N802
+        self, request: job_service_pb2.ListJobsRequest, context: Context
+    ) -> job_service_pb2.ListJobsResponse:
+        rows, token = await jobs.list_jobs(
+            self.pool,
+            status=validation.status_filter(request.status),
+            job_type=validation.job_type_filter(request.job_type),
+            page_size=validation.page_size(request.page_size, self.settings),
+            page_token=validation.page_token(request.page_token),
+        )
+        return job_service_pb2.ListJobsResponse(jobs=[convert.job(r) for r in rows], next_page_token=token)
+
+    async def ListExecutions(  # noqa: N802
+        self, request: job_service_pb2.ListExecutionsRequest, context: Context
+    ) -> job_service_pb2.ListExecutionsResponse:
+        job_id = validation.job_id(request.job_id)
+        rows, token = await jobs.list_executions(
+            self.pool,
+            job_id,
+            page_size=validation.page_size(request.page_size, self.settings),
+            page_token=validation.page_token(request.page_token),
+        )
+        return job_service_pb2.ListExecutionsResponse(
+            executions=[convert.execution(r) for r in rows], next_page_token=token
+        )
+
+    async def CancelJob(  # noqa: N802
+        self, request: job_service_pb2.CancelJobRequest, context: Context
+    ) -> job_service_pb2.CancelJobResponse:
+        job_id = validation.job_id(request.job_id)
+        reason = validation.reason(request.reason)
+        cancelled = await jobs.cancel(self.pool, job_id, reason)
+        if cancelled.stopped or cancelled.changed:
+            await self._announce_cancel(cancelled, reason or "job cancelled")
+        return job_service_pb2.CancelJobResponse(job=convert.job(cancelled.job))
+
+    async def _announce_cancel(self, cancelled: jobs.Cancelled, reason: str) -> None:
+        try:
+            async with asyncio.timeout(REDIS_BUDGET_SECONDS):
+                for execution_id, worker_id in cancelled.stopped:
+                    await self.queues.publish_cancel(str(execution_id), worker_id, reason)
+                if cancelled.changed:
+                    await self.queues.publish_job_event(str(cancelled.job.job_id), int(cancelled.job.status))
+        except Exception as exc:  # cancelled in Postgres; a late result is rejected by the settle guard
+            log.warning("could not announce the cancellation of job %s: %s", cancelled.job.job_id, _describe(exc))
+
+    async def WaitJob(  # noqa: N802
+        self, request: job_service_pb2.WaitJobRequest, context: Context
+    ) -> job_service_pb2.WaitJobResponse:
+        job_id = validation.job_id(request.job_id)
+        timeout = validation.wait_timeout(request)
+        row, terminal = await wait_for_terminal(self.pool, self.waiters, job_id, timeout)
+        return job_service_pb2.WaitJobResponse(job=convert.job(row), terminal=terminal)

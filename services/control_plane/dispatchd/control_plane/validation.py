@@ -1,0 +1,182 @@
+"""Request validation: every check runs before anything touches Postgres.
+
+Each function either returns the value the store needs or raises InvalidArgument with a
+message naming the field and the rule, so a caller can fix the request without guessing.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from google.protobuf import duration_pb2
+
+from dispatchd.platform import queues, routing
+from dispatchd.platform.config import Settings
+from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.states import JobStatus
+from dispatchd.platform.store.jobs import NewJob
+from dispatchd.v1 import job_service_pb2
+
+MAX_METADATA_KEY_CHARS = 256
+MAX_METADATA_VALUE_CHARS = 4096
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+MAX_REASON_CHARS = 1024
+DEFAULT_WAIT_SECONDS = 30.0
+MAX_WAIT_SECONDS = 300.0
+
+# google.protobuf.Duration's documented range: about 10,000 years.
+_MAX_DURATION_SECONDS = 315_576_000_000
+_NANOS_PER_SECOND = 1_000_000_000
+_NANOS_PER_MILLI = 1_000_000
+
+
+def _no_nul(field: str, value: str) -> None:
+    # Postgres text and jsonb cannot hold U+0000; without this check it would surface as an
+    # internal error from the database instead of the caller's mistake.
+    if "\x00" in value:
+        raise InvalidArgument(f"{field} must not contain NUL characters")
+
+
+def _preview(value: str, limit: int = 64) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def job_type(value: str, field: str = "job_type") -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if not routing.is_valid_job_type(value):
+        raise InvalidArgument(
+            f"{field} {_preview(value)} is invalid: use at most {routing.MAX_JOB_TYPE_LENGTH} characters of "
+            "lower-case dot-separated segments of [a-z0-9_-], each starting with a letter or digit "
+            "(e.g. 'email.send')"
+        )
+    return value
+
+
+def job_id(value: str, field: str = "job_id") -> uuid.UUID:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument(f"{field} must be a UUID, got {_preview(value)}") from None
+
+
+def duration_seconds(value: duration_pb2.Duration, field: str) -> float:
+    """A valid, non-negative Duration in seconds (float, full precision)."""
+    seconds, nanos = value.seconds, value.nanos
+    if abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) >= _NANOS_PER_SECOND:
+        raise InvalidArgument(f"{field} is not a valid duration (seconds={seconds}, nanos={nanos})")
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        raise InvalidArgument(f"{field} is not a valid duration: seconds and nanos must have the same sign")
+    if seconds < 0 or nanos < 0:
+        raise InvalidArgument(f"{field} must not be negative")
+    return seconds + nanos / _NANOS_PER_SECOND
+
+
+def duration_ms(value: duration_pb2.Duration, field: str) -> int:
+    """A valid, non-negative Duration in whole milliseconds (sub-millisecond rest dropped)."""
+    duration_seconds(value, field)
+    return value.seconds * 1000 + value.nanos // _NANOS_PER_MILLI
+
+
+def retry_policy(request: job_service_pb2.SubmitJobRequest) -> tuple[RetryPolicy, bool]:
+    """The effective policy and whether the caller set one at all."""
+    if not request.HasField("retry_policy"):
+        return RetryPolicy(), False
+    policy = request.retry_policy
+    initial = (
+        duration_ms(policy.initial_backoff, "retry_policy.initial_backoff")
+        if policy.HasField("initial_backoff")
+        else None
+    )
+    maximum = duration_ms(policy.max_backoff, "retry_policy.max_backoff") if policy.HasField("max_backoff") else None
+    # 0 means "unset" for a proto3 scalar; from_parts applies the default and rejects negatives.
+    return RetryPolicy.from_parts(policy.max_attempts or None, initial, maximum), True
+
+
+def metadata(values: dict[str, str], settings: Settings) -> dict[str, str]:
+    if len(values) > settings.max_metadata_entries:
+        raise InvalidArgument(
+            f"metadata has {len(values)} entries; at most {settings.max_metadata_entries} are allowed"
+        )
+    for key, value in values.items():
+        if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
+            raise InvalidArgument(f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters long")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidArgument(
+                f"metadata value of key {_preview(key)} is {len(value)} characters; "
+                f"at most {MAX_METADATA_VALUE_CHARS} are allowed"
+            )
+        _no_nul("metadata keys", key)
+        _no_nul(f"metadata value of key {_preview(key)}", value)
+    return dict(values)
+
+
+def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> NewJob:
+    kind = job_type(request.job_type)
+    if not 0 <= request.priority <= queues.MAX_PRIORITY:
+        raise InvalidArgument(f"priority must be between 0 and {queues.MAX_PRIORITY}, got {request.priority}")
+    if len(request.payload) > settings.max_payload_bytes:
+        raise InvalidArgument(
+            f"payload is {len(request.payload)} bytes; the limit is {settings.max_payload_bytes} bytes"
+        )
+    key = request.idempotency_key
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
+        )
+    _no_nul("idempotency_key", key)
+    meta = metadata(dict(request.metadata), settings)
+    policy, policy_set = retry_policy(request)
+    return NewJob(
+        job_type=kind,
+        payload=bytes(request.payload),
+        priority=request.priority,
+        idempotency_key=key or None,
+        metadata=meta,
+        retry=policy,
+        retry_policy_set=policy_set,
+    )
+
+
+def page_size(requested: int, settings: Settings) -> int:
+    if requested < 0:
+        raise InvalidArgument(f"page_size must not be negative, got {requested}")
+    if requested == 0:
+        return settings.default_page_size
+    return min(requested, settings.max_page_size)
+
+
+def page_token(value: str) -> str:
+    # The token is decoded by the store; this only keeps a NUL out of the error path.
+    if len(value) > 1024 or "\x00" in value:
+        raise InvalidArgument("page_token is malformed; pass back a next_page_token unchanged")
+    return value
+
+
+def status_filter(value: int) -> JobStatus | None:
+    if value == 0:
+        return None
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise InvalidArgument(f"status {value} is not a known job status") from None
+
+
+def job_type_filter(value: str) -> str | None:
+    return job_type(value, "job_type filter") if value else None
+
+
+def reason(value: str) -> str:
+    if len(value) > MAX_REASON_CHARS:
+        raise InvalidArgument(f"reason is {len(value)} characters; at most {MAX_REASON_CHARS} are allowed")
+    _no_nul("reason", value)
+    return value
+
+
+def wait_timeout(request: job_service_pb2.WaitJobRequest) -> float:
+    if not request.HasField("timeout"):
+        return DEFAULT_WAIT_SECONDS
+    return min(duration_seconds(request.timeout, "timeout"), MAX_WAIT_SECONDS)

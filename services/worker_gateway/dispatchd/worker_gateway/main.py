@@ -1,0 +1,55 @@
+"""Worker gateway process: `python -m dispatchd.worker_gateway.main` (dispatchd-worker-gateway)."""
+
+from __future__ import annotations
+
+from dispatchd.platform import server
+from dispatchd.platform.config import get_settings
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from dispatchd.worker_gateway.dispatcher import Dispatcher
+from dispatchd.worker_gateway.events import Events
+from dispatchd.worker_gateway.messages import Messages
+from dispatchd.worker_gateway.outcomes import Outcomes
+from dispatchd.worker_gateway.servicer import WorkerGateway
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
+
+
+async def build(runtime: server.Runtime) -> server.Service:
+    settings = runtime.settings
+    queues = ReadyQueues(runtime.redis, settings.redis_prefix)
+    dispatcher = Dispatcher(runtime.pool, queues, settings.lease_seconds)
+    outcomes = Outcomes(queues)
+    messages = Messages(
+        runtime.pool,
+        dispatcher,
+        outcomes,
+        lease_seconds=settings.lease_seconds,
+        max_payload_bytes=settings.max_payload_bytes,
+    )
+    gateway = WorkerGateway(
+        pool=runtime.pool,
+        dispatcher=dispatcher,
+        messages=messages,
+        outcomes=outcomes,
+        gateway_id=settings.gateway_id,
+        stopping=runtime.stopping,
+        shutdown_grace_seconds=settings.shutdown_grace_seconds,
+    )
+    events = Events(queues, dispatcher, runtime.stopping)
+    runtime.on_shutdown.append(gateway.drain)
+    return server.Service(
+        register=lambda grpc_server: pb_grpc.add_WorkerServiceServicer_to_server(gateway, grpc_server),
+        service_names=[SERVICE_NAME],
+        tasks=[dispatcher.run, events.run],
+    )
+
+
+def main() -> None:
+    settings = get_settings()
+    server.run(server.serve("worker-gateway", settings, settings.gateway_listen, build))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""WorkerService.Connect: one bidirectional stream per connected worker.
+
+The handler is an async generator that yields what the stream's outbound queue holds
+(acks, assignments, cancels, drain signals) while a reader task consumes the worker's
+messages. Whatever ends the stream (the worker closing, a transport error, the gateway
+draining or superseding it), the `finally` releases what the stream held so its
+executions are re-queued at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import grpc
+
+from dispatchd.platform import routing
+from dispatchd.platform.store import executions, workers
+from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from dispatchd.worker_gateway.dispatcher import Dispatcher
+from dispatchd.worker_gateway.messages import REJECTED, STORE_UNAVAILABLE, Messages, lane_key
+from dispatchd.worker_gateway.outcomes import Outcomes
+from dispatchd.worker_gateway.sessions import Session, StreamEnd
+
+log = logging.getLogger("dispatchd.gateway")
+
+MAX_WORKER_ID_CHARS = 128
+MAX_CONCURRENCY = 1000
+MAX_LABELS = 64
+MAX_LABEL_CHARS = 256
+# How long messages already read may take to land once a stream ends.
+LANES_GRACE_SECONDS = 5.0
+
+Context = grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse]
+
+_ACK_KIND = {"heartbeat": "heartbeat", "started": "started", "result": "result", "log_chunk": "log"}
+
+
+def _validate(reg: pb.WorkerRegistration) -> str | None:
+    """The problem with a registration, or None when it is fine."""
+    if not 1 <= len(reg.worker_id) <= MAX_WORKER_ID_CHARS:
+        return f"registration.worker_id must be 1 to {MAX_WORKER_ID_CHARS} characters"
+    if not reg.capabilities:
+        return "registration.capabilities must name at least one job type"
+    for capability in reg.capabilities:
+        if not routing.is_valid_job_type(capability):
+            return (
+                f"registration.capabilities: {capability!r} is not a valid job type "
+                "(lower-case dotted names such as 'email.send')"
+            )
+    if not 0 <= reg.max_concurrency <= MAX_CONCURRENCY:
+        return f"registration.max_concurrency must be between 0 and {MAX_CONCURRENCY} (0 means 1)"
+    if len(reg.labels) > MAX_LABELS:
+        return f"registration.labels may have at most {MAX_LABELS} entries"
+    if any(len(k) > MAX_LABEL_CHARS or len(v) > MAX_LABEL_CHARS for k, v in reg.labels.items()):
+        return f"registration.labels keys and values must be at most {MAX_LABEL_CHARS} characters"
+    return None
+
+
+class WorkerGateway(pb_grpc.WorkerServiceServicer):
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        dispatcher: Dispatcher,
+        messages: Messages,
+        outcomes: Outcomes,
+        gateway_id: str,
+        stopping: asyncio.Event,
+        shutdown_grace_seconds: float,
+    ) -> None:
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.messages = messages
+        self.outcomes = outcomes
+        self.gateway_id = gateway_id
+        self.stopping = stopping
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        # Streams whose end-of-stream cleanup has not finished yet.
+        self.live: set[Session] = set()
+        # Set whenever an execution leaves a stream or a stream ends (drain waits on it).
+        self.changed = asyncio.Event()
+        self._handlers: dict[str, Callable[[Session, Any], Awaitable[None]]] = {
+            "heartbeat": messages.heartbeat,
+            "started": messages.started,
+            "result": messages.result,
+            "log_chunk": messages.log_chunk,
+        }
+
+    async def Connect(  # noqa: N802 - the gRPC method name
+        self, request_iterator: AsyncIterator[pb.ConnectRequest], context: Context
+    ) -> AsyncIterator[pb.ConnectResponse]:
+        requests = aiter(request_iterator)
+        session = await self._register(requests, context)
+        if session is None:
+            return
+        reader = asyncio.create_task(self._read(session, requests))
+        try:
+            while True:
+                message = await session.outbound.get()
+                if message is None:
+                    break
+                yield message
+        finally:
+            # Shielded: the cleanup must finish even when the RPC is being cancelled.
+            await asyncio.shield(self._end(session, reader))
+        if session.end.code is not None:
+            await context.abort(session.end.code, session.end.message)
+
+    # ----------------------------------------------------------------- registration
+
+    async def _register(self, requests: AsyncIterator[pb.ConnectRequest], context: Context) -> Session | None:
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            return None
+        if first.WhichOneof("payload") != "registration":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be a registration")
+        reg = first.registration
+        problem = _validate(reg)
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self.stopping.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "gateway is shutting down; connect to another replica")
+
+        session = Session(
+            worker_id=reg.worker_id,
+            capabilities=tuple(dict.fromkeys(reg.capabilities)),
+            max_concurrency=reg.max_concurrency or 1,
+            labels=dict(reg.labels),
+            inflight_changed=self.changed,
+        )
+        # One live stream per worker id: a newer registration supersedes older streams here.
+        for old in self.dispatcher.by_worker(session.worker_id):
+            self.dispatcher.remove(old)
+            old.close(StreamEnd(grpc.StatusCode.ABORTED, "superseded by a newer registration of this worker"))
+        try:
+            await workers.register(
+                self.pool,
+                worker_id=session.worker_id,
+                session_id=session.session_id,
+                gateway_id=self.gateway_id,
+                capabilities=list(session.capabilities),
+                max_concurrency=session.max_concurrency,
+                labels=session.labels,
+            )
+            # What the worker held on earlier streams (here or on another gateway) is lost to it.
+            released = await executions.release_owned(
+                self.pool,
+                worker_id=session.worker_id,
+                exclude_session=session.session_id,
+                reason="worker re-registered",
+            )
+        except STORE_UNAVAILABLE as exc:
+            log.warning("registration failed, store unavailable: %s", exc)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
+        await self.outcomes.announce(released)
+        # The ack goes on the queue before the dispatcher can see the stream, so no
+        # assignment can ever precede it.
+        session.ack("registration", pb.ACK_STATUS_ACCEPTED, f"registered; session {session.session_id}")
+        self.live.add(session)
+        self.dispatcher.add(session)
+        log.info(
+            "worker registered",
+            extra={
+                "fields": {
+                    "worker_id": session.worker_id,
+                    "session_id": str(session.session_id),
+                    "capabilities": list(session.capabilities),
+                    "max_concurrency": session.max_concurrency,
+                    "released": len(released),
+                }
+            },
+        )
+        return session
+
+    # ----------------------------------------------------------------- reading
+
+    async def _read(self, session: Session, requests: AsyncIterator[pb.ConnectRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("payload")
+                if kind not in self._handlers:
+                    what = "a second registration" if kind == "registration" else "an empty message"
+                    session.ack(kind or "unknown", REJECTED, f"unexpected {what} on a registered stream")
+                    continue
+                apply = functools.partial(self._apply, session, kind, request)
+                await session.lanes.submit(lane_key(request), apply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the transport failed or the worker went away
+            log.info("worker stream broke: %s", exc, extra={"fields": {"worker_id": session.worker_id}})
+        # The worker closed its side: let what it already sent land, then end the stream.
+        await session.lanes.wait_idle(LANES_GRACE_SECONDS)
+        session.close()
+
+    async def _apply(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
+        try:
+            await self._handlers[kind](session, getattr(request, kind))
+        except STORE_UNAVAILABLE as exc:
+            # Results can no longer be recorded: end the stream, the worker reconnects later.
+            log.warning("store unavailable while applying a %s: %s", kind, exc)
+            session.close(StreamEnd(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; reconnect later"))
+        except asyncpg.PostgresError as exc:  # e.g. text Postgres cannot store: the message is bad
+            log.warning("could not apply a %s: %s", kind, exc)
+            session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
+
+    # ----------------------------------------------------------------- the end
+
+    async def _end(self, session: Session, reader: asyncio.Task[None]) -> None:
+        self.dispatcher.remove(session)
+        session.close()
+        try:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await session.lanes.wait_idle(LANES_GRACE_SECONDS)
+            await session.lanes.cancel()
+            # A claim in progress for this stream finishes first, so the release below sees it.
+            async with session.fill_lock:
+                pass
+            released = await executions.release_owned(
+                self.pool, session_id=session.session_id, reason="worker stream closed"
+            )
+            await self.outcomes.announce(released)
+            await workers.disconnect(self.pool, session.worker_id, session.session_id)
+            log.info(
+                "worker stream closed",
+                extra={
+                    "fields": {
+                        "worker_id": session.worker_id,
+                        "session_id": str(session.session_id),
+                        "released": len(released),
+                    }
+                },
+            )
+        except Exception:  # leases expire and the scheduler re-queues; nothing is lost
+            log.exception("cleanup of a worker stream failed")
+        finally:
+            self.live.discard(session)
+            self.changed.set()
+
+    async def drain(self) -> None:
+        """Shutdown hook: stop assigning, ask workers to finish, wait, then end the streams."""
+        self.dispatcher.stop()
+        for session in list(self.live):
+            session.draining = True
+            session.send(pb.ConnectResponse(drain_signal=pb.DrainSignal(reason="gateway shutting down")))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_grace_seconds
+        while any(s.inflight for s in self.live) and loop.time() < deadline:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self.changed.wait()
+        for session in list(self.live):
+            session.close()
+        # Wait for the cleanups (they release what is still held) before the pool closes.
+        deadline = loop.time() + LANES_GRACE_SECONDS + 5.0
+        while self.live and loop.time() < deadline:
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self.changed.wait()

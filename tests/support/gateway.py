@@ -1,0 +1,160 @@
+"""Helpers for tests that talk to a worker gateway process over raw streams."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import grpc
+import redis.asyncio
+
+from dispatchd.devtools.stores import free_port
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.store import jobs
+from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from tests.support.processes import ServiceProcess, python_module_argv
+
+PREFIX = "dispatchd"
+
+
+@dataclass
+class Gateway:
+    process: ServiceProcess
+    target: str
+    env: dict[str, str]
+
+    def restart(self) -> None:
+        self.process.start()
+        self.process.wait_healthy(self.target, timeout=30)
+
+
+def start_gateway(
+    spawn: Callable[..., ServiceProcess], database_url: str, redis_url: str, **extra: str
+) -> Gateway:
+    target = f"127.0.0.1:{free_port()}"
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DISPATCHD_GATEWAY_LISTEN": target,
+        "DISPATCHD_LOG_LEVEL": "INFO",
+        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
+        **extra,
+    }
+    process = spawn("worker-gateway", python_module_argv("dispatchd.worker_gateway.main"), env)
+    process.wait_healthy(target, timeout=30)
+    return Gateway(process, target, env)
+
+
+async def submit(
+    pool: asyncpg.Pool,
+    client: redis.asyncio.Redis,
+    job_type: str,
+    payload: bytes = b"",
+    *,
+    max_attempts: int = 3,
+    initial_backoff_ms: int = 0,
+    priority: int = 0,
+    metadata: dict[str, str] | None = None,
+) -> uuid.UUID:
+    """Insert a job through the store and push its first attempt, as the control plane does."""
+    new = jobs.NewJob(
+        job_type=job_type,
+        payload=payload,
+        priority=priority,
+        idempotency_key=None,
+        metadata=metadata or {},
+        retry=RetryPolicy(max_attempts, initial_backoff_ms, max(initial_backoff_ms, 1)),
+        retry_policy_set=True,
+    )
+    submitted = await jobs.submit(pool, new)
+    assert submitted.queued is not None
+    await ReadyQueues(client, PREFIX).push([submitted.queued])
+    return submitted.job.job_id
+
+
+class WorkerStream:
+    """A raw Connect stream; responses are buffered so tests can wait for one kind."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.aio.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
+        self.call: Any = pb_grpc.WorkerServiceStub(self.channel).Connect()
+        self.buffer: list[pb.ConnectResponse] = []
+
+    async def send(self, **payload: Any) -> None:
+        await self.call.write(pb.ConnectRequest(**payload))
+
+    async def register(
+        self, worker_id: str, capabilities: list[str], max_concurrency: int = 4, **labels: str
+    ) -> pb.WorkerAck:
+        registration = pb.WorkerRegistration(
+            worker_id=worker_id, capabilities=capabilities, max_concurrency=max_concurrency, labels=labels
+        )
+        await self.send(registration=registration)
+        first = await self.read(5)
+        assert first.WhichOneof("payload") == "ack", first
+        assert first.ack.kind == "registration" and first.ack.status == pb.ACK_STATUS_ACCEPTED, first
+        return first.ack
+
+    async def read(self, timeout: float) -> pb.ConnectResponse:
+        if self.buffer:
+            return self.buffer.pop(0)
+        message = await asyncio.wait_for(self.call.read(), timeout)
+        if message is grpc.aio.EOF:
+            raise EOFError("stream ended")
+        assert isinstance(message, pb.ConnectResponse)
+        return message
+
+    async def expect(self, kind: str, timeout: float = 5.0, ack_kind: str | None = None) -> Any:
+        """The next response of this payload kind (and ack kind); others stay buffered."""
+        for i, message in enumerate(self.buffer):
+            if _matches(message, kind, ack_kind):
+                del self.buffer[i]
+                return getattr(message, kind)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no {kind} ({ack_kind}) within {timeout}s; buffered: {self.buffer}")
+            try:
+                message = await asyncio.wait_for(self.call.read(), remaining)
+            except TimeoutError:
+                raise TimeoutError(f"no {kind} ({ack_kind}) within {timeout}s; buffered: {self.buffer}") from None
+            if message is grpc.aio.EOF:
+                raise EOFError(f"stream ended waiting for {kind}")
+            if _matches(message, kind, ack_kind):
+                return getattr(message, kind)
+            self.buffer.append(message)
+
+    async def assignments(self, count: int, timeout: float = 5.0) -> list[pb.TaskAssignment]:
+        return [await self.expect("assignment", timeout) for _ in range(count)]
+
+    async def nothing(self, kind: str, within: float) -> None:
+        """Assert that no response of this kind arrives for `within` seconds."""
+        try:
+            message = await self.expect(kind, within)
+        except (TimeoutError, EOFError):
+            return
+        raise AssertionError(f"unexpected {kind}: {message}")
+
+    async def result(self, execution_id: str, *, success: bool = True, result: bytes = b"", error: str = "") -> Any:
+        await self.send(
+            result=pb.TaskResult(execution_id=execution_id, success=success, result=result, error_message=error)
+        )
+        return await self.expect("ack", ack_kind="result")
+
+    async def close(self) -> None:
+        self.call.cancel()
+        await self.channel.close()
+
+
+def _matches(message: pb.ConnectResponse, kind: str, ack_kind: str | None) -> bool:
+    if message.WhichOneof("payload") != kind:
+        return False
+    return ack_kind is None or message.ack.kind == ack_kind

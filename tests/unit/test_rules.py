@@ -1,0 +1,132 @@
+"""Pure domain rules: state machine, routing, retry policy, page tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+
+import pytest
+
+from dispatchd.platform import paging
+from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.routing import capability_matches, is_valid_job_type, matching_job_types
+from dispatchd.platform.states import (
+    EXECUTION_TERMINAL,
+    EXECUTION_TRANSITIONS,
+    JOB_TERMINAL,
+    JOB_TRANSITIONS,
+    ExecutionStatus,
+    JobStatus,
+    execution_sources,
+    job_sources,
+)
+from dispatchd.v1 import common_pb2
+
+
+def test_state_values_equal_the_wire_enums() -> None:
+    for status in JobStatus:
+        assert common_pb2.JobStatus.Value(f"JOB_STATUS_{status.name}") == status
+    for execution_status in ExecutionStatus:
+        assert common_pb2.ExecutionStatus.Value(f"EXECUTION_STATUS_{execution_status.name}") == execution_status
+
+
+def test_terminal_states_are_final() -> None:
+    for status in JOB_TERMINAL:
+        assert JOB_TRANSITIONS[status] == frozenset()
+        assert int(status) not in job_sources(JobStatus.PENDING)
+    for execution_status in EXECUTION_TERMINAL:
+        assert EXECUTION_TRANSITIONS[execution_status] == frozenset()
+
+
+def test_cancelled_job_is_never_resurrected() -> None:
+    for target in JobStatus:
+        assert int(JobStatus.CANCELED) not in job_sources(target)
+
+
+def test_guards_derive_from_transitions() -> None:
+    assert job_sources(JobStatus.SUCCEEDED) == [2, 3]
+    assert execution_sources(ExecutionStatus.CLAIMED) == [1]
+    assert execution_sources(ExecutionStatus.SUCCEEDED) == [2, 3]
+    assert execution_sources(ExecutionStatus.CANCELED) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("capability", "job_type", "expected"),
+    [
+        ("email", "email", True),
+        ("email", "email.send", True),
+        ("email", "email.digest.weekly", True),
+        ("email.send", "email.send", True),
+        ("email.send", "email.digest.weekly", False),
+        ("email", "emails.send", False),
+        ("email.send", "email", False),
+    ],
+)
+def test_capability_namespace_routing(capability: str, job_type: str, expected: bool) -> None:
+    assert capability_matches(capability, job_type) is expected
+
+
+def test_matching_job_types() -> None:
+    types = {"email.send", "email.digest.weekly", "sms.send", "emailer"}
+    assert matching_job_types(["email"], types) == {"email.send", "email.digest.weekly"}
+    assert matching_job_types(["email.send", "sms"], types) == {"email.send", "sms.send"}
+
+
+@pytest.mark.parametrize("value", ["shell", "email.send", "a.b-c.d_e", "x1"])
+def test_valid_job_types(value: str) -> None:
+    assert is_valid_job_type(value)
+
+
+@pytest.mark.parametrize("value", ["", "Email", "email.", ".email", "a..b", "a b", "a" * 129, "é"])
+def test_invalid_job_types(value: str) -> None:
+    assert not is_valid_job_type(value)
+
+
+def test_retry_defaults() -> None:
+    assert RetryPolicy.from_parts(None, None, None) == RetryPolicy(3, 5000, 60000)
+    assert RetryPolicy.from_parts(0, None, None) == RetryPolicy(3, 5000, 60000)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "initial", "maximum"),
+    [(-1, None, None), (101, None, None), (None, -5, None), (None, None, -1), (None, 2000, 1000)],
+)
+def test_retry_policy_rejects_bad_values(attempts: int | None, initial: int | None, maximum: int | None) -> None:
+    with pytest.raises(InvalidArgument):
+        RetryPolicy.from_parts(attempts, initial, maximum)
+
+
+def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
+    policy = RetryPolicy(10, 100, 1000)
+    rng = random.Random(7)
+    for failed_attempt, cap in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (9, 1000)]:
+        samples = [policy.backoff_ms(failed_attempt, rng) for _ in range(400)]
+        assert all(0 <= s <= cap for s in samples)
+        assert max(samples) > cap * 0.8  # jitter spans the range, not a fixed delay
+        assert min(samples) < cap * 0.2
+
+
+def test_backoff_keeps_sub_second_precision() -> None:
+    policy = RetryPolicy(3, 250, 250)
+    assert {policy.backoff_ms(1, random.Random(i)) for i in range(50)} - {0, 250}
+
+
+def test_job_cursor_round_trip_is_exact() -> None:
+    created = dt.datetime(2026, 11, 23, 19, 0, 0, 123456, tzinfo=dt.UTC)
+    job_id = uuid.uuid4()
+    assert paging.decode_job_cursor(paging.encode_job_cursor(created, job_id)) == (created, job_id)
+    assert paging.decode_attempt_cursor(paging.encode_attempt_cursor(17)) == 17
+
+
+@pytest.mark.parametrize("token", ["garbage", "!!!", "ZTE6MQ", "ajE6eDp5", "", "e1:-1"])
+def test_malformed_job_cursor_is_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument, match="page_token"):
+        paging.decode_job_cursor(token)
+
+
+@pytest.mark.parametrize("token", ["garbage", "ajE6MTox", "ZTE6LTE"])
+def test_malformed_attempt_cursor_is_invalid_argument(token: str) -> None:
+    with pytest.raises(InvalidArgument, match="page_token"):
+        paging.decode_attempt_cursor(token)
