@@ -29,7 +29,8 @@ Streams = Callable[[], WorkerStream]
 
 
 @pytest.fixture
-def gateway(spawn_service: Callable[..., ServiceProcess], database_url: str, redis_url: str) -> Gateway:
+def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
+    # spawn_service last: the gateway is stopped before the database is dropped.
     return start_gateway(spawn_service, database_url, redis_url)
 
 
@@ -187,7 +188,7 @@ async def test_success_result_completes_the_job(
             if message is not None:
                 break
     assert str(job_id).encode() in message["data"]
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_failures_retry_then_dead_letter(
@@ -226,7 +227,7 @@ async def test_delayed_retry_is_not_pushed_early(
         while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)) is None:
             pass
     assert abs(float(message["data"]) - second["available_at"].timestamp()) < 0.01
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_duplicate_late_and_malformed_results(
@@ -243,6 +244,8 @@ async def test_duplicate_late_and_malformed_results(
     assert late_failure.status == pb.ACK_STATUS_STALE
     unknown = await stream.result(str(uuid.uuid4()))
     assert unknown.status == pb.ACK_STATUS_STALE
+    await stream.send(result=pb.TaskResult(execution_id=str(uuid.uuid4()), success=False, error_message="a\x00b"))
+    assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
     malformed = await stream.result("not-a-uuid")
     assert malformed.status == pb.ACK_STATUS_REJECTED and "UUID" in malformed.message
     await stream.send(log_chunk=pb.TaskLogChunk(execution_id="nope", message="x"))
@@ -257,9 +260,9 @@ async def test_duplicate_late_and_malformed_results(
 
 
 async def test_oversized_result_is_rejected(
-    spawn_service: Callable[..., ServiceProcess],
     database_url: str,
     redis_url: str,
+    spawn_service: Callable[..., ServiceProcess],
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
@@ -288,20 +291,25 @@ async def test_log_chunks_are_stored_while_owned(
     # Sent back to back: the gateway applies one execution's messages in order.
     await stream.send(log_chunk=pb.TaskLogChunk(execution_id=eid, message="line 1", stream="stdout"))
     await stream.send(log_chunk=pb.TaskLogChunk(execution_id=eid, message="line 2"))
+    await stream.send(log_chunk=pb.TaskLogChunk(execution_id=eid, message="nul\x00byte", stream="stderr"))
     await stream.send(result=pb.TaskResult(execution_id=eid, success=True))
     await stream.send(log_chunk=pb.TaskLogChunk(execution_id=eid, message="too late"))
-    acks = [await stream.expect("ack", ack_kind="log") for _ in range(3)]
-    assert [a.status for a in acks] == [pb.ACK_STATUS_ACCEPTED, pb.ACK_STATUS_ACCEPTED, pb.ACK_STATUS_STALE]
+    acks = [await stream.expect("ack", ack_kind="log") for _ in range(4)]
+    assert [a.status for a in acks] == [pb.ACK_STATUS_ACCEPTED] * 3 + [pb.ACK_STATUS_STALE]
     rows = await db_pool.fetch(
         "SELECT stream, message FROM execution_logs WHERE execution_id = $1 ORDER BY log_id", uuid.UUID(eid)
     )
-    assert [(r["stream"], r["message"]) for r in rows] == [("stdout", "line 1"), ("log", "line 2")]
+    assert [(r["stream"], r["message"]) for r in rows] == [
+        ("stdout", "line 1"),
+        ("log", "line 2"),
+        ("stderr", "nul\ufffdbyte"),
+    ]
 
 
 async def test_heartbeat_renews_leases(
-    spawn_service: Callable[..., ServiceProcess],
     database_url: str,
     redis_url: str,
+    spawn_service: Callable[..., ServiceProcess],
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:

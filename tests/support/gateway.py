@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 from tests.support.processes import ServiceProcess, python_module_argv
 
 PREFIX = "dispatchd"
+EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs predates it
 
 
 @dataclass
@@ -79,12 +80,26 @@ async def submit(
 
 
 class WorkerStream:
-    """A raw Connect stream; responses are buffered so tests can wait for one kind."""
+    """A raw Connect stream; responses are buffered so tests can wait for one kind.
+
+    One task reads the call: cancelling a pending `read()` would cancel the whole RPC,
+    so waits with a timeout happen on a queue instead.
+    """
 
     def __init__(self, target: str) -> None:
         self.channel = grpc.aio.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)])
-        self.call: Any = pb_grpc.WorkerServiceStub(self.channel).Connect()
+        self.call: Any = pb_grpc.WorkerServiceStub(self.channel).Connect()  # type: ignore[call-arg]
         self.buffer: list[pb.ConnectResponse] = []
+        self._incoming: asyncio.Queue[pb.ConnectResponse | BaseException] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read_all())
+
+    async def _read_all(self) -> None:
+        try:
+            while (message := await self.call.read()) is not EOF_MARK:
+                self._incoming.put_nowait(message)
+            self._incoming.put_nowait(EOFError("stream ended"))
+        except Exception as exc:  # the stream failed: every later read raises this
+            self._incoming.put_nowait(exc)
 
     async def send(self, **payload: Any) -> None:
         await self.call.write(pb.ConnectRequest(**payload))
@@ -101,14 +116,17 @@ class WorkerStream:
         assert first.ack.kind == "registration" and first.ack.status == pb.ACK_STATUS_ACCEPTED, first
         return first.ack
 
+    async def _next(self, timeout: float) -> pb.ConnectResponse:
+        item = await asyncio.wait_for(self._incoming.get(), timeout)
+        if isinstance(item, BaseException):
+            self._incoming.put_nowait(item)  # every later read fails the same way
+            raise item
+        return item
+
     async def read(self, timeout: float) -> pb.ConnectResponse:
         if self.buffer:
             return self.buffer.pop(0)
-        message = await asyncio.wait_for(self.call.read(), timeout)
-        if message is grpc.aio.EOF:
-            raise EOFError("stream ended")
-        assert isinstance(message, pb.ConnectResponse)
-        return message
+        return await self._next(timeout)
 
     async def expect(self, kind: str, timeout: float = 5.0, ack_kind: str | None = None) -> Any:
         """The next response of this payload kind (and ack kind); others stay buffered."""
@@ -119,15 +137,10 @@ class WorkerStream:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"no {kind} ({ack_kind}) within {timeout}s; buffered: {self.buffer}")
             try:
-                message = await asyncio.wait_for(self.call.read(), remaining)
+                message = await self._next(max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise TimeoutError(f"no {kind} ({ack_kind}) within {timeout}s; buffered: {self.buffer}") from None
-            if message is grpc.aio.EOF:
-                raise EOFError(f"stream ended waiting for {kind}")
             if _matches(message, kind, ack_kind):
                 return getattr(message, kind)
             self.buffer.append(message)
@@ -149,12 +162,30 @@ class WorkerStream:
         )
         return await self.expect("ack", ack_kind="result")
 
+    async def ended(self, timeout: float = 5.0) -> grpc.StatusCode:
+        """Wait for the stream to end; the final status code."""
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        code: grpc.StatusCode = await self.call.code()
+        return code
+
     async def close(self) -> None:
         self.call.cancel()
-        await self.channel.close()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+        await self.channel.close(None)
 
 
 def _matches(message: pb.ConnectResponse, kind: str, ack_kind: str | None) -> bool:
     if message.WhichOneof("payload") != kind:
         return False
     return ack_kind is None or message.ack.kind == ack_kind
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0, interval: float = 0.05) -> None:
+    """Wait until `check()` is true (state written by another process, which cannot notify us)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -159,16 +159,9 @@ def wait(args: argparse.Namespace, client: Client, io: Io) -> int:
     return _outcome(reply, args.wait_timeout, io)
 
 
-def _shell_result(client: Client, job: common_pb2.Job) -> shell.ShellResult | None:
-    found = shell.parse_result(job.result)
-    if found is not None or job.status == common_pb2.JOB_STATUS_SUCCEEDED:
-        return found
-    # A failed job keeps no result of its own; the last attempt's output explains the failure.
-    for execution in reversed(_all_executions(client, job.job_id)):
-        found = shell.parse_result(execution.result)
-        if found is not None:
-            return found
-    return None
+def _shell_result(job: common_pb2.Job) -> shell.ShellResult | None:
+    # Succeeded and dead-lettered jobs both carry their last attempt's output.
+    return shell.parse_result(job.result)
 
 
 def run(args: argparse.Namespace, client: Client, io: Io) -> int:
@@ -197,7 +190,7 @@ def run(args: argparse.Namespace, client: Client, io: Io) -> int:
     job = reply.job
     if not reply.terminal:
         return _outcome(reply, args.wait_timeout, io)
-    result = _shell_result(client, job)
+    result = _shell_result(job)
     if io.json:
         output.emit_json(output.as_dict(job), io.out)
     elif result is not None:

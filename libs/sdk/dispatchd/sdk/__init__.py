@@ -1,0 +1,60 @@
+"""dispatchd worker SDK: run job handlers behind a worker gateway.
+
+    from dispatchd.sdk import Task, Worker
+
+    worker = Worker("127.0.0.1:50052", max_concurrency=8)
+
+    @worker.handler("email")
+    async def send(task: Task) -> dict:
+        await task.log("sending")
+        return {"sent": True}
+
+    asyncio.run(worker.run())
+
+Names are imported on first use, so that `dispatchd-worker` can configure gRPC through
+the environment before gRPC is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dispatchd.sdk.registry import Handler
+    from dispatchd.sdk.stream import RegistrationRejected
+    from dispatchd.sdk.task import HandlerFailed, Task, TaskCancelled, encode_result
+    from dispatchd.sdk.worker import DEFAULT_TARGET, Worker
+
+_HOMES = {
+    "DEFAULT_TARGET": "dispatchd.sdk.worker",
+    "Handler": "dispatchd.sdk.registry",
+    "HandlerFailed": "dispatchd.sdk.task",
+    "RegistrationRejected": "dispatchd.sdk.stream",
+    "Task": "dispatchd.sdk.task",
+    "TaskCancelled": "dispatchd.sdk.task",
+    "Worker": "dispatchd.sdk.worker",
+    "encode_result": "dispatchd.sdk.task",
+}
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "Handler",
+    "HandlerFailed",
+    "RegistrationRejected",
+    "Task",
+    "TaskCancelled",
+    "Worker",
+    "encode_result",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'dispatchd.sdk' has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

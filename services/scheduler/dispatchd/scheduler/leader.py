@@ -233,8 +233,8 @@ class Campaign:
 
     async def _step_down(self, reason: str) -> None:
         epoch = self.term.epoch if self.term else None
-        self.term = None
         await self._stop_leading()
+        self.term = None
         log.warning("stepped down", extra=self._fields(event="leader_lost", epoch=epoch, reason=reason))
 
     async def _shutdown(self) -> None:
@@ -242,8 +242,8 @@ class Campaign:
             if self.term is None:
                 return
             epoch = self.term.epoch
-            self.term = None
             await self._stop_leading()
+            self.term = None
             try:
                 async with asyncio.timeout(self.lease.ttl_seconds):
                     released = await self.lease.release()

@@ -13,6 +13,7 @@ import logging
 import uuid
 
 import asyncpg
+import grpc
 import redis.exceptions
 
 from dispatchd.platform.store import executions, workers
@@ -20,7 +21,7 @@ from dispatchd.platform.store.executions import Owner
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
-from dispatchd.worker_gateway.sessions import Session
+from dispatchd.worker_gateway.sessions import Session, StreamEnd
 
 log = logging.getLogger("dispatchd.gateway.messages")
 
@@ -33,8 +34,8 @@ MAX_STREAM_NAME_CHARS = 32
 
 STORE_UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.InterfaceError,
     ConnectionError,
     OSError,
@@ -79,7 +80,11 @@ class Messages:
             return
         current = await workers.heartbeat(self.pool, session.worker_id, session.session_id, int(message.status))
         if not current:
-            session.ack("heartbeat", STALE, "this stream was superseded by a newer registration of the worker")
+            # The worker registered again elsewhere; that stream owns its work now.
+            superseded = "this stream was superseded by a newer registration of the worker"
+            session.ack("heartbeat", STALE, superseded)
+            self.dispatcher.remove(session)
+            session.close(StreamEnd(grpc.StatusCode.ABORTED, superseded))
             return
         renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds)
         session.ack("heartbeat", ACCEPTED, f"renewed {renewed} lease(s)")

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from dispatchd.platform import routing
+from dispatchd.platform import interceptors, routing
 from dispatchd.platform.store import executions, workers
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
@@ -157,9 +157,9 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
                 exclude_session=session.session_id,
                 reason="worker re-registered",
             )
-        except STORE_UNAVAILABLE as exc:
-            log.warning("registration failed, store unavailable: %s", exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
+        except Exception as exc:  # UNAVAILABLE when a store is down, INTERNAL otherwise
+            await interceptors.abort_for(exc, context)
+            raise
         await self.outcomes.announce(released)
         # The ack goes on the queue before the dispatcher can see the stream, so no
         # assignment can ever precede it.
@@ -203,13 +203,16 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
     async def _apply(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
         try:
             await self._handlers[kind](session, getattr(request, kind))
+        except asyncpg.exceptions.DataError as exc:  # a value Postgres cannot store: the message is bad
+            log.warning("could not apply a %s: %s", kind, exc)
+            session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
         except STORE_UNAVAILABLE as exc:
             # Results can no longer be recorded: end the stream, the worker reconnects later.
             log.warning("store unavailable while applying a %s: %s", kind, exc)
             session.close(StreamEnd(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; reconnect later"))
-        except asyncpg.PostgresError as exc:  # e.g. text Postgres cannot store: the message is bad
-            log.warning("could not apply a %s: %s", kind, exc)
-            session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
+        except Exception:
+            log.exception("applying a %s failed", kind)
+            session.ack(_ACK_KIND[kind], REJECTED, "internal error while applying the message")
 
     # ----------------------------------------------------------------- the end
 

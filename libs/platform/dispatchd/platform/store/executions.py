@@ -228,13 +228,14 @@ async def _fail_locked(
     if ExecutionStatus(ended["status"]) is ExecutionStatus.DEAD_LETTERED:
         await conn.execute(
             """
-            UPDATE jobs SET status = 5, error_message = $2, finished_at = clock_timestamp(),
+            UPDATE jobs SET status = 5, error_message = $2, result = $4, finished_at = clock_timestamp(),
                    updated_at = clock_timestamp()
             WHERE job_id = $1 AND status = ANY($3::smallint[])
             """,
             job_id,
             error,
             job_sources(JobStatus.FAILED),
+            result,
         )
         return Settlement(applied=True, job_id=job_id, job_status=JobStatus.FAILED)
     policy = RetryPolicy(job["max_attempts"], job["initial_backoff_ms"], job["max_backoff_ms"])

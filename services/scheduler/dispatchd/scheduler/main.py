@@ -1,0 +1,51 @@
+"""Scheduler process: leader election plus the reconcile loop; serves only gRPC health.
+
+Run several replicas: one leads (holds the Redis lease) and repairs, the others stand by
+and take over within about a lease TTL of the leader dying, or at once when it shuts
+down gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from dispatchd.platform import server
+from dispatchd.platform.config import get_settings
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.scheduler.leader import Campaign, LeaderLease, Term
+from dispatchd.scheduler.reconciler import Reconciler
+
+
+async def build(runtime: server.Runtime) -> server.Service:
+    settings = runtime.settings
+    queues = ReadyQueues(runtime.redis, settings.redis_prefix)
+    reconciler = Reconciler(settings, runtime.pool, queues)
+    lease = LeaderLease(runtime.redis, queues.keys.leader, settings.leader_ttl_seconds)
+
+    async def lead(term: Term) -> None:
+        # term.epoch is the fencing number of this leadership, for guarding writes later.
+        await reconciler.lead()
+
+    campaign = Campaign(lease, lead)
+
+    async def campaign_task() -> None:
+        await campaign.run(runtime.stopping)
+
+    async def hand_over() -> None:
+        # Keep the process (and its Redis client) alive until the lease is released,
+        # so a standby takes over now rather than after the TTL.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(campaign.finished.wait(), settings.leader_ttl_seconds + 1)
+
+    runtime.on_shutdown.append(hand_over)
+    return server.Service(register=lambda srv: None, service_names=[], tasks=[campaign_task])
+
+
+def main() -> None:
+    settings = get_settings()
+    server.run(server.serve("scheduler", settings, settings.scheduler_listen, build))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""The leader's repair loop: make Redis and the owners of executions agree with Postgres.
+
+Every pass is idempotent and safe to run twice at once (two leaders overlap for a moment
+around a failover): each repair is a guarded store statement, and re-queueing is ZADD NX.
+
+1. Due QUEUED executions go (back) onto their ready queues: delayed retries that became
+   due, everything after Redis lost its data, work a gateway popped but never claimed.
+2. Executions whose lease expired fail (an attempt, with backoff) and retry or dead-letter.
+3. Workers whose heartbeats stopped go offline and their executions are released.
+4. Active executions of terminal jobs are cancelled.
+
+Between passes the loop sleeps until the next QUEUED execution becomes due or the
+safety-net interval passes, whichever is sooner. Gateways publish the due time of a
+delayed retry they queue on the scheduler channel, which shortens the sleep, so a retry
+with a 300 ms backoff runs ~300 ms later rather than at the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from dispatchd.platform.config import Settings
+from dispatchd.platform.queues import ReadyQueues
+from dispatchd.platform.states import JOB_TERMINAL
+from dispatchd.platform.store import executions, workers
+from dispatchd.platform.store.rows import QueuedRef, Settlement
+
+log = logging.getLogger("dispatchd.scheduler.reconciler")
+
+REQUEUE_PAGE = 1000
+EXPIRED_PAGE = 500
+ERROR_BACKOFF_MIN = 0.1
+ERROR_BACKOFF_MAX = 2.0
+SUBSCRIBE_BACKOFF_MAX = 5.0
+LEASE_EXPIRED = "lease expired"
+HEARTBEAT_LOST = "worker heartbeat lost"
+
+
+@dataclass
+class PassReport:
+    """What one pass repaired; `more` means a page was full and another pass should follow now."""
+
+    requeued: int = 0
+    expired: int = 0
+    workers_offline: int = 0
+    released: int = 0
+    retries_queued: int = 0
+    dead_lettered: int = 0
+    orphans_cancelled: int = 0
+    next_due: float | None = None
+    more: bool = False
+
+    def repairs(self) -> dict[str, int]:
+        counts = {
+            "requeued": self.requeued,
+            "expired": self.expired,
+            "workers_offline": self.workers_offline,
+            "released": self.released,
+            "retries_queued": self.retries_queued,
+            "dead_lettered": self.dead_lettered,
+            "orphans_cancelled": self.orphans_cancelled,
+        }
+        return {k: v for k, v in counts.items() if v}
+
+
+class Reconciler:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, queues: ReadyQueues) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.queues = queues
+        self._requeue_after: QueuedRef | None = None
+        # Earliest monotonic time a wake-up message asked for, not yet served by a pass.
+        self._requested = math.inf
+        self._woken = asyncio.Event()
+        self._subscribe_backoff = ERROR_BACKOFF_MIN
+
+    # -- one pass
+
+    async def run_pass(self) -> PassReport:
+        report = PassReport()
+        await self._requeue_due(report)
+        await self._fail_expired(report)
+        await self._release_silent_workers(report)
+        report.orphans_cancelled = await executions.cancel_orphans(self.pool)
+        report.next_due = await executions.seconds_until_next_due(self.pool)
+        return report
+
+    async def _requeue_due(self, report: PassReport) -> None:
+        refs = await executions.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
+        # Continue after this page next time while pages are full; start over once one is not.
+        self._requeue_after = refs[-1] if len(refs) == REQUEUE_PAGE else None
+        report.more |= self._requeue_after is not None
+        if not refs:
+            return
+        # In steady state everything is already queued: wake gateways only for new entries.
+        report.requeued = await self.queues.push(refs, notify=False)
+        if report.requeued:
+            await self._notify_ready({ref.job_type for ref in refs})
+
+    async def _notify_ready(self, job_types: Iterable[str]) -> None:
+        pipe = self.queues.client.pipeline(transaction=False)
+        for job_type in sorted(job_types):
+            pipe.publish(self.queues.keys.ready_channel, job_type)
+        await pipe.execute()
+
+    async def _fail_expired(self, report: PassReport) -> None:
+        ids = await executions.expired_leases(self.pool, EXPIRED_PAGE)
+        report.more |= len(ids) == EXPIRED_PAGE
+        settled = []
+        for execution_id in ids:
+            # The guard re-checks the expiry in the same statement: a heartbeat that renewed
+            # the lease since the SELECT wins, and a second leader's duplicate is a no-op.
+            owner = executions.Owner(lease_expired=True)
+            settlement = await executions.fail(self.pool, execution_id, owner, LEASE_EXPIRED)
+            if settlement.applied:
+                report.expired += 1
+                settled.append(settlement)
+        await self._announce(settled, report)
+
+    async def _release_silent_workers(self, report: PassReport) -> None:
+        silent = await workers.mark_silent_offline(self.pool, self.settings.worker_offline_seconds)
+        report.workers_offline = len(silent)
+        for worker_id, session_id in silent:
+            log.info(
+                "worker went silent; marked offline",
+                extra={"fields": {"worker_id": worker_id, "session_id": str(session_id)}},
+            )
+            settled = await executions.release_owned(
+                self.pool, worker_id=worker_id, session_id=session_id, reason=HEARTBEAT_LOST
+            )
+            applied = [s for s in settled if s.applied]
+            report.released += len(applied)
+            await self._announce(applied, report)
+
+    async def _announce(self, settled: list[Settlement], report: PassReport) -> None:
+        """Tell Redis what Postgres decided: push retries that are due, publish terminal jobs."""
+        now = dt.datetime.now(dt.UTC)
+        due = []
+        for s in settled:
+            if s.retry is not None:
+                report.retries_queued += 1
+                if s.retry.available_at <= now:
+                    due.append(s.retry)
+            if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
+                report.dead_lettered += 1
+                await self.queues.publish_job_event(str(s.job_id), int(s.job_status))
+        if due:
+            await self.queues.push(due)
+        # Retries still in backoff are covered by next_due, computed at the end of the pass.
+
+    # -- the loop
+
+    async def lead(self) -> None:
+        """Run passes until cancelled (the campaign cancels this when leadership ends)."""
+        listener = asyncio.create_task(self._listen(), name="scheduler-wakeups")
+        try:
+            await self._loop()
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _loop(self) -> None:
+        backoff = ERROR_BACKOFF_MIN
+        while True:
+            # Whatever was committed before this point is seen by the pass's queries.
+            self._requested = math.inf
+            try:
+                report = await self.run_pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PG or Redis down: the next pass repairs what this one could not
+                log.warning("reconcile pass failed: %s", exc, extra={"fields": {"retry_in": backoff}})
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
+                continue
+            backoff = ERROR_BACKOFF_MIN
+            repairs = report.repairs()
+            if repairs:
+                log.info("reconcile pass repaired", extra={"fields": repairs})
+            if report.more:
+                continue
+            delay = self.settings.reconcile_seconds
+            if report.next_due is not None:
+                delay = min(delay, report.next_due)
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep `delay` seconds, or less if a wake-up message asks for an earlier pass."""
+        deadline = time.monotonic() + delay
+        while True:
+            self._woken.clear()
+            remaining = min(deadline, self._requested) - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), remaining)
+
+    def wake_at(self, due_epoch_seconds: float | None) -> None:
+        """Ask for a pass at this wall-clock time (None: now)."""
+        delay = 0.0 if due_epoch_seconds is None else max(0.0, due_epoch_seconds - time.time())
+        at = time.monotonic() + delay
+        if at < self._requested:
+            self._requested = at
+            self._woken.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                await self._subscribe_and_read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # without wake-ups the loop still runs on its timer
+                log.warning("scheduler channel subscription lost: %s", exc)
+            await asyncio.sleep(self._subscribe_backoff)
+            self._subscribe_backoff = min(self._subscribe_backoff * 2, SUBSCRIBE_BACKOFF_MAX)
+
+    async def _subscribe_and_read(self) -> None:
+        channel = self.queues.keys.scheduler_channel
+        pubsub = self.queues.client.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            awaiting_pong = False
+            while True:
+                message = await pubsub.get_message(timeout=15.0)
+                if message is None:
+                    # A half-open connection never errors on read; an unanswered ping exposes it.
+                    if awaiting_pong:
+                        raise ConnectionError("no reply to the keepalive ping")
+                    await pubsub.ping()
+                    awaiting_pong = True
+                    continue
+                awaiting_pong = False
+                kind = message.get("type")
+                if kind == "subscribe":
+                    # Wake-ups published while unsubscribed are lost: look at Postgres now.
+                    log.info("listening for wake-ups", extra={"fields": {"channel": channel}})
+                    self._subscribe_backoff = ERROR_BACKOFF_MIN
+                    self.wake_at(None)
+                elif kind == "message":
+                    self.wake_at(_due_time(message.get("data")))
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _due_time(data: Any) -> float | None:
+    """Payload is the due time in epoch seconds; anything else means "look now"."""
+    try:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        value = float(text)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("malformed wake-up %r; running a pass now", data)
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,126 @@
+"""`make up` works: the launcher starts everything, runs a job through it and stops cleanly.
+
+Every address and store port is a free one, so a developer's running stack is never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dispatchd.devtools.stores import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+UP = [sys.executable, "-m", "dispatchd.devtools.up"]
+
+
+def launcher_env(private_stores: bool = True, **stores: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        {
+            "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{free_port()}",
+            "DISPATCHD_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
+            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
+            "DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
+            "DISPATCHD_LOCAL_PG_PORT": str(free_port()),
+            "DISPATCHD_LOCAL_REDIS_PORT": str(free_port()),
+            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
+            **stores,
+        }
+    )
+    return env
+
+
+def listen_addresses(env: dict[str, str]) -> list[str]:
+    return [v for k, v in env.items() if k.startswith("DISPATCHD_") and k.endswith("_LISTEN")]
+
+
+def port_free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def run_up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*UP, *args], env=env, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL, check=False
+    )
+    print(result.stdout, result.stderr, sep="\n")
+    return result
+
+
+def test_check_with_private_stores(tmp_path: Path) -> None:
+    env = launcher_env()
+    result = run_up(env, "--check", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "starting a private server" in result.stdout
+    assert "check passed" in result.stdout
+    assert (tmp_path / "data" / "logs" / "scheduler-2.log").exists()
+    # Everything, the private stores included, is stopped again.
+    ports = [f"127.0.0.1:{env[k]}" for k in ("DISPATCHD_LOCAL_PG_PORT", "DISPATCHD_LOCAL_REDIS_PORT")]
+    assert all(port_free(a) for a in [*listen_addresses(env), *ports])
+
+
+def test_check_uses_reachable_stores_from_the_environment(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    env = launcher_env(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    result = run_up(env, "--check", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "postgres: using DATABASE_URL" in result.stdout
+    assert "redis: using REDIS_URL" in result.stdout
+    assert not (tmp_path / "data" / "postgres").exists()
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path, database_url: str, redis_url: str) -> None:
+    env = launcher_env(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    busy = env["DISPATCHD_GATEWAY_LISTEN"]
+    host, _, port = busy.rpartition(":")
+    with socket.socket() as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        result = run_up(env, "--check", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 1
+    assert f"worker-gateway: {busy} is already in use" in result.stdout
+
+
+def test_foreground_run_stops_everything_on_sigterm(tmp_path: Path, database_url: str, redis_url: str) -> None:
+    env = launcher_env(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    out = tmp_path / "up.out"
+    with open(out, "wb") as sink:
+        up = subprocess.Popen(
+            [*UP, "--data-dir", str(tmp_path / "data"), "--workers", "2"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while "dispatchd is up" not in out.read_text():
+                assert up.poll() is None, out.read_text()
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.1)
+            assert "2 worker(s) connected" in out.read_text()
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(60) == 0, out.read_text()
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+    print(out.read_text())
+    assert all(port_free(a) for a in listen_addresses(env))
+    assert "stopping control-plane" in out.read_text()
