@@ -28,7 +28,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 typecheck: venv
-	$(BIN)/mypy libs services scripts
+	$(BIN)/mypy libs services scripts perf
 
 unit: venv
 	$(PY) -m pytest tests/unit tests/contract $(PYTEST_ARGS)

@@ -62,7 +62,7 @@ def test_generated_code_matches_protos(tmp_path: pathlib.Path) -> None:
     fresh = tmp_path / "gen" / "python" / "dispatchd" / "v1"
     committed = ROOT / "gen" / "python" / "dispatchd" / "v1"
     generated = sorted(p.name for p in fresh.iterdir())
-    match, mismatch, errors = filecmp.cmpfiles(fresh, committed, generated, shallow=False)
+    _match, mismatch, errors = filecmp.cmpfiles(fresh, committed, generated, shallow=False)
     assert not mismatch and not errors, f"gen/python is stale ({mismatch + errors}); run `make proto`"
     stray = {p.name for p in committed.iterdir() if p.suffix in {".py", ".pyi"}} - set(generated) - {"__init__.py"}
     assert not stray, f"gen/python has files no proto produces: {sorted(stray)}"

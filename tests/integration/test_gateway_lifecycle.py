@@ -242,6 +242,10 @@ async def test_postgres_outage_ends_streams_until_it_is_back(
     redis_url: str,
     spawn_service: Callable[..., ServiceProcess],
 ) -> None:
+    if os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() not in ("0", "false"):
+        # Restarting Postgres forks this process, whose gRPC threads make gRPC's at-fork
+        # handlers crash the child now and then.
+        pytest.skip("needs GRPC_ENABLE_FORK_SUPPORT=false in the test process")
     gateway = start_gateway(spawn_service, database_url, redis_url)
     stream = WorkerStream(gateway.target)
     retry = WorkerStream(gateway.target)

@@ -397,34 +397,14 @@ def run_check(control_plane: str) -> float:
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
         started = time.perf_counter()
         job = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=payload), timeout=10).job
-        try:
-            reply = jobs.WaitJob(
-                job_service_pb2.WaitJobRequest(
-                    job_id=job.job_id, timeout=duration_pb2.Duration(seconds=int(CHECK_TIMEOUT))
-                ),
-                timeout=CHECK_TIMEOUT + 5,
-            )
-            job = reply.job
-        except grpc.RpcError as exc:
-            if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
-                raise
-            job = _poll_until_terminal(jobs, job.job_id)
+        wait = duration_pb2.Duration(seconds=int(CHECK_TIMEOUT))
+        reply = jobs.WaitJob(job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=wait), timeout=CHECK_TIMEOUT + 5)
+        job = reply.job
         elapsed = time.perf_counter() - started
     if job.status != common_pb2.JOB_STATUS_SUCCEEDED or job.result != payload:
         status = common_pb2.JobStatus.Name(job.status)
         raise LaunchError(f"check job {job.job_id} ended {status} ({job.error_message or 'no error'})")
     return elapsed
-
-
-def _poll_until_terminal(jobs: job_service_pb2_grpc.JobServiceStub, job_id: str) -> common_pb2.Job:
-    """For a control plane without WaitJob: GetJob every 10 ms."""
-    terminal = {common_pb2.JOB_STATUS_SUCCEEDED, common_pb2.JOB_STATUS_FAILED, common_pb2.JOB_STATUS_CANCELED}
-    deadline = time.monotonic() + CHECK_TIMEOUT
-    while True:
-        job = jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id), timeout=10).job
-        if job.status in terminal or time.monotonic() > deadline:
-            return job
-        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- main

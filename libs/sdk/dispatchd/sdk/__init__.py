@@ -21,13 +21,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dispatchd.sdk.defaults import DEFAULT_TARGET
     from dispatchd.sdk.registry import Handler
     from dispatchd.sdk.stream import RegistrationRejected
     from dispatchd.sdk.task import HandlerFailed, Task, TaskCancelled, encode_result
-    from dispatchd.sdk.worker import DEFAULT_TARGET, Worker
+    from dispatchd.sdk.worker import Worker
 
 _HOMES = {
-    "DEFAULT_TARGET": "dispatchd.sdk.worker",
+    "DEFAULT_TARGET": "dispatchd.sdk.defaults",
     "Handler": "dispatchd.sdk.registry",
     "HandlerFailed": "dispatchd.sdk.task",
     "RegistrationRejected": "dispatchd.sdk.stream",

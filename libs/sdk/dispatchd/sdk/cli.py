@@ -15,17 +15,14 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# The shell handler forks (uvloop spawns with fork()); the children exec at once, so
-# gRPC's fork handlers have nothing to do and would only log about skipping. This must be
-# set before gRPC is imported, hence before the imports below.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
+# Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
 from dispatchd.platform.observability import configure_logging
-from dispatchd.sdk import handlers
-from dispatchd.sdk.stream import RegistrationRejected
-from dispatchd.sdk.worker import DEFAULT_TARGET, Worker
+from dispatchd.sdk.defaults import DEFAULT_TARGET
+
+if TYPE_CHECKING:
+    from dispatchd.sdk.worker import Worker
 
 log = logging.getLogger("dispatchd.sdk.cli")
 
@@ -93,6 +90,9 @@ def _load_registrar(spec: str) -> Callable[[Worker], Any]:
 
 
 def build_worker(args: argparse.Namespace) -> Worker:
+    from dispatchd.sdk import handlers
+    from dispatchd.sdk.worker import Worker
+
     worker = Worker(
         args.target,
         worker_id=args.worker_id,
@@ -110,6 +110,8 @@ def build_worker(args: argparse.Namespace) -> Worker:
 
 
 async def serve(worker: Worker, grace: float) -> int:
+    from dispatchd.sdk.stream import RegistrationRejected
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop, grace)
@@ -143,6 +145,10 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # The shell handler forks (uvloop spawns with fork()) and the children exec at once:
+    # gRPC's fork handlers have nothing to do there and would only log that they skip.
+    # gRPC reads this when it is first imported, which happens below, not before.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= 1000:

@@ -233,7 +233,12 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
     # group becomes empty, so look.
     while loop.time() < deadline and group_alive(pgid):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    _signal_group(pgid, signal.SIGKILL)
+    if not _signal_group(pgid, signal.SIGKILL):
+        return
+    # SIGKILL is delivered asynchronously; return once the group is really gone.
+    deadline = loop.time() + KILL_AFTER_SECONDS
+    while loop.time() < deadline and group_alive(pgid):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 async def shell(task: Task) -> dict[str, Any]:

@@ -23,12 +23,12 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from dispatchd.sdk.defaults import DEFAULT_TARGET
 from dispatchd.sdk.registry import Handler, Registry
 from dispatchd.sdk.stream import Config, Outcome, RegistrationRejected, StopRequest, Stream
 
 log = logging.getLogger("dispatchd.sdk")
 
-DEFAULT_TARGET = "127.0.0.1:50052"
 MAX_CONCURRENCY = 1000
 
 H = TypeVar("H", bound=Handler)
@@ -113,8 +113,7 @@ class Worker:
                 watcher = asyncio.create_task(self._mirror_registration(stream))
                 try:
                     outcome = await stream.run()
-                except RegistrationRejected as exc:
-                    log.error("the gateway rejected the registration: %s", exc)
+                except RegistrationRejected:
                     raise
                 except Exception as exc:  # connection problems: back off and try again
                     stream.lost_reason = stream.lost_reason or f"{type(exc).__name__}: {exc}"

@@ -21,7 +21,7 @@ from dispatchd.platform.store.executions import Owner
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
-from dispatchd.worker_gateway.sessions import Session, StreamEnd
+from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 
 log = logging.getLogger("dispatchd.gateway.messages")
 
@@ -83,6 +83,7 @@ class Messages:
             # The worker registered again elsewhere; that stream owns its work now.
             superseded = "this stream was superseded by a newer registration of the worker"
             session.ack("heartbeat", STALE, superseded)
+            session.release_reason = REREGISTERED
             self.dispatcher.remove(session)
             session.close(StreamEnd(grpc.StatusCode.ABORTED, superseded))
             return

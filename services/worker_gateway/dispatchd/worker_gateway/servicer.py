@@ -26,7 +26,7 @@ from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.messages import REJECTED, STORE_UNAVAILABLE, Messages, lane_key
 from dispatchd.worker_gateway.outcomes import Outcomes
-from dispatchd.worker_gateway.sessions import Session, StreamEnd
+from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 
 log = logging.getLogger("dispatchd.gateway")
 
@@ -139,6 +139,8 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         # One live stream per worker id: a newer registration supersedes older streams here.
         for old in self.dispatcher.by_worker(session.worker_id):
             self.dispatcher.remove(old)
+            # Its cleanup may release its work before the release below does: same reason either way.
+            old.release_reason = REREGISTERED
             old.close(StreamEnd(grpc.StatusCode.ABORTED, "superseded by a newer registration of this worker"))
         try:
             await workers.register(
@@ -155,7 +157,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
                 self.pool,
                 worker_id=session.worker_id,
                 exclude_session=session.session_id,
-                reason="worker re-registered",
+                reason=REREGISTERED,
             )
         except Exception as exc:  # UNAVAILABLE when a store is down, INTERNAL otherwise
             await interceptors.abort_for(exc, context)
@@ -229,7 +231,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
             async with session.fill_lock:
                 pass
             released = await executions.release_owned(
-                self.pool, session_id=session.session_id, reason="worker stream closed"
+                self.pool, session_id=session.session_id, reason=session.release_reason
             )
             await self.outcomes.announce(released)
             await workers.disconnect(self.pool, session.worker_id, session.session_id)
@@ -243,7 +245,9 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
                     }
                 },
             )
-        except Exception:  # leases expire and the scheduler re-queues; nothing is lost
+        except STORE_UNAVAILABLE as exc:  # leases expire and the scheduler re-queues; nothing is lost
+            log.warning("could not release a closed worker stream now: %s", exc)
+        except Exception:
             log.exception("cleanup of a worker stream failed")
         finally:
             self.live.discard(session)

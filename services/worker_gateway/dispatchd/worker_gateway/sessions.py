@@ -13,6 +13,8 @@ from dispatchd.platform import routing
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.lanes import Lanes
 
+REREGISTERED = "worker re-registered"
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEnd:
@@ -40,6 +42,8 @@ class Session:
     draining: bool = False
     closed: bool = False
     end: StreamEnd = field(default_factory=StreamEnd)
+    # Recorded on what the stream still holds when it ends.
+    release_reason: str = "worker stream closed"
     # Held while claiming for this stream, so the release at stream end sees every claim.
     fill_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lanes: Lanes = field(default_factory=Lanes)

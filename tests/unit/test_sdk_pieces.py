@@ -183,8 +183,9 @@ def test_cli_target_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_cli_refuses_bad_invocations(
-    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GRPC_ENABLE_FORK_SUPPORT", "true")  # main() would set it for this whole process
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
     assert info.value.code == 2
