@@ -8,9 +8,14 @@ to use external servers instead (tests that stop or restart a server are then sk
 
 from __future__ import annotations
 
+import os
+
+# Some tests restart Postgres from this process (fork+exec); gRPC's fork handlers crash such
+# children when enabled, and nothing here needs gRPC across a fork. Must precede importing grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import asyncio
 import atexit
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
