@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract chaos proto proto-baseline perf-smoke lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills proto proto-baseline perf-smoke lock clean
 
 venv: $(VENV)/.stamp
 
@@ -42,8 +42,20 @@ e2e: venv
 contract: venv
 	$(PY) -m pytest tests/contract $(PYTEST_ARGS)
 
+## Auth, mTLS, worker identity, audit, guardrail and the property-based test (also part of `make test`).
+security: venv
+	$(PY) -m pytest tests/security tests/unit/test_security_roles.py tests/unit/test_security_tokens.py \
+		tests/unit/test_security_interceptor.py $(PYTEST_ARGS)
+
+## Chaos test, profile CHAOS_PROFILE (long: ~10k jobs; short also runs in `make test`);
+## writes evidence/drills/chaos-<profile>.json.
+CHAOS_PROFILE ?= long
 chaos: venv
-	$(PY) -m pytest -m chaos $(PYTEST_ARGS)
+	CHAOS_PROFILE=$(CHAOS_PROFILE) $(PY) -m pytest -m chaos $(PYTEST_ARGS)
+
+## Scheduler takeover and worker requeue after SIGKILL; writes evidence/drills/failover.json.
+drills: venv
+	$(PY) -m perf.drills
 
 ## Regenerate gen/python from proto/ (commit the result; tests fail on drift).
 proto: venv

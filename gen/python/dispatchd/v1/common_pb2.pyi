@@ -146,6 +146,8 @@ class Job(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     job_type: _builtins.str
     payload: _builtins.bytes
@@ -170,6 +172,14 @@ class Job(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """Added: when the job reached a terminal state."""
 
+    @_builtins.property
+    def execution_timeout(self) -> _duration_pb2.Duration:
+        """Added: how long one attempt may run; unset means no limit."""
+
+    @_builtins.property
+    def run_at(self) -> _timestamp_pb2.Timestamp:
+        """Added: when the first attempt became (or becomes) eligible to run, if it was delayed."""
+
     def __init__(
         self,
         *,
@@ -187,10 +197,12 @@ class Job(_message.Message):
         error_message: _builtins.str = ...,
         attempts: _builtins.int = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        execution_timeout: _duration_pb2.Duration | None = ...,
+        run_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "retry_policy", b"retry_policy", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "execution_timeout", b"execution_timeout", "finished_at", b"finished_at", "retry_policy", b"retry_policy", "run_at", b"run_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error_message", b"error_message", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "job_type", b"job_type", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "result", b"result", "retry_policy", b"retry_policy", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error_message", b"error_message", "execution_timeout", b"execution_timeout", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "job_type", b"job_type", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,6 +224,7 @@ class Execution(_message.Message):
     QUEUED_AT_FIELD_NUMBER: _builtins.int
     AVAILABLE_AT_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    DEADLINE_AT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     job_id: _builtins.str
     attempt: _builtins.int
@@ -232,6 +245,10 @@ class Execution(_message.Message):
 
     @_builtins.property
     def available_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deadline_at(self) -> _timestamp_pb2.Timestamp:
+        """Added: when the attempt is stopped and failed if it is still running (per-job timeout)."""
+
     def __init__(
         self,
         *,
@@ -247,10 +264,11 @@ class Execution(_message.Message):
         queued_at: _timestamp_pb2.Timestamp | None = ...,
         available_at: _timestamp_pb2.Timestamp | None = ...,
         result: _builtins.bytes = ...,
+        deadline_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "claimed_at", b"claimed_at", "finished_at", b"finished_at", "queued_at", b"queued_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available_at", b"available_at", "claimed_at", b"claimed_at", "deadline_at", b"deadline_at", "finished_at", b"finished_at", "queued_at", b"queued_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "available_at", b"available_at", "claimed_at", b"claimed_at", "error_message", b"error_message", "execution_id", b"execution_id", "finished_at", b"finished_at", "job_id", b"job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "available_at", b"available_at", "claimed_at", b"claimed_at", "deadline_at", b"deadline_at", "error_message", b"error_message", "execution_id", b"execution_id", "finished_at", b"finished_at", "job_id", b"job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,16 @@ class JobServiceStub:
                 request_serializer=dispatchd_dot_v1_dot_job__service__pb2.WaitJobRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.WaitJobResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListDeadLetters',
+                request_serializer=dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RedriveJobs = channel.unary_unary(
+                '/dispatchd.v1.JobService/RedriveJobs',
+                request_serializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -109,6 +119,20 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Added: jobs that failed after their last attempt (dead letters), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveJobs(self, request, context):
+        """Added: give dead-lettered jobs a new attempt with a fresh attempt budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +165,16 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.WaitJob,
                     request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.WaitJobRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_job__service__pb2.WaitJobResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RedriveJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveJobs,
+                    request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +340,60 @@ class JobService:
             '/dispatchd.v1.JobService/WaitJob',
             dispatchd_dot_v1_dot_job__service__pb2.WaitJobRequest.SerializeToString,
             dispatchd_dot_v1_dot_job__service__pb2.WaitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListDeadLetters',
+            dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersRequest.SerializeToString,
+            dispatchd_dot_v1_dot_job__service__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/RedriveJobs',
+            dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

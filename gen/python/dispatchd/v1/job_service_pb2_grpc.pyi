@@ -41,6 +41,10 @@ class JobServiceStub:
     """Added: list jobs, newest first, filtered by status and job type, with paging."""
     WaitJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.WaitJobRequest, _job_service_pb2.WaitJobResponse]
     """Added: block until the job is terminal (or the timeout passes) and return it."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListDeadLettersRequest, _job_service_pb2.ListDeadLettersResponse]
+    """Added: jobs that failed after their last attempt (dead letters), newest first."""
+    RedriveJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RedriveJobsRequest, _job_service_pb2.RedriveJobsResponse]
+    """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -55,6 +59,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Added: list jobs, newest first, filtered by status and job type, with paging."""
     WaitJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.WaitJobRequest, _job_service_pb2.WaitJobResponse]  # type: ignore[assignment]
     """Added: block until the job is terminal (or the timeout passes) and return it."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListDeadLettersRequest, _job_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Added: jobs that failed after their last attempt (dead letters), newest first."""
+    RedriveJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RedriveJobsRequest, _job_service_pb2.RedriveJobsResponse]  # type: ignore[assignment]
+    """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService is the control plane API: submit, inspect and cancel jobs."""
@@ -102,5 +110,21 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.WaitJobResponse, _abc.Awaitable[_job_service_pb2.WaitJobResponse]]:
         """Added: block until the job is terminal (or the timeout passes) and return it."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _job_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_job_service_pb2.ListDeadLettersResponse]]:
+        """Added: jobs that failed after their last attempt (dead letters), newest first."""
+
+    @_abc_1.abstractmethod
+    def RedriveJobs(
+        self,
+        request: _job_service_pb2.RedriveJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.RedriveJobsResponse, _abc.Awaitable[_job_service_pb2.RedriveJobsResponse]]:
+        """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

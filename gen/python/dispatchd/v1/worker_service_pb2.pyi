@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -208,19 +209,34 @@ class WorkerHeartbeat(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     INFLIGHT_EXECUTIONS_FIELD_NUMBER: _builtins.int
+    RUNNING_EXECUTION_IDS_FIELD_NUMBER: _builtins.int
+    LISTS_RUNNING_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     status: Global___WorkerStatus.ValueType
     inflight_executions: _builtins.int
+    lists_running: _builtins.bool
+    """Added: running_execution_ids is complete (even when empty). False (reference
+    clients): every execution the stream owns is renewed.
+    """
+    @_builtins.property
+    def running_execution_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Added: the executions the worker is running right now. Read only when
+        lists_running is true: then exactly these leases are renewed, and an execution
+        the stream owns but the worker leaves out of two heartbeats in a row is released.
+        """
+
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
         status: Global___WorkerStatus.ValueType = ...,
         inflight_executions: _builtins.int = ...,
+        running_execution_ids: _abc.Iterable[_builtins.str] | None = ...,
+        lists_running: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["inflight_executions", b"inflight_executions", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inflight_executions", b"inflight_executions", "lists_running", b"lists_running", "running_execution_ids", b"running_execution_ids", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -257,16 +273,26 @@ class TaskAssignment(_message.Message):
     LEASE_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CLAIM_TOKEN_FIELD_NUMBER: _builtins.int
+    EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     job_type: _builtins.str
     payload: _builtins.bytes
     attempt: _builtins.int
     job_id: _builtins.str
     """Added: the job this execution belongs to, and its metadata."""
+    claim_token: _builtins.str
+    """Added: identifies this claim; send it back on the TaskResult."""
     @_builtins.property
     def lease_expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def execution_timeout(self) -> _duration_pb2.Duration:
+        """Added: the job's execution timeout; unset means no limit. The worker should stop
+        the handler when it passes; the server fails the attempt soon after regardless.
+        """
+
     def __init__(
         self,
         *,
@@ -277,10 +303,12 @@ class TaskAssignment(_message.Message):
         lease_expires_at: _timestamp_pb2.Timestamp | None = ...,
         job_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        claim_token: _builtins.str = ...,
+        execution_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_expires_at", b"lease_expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution_timeout", b"execution_timeout", "lease_expires_at", b"lease_expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "execution_id", b"execution_id", "job_id", b"job_id", "job_type", b"job_type", "lease_expires_at", b"lease_expires_at", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "claim_token", b"claim_token", "execution_id", b"execution_id", "execution_timeout", b"execution_timeout", "job_id", b"job_id", "job_type", b"job_type", "lease_expires_at", b"lease_expires_at", "metadata", b"metadata", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -315,11 +343,14 @@ class TaskResult(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    CLAIM_TOKEN_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     success: _builtins.bool
     error_message: _builtins.str
     result: _builtins.bytes
     """Added: the handler's result payload."""
+    claim_token: _builtins.str
+    """Added: the claim_token of the assignment; when set it must match the current claim."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -330,10 +361,11 @@ class TaskResult(_message.Message):
         error_message: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         result: _builtins.bytes = ...,
+        claim_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_message", b"error_message", "execution_id", b"execution_id", "metadata", b"metadata", "result", b"result", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim_token", b"claim_token", "error_message", b"error_message", "execution_id", b"execution_id", "metadata", b"metadata", "result", b"result", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

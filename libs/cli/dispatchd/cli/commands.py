@@ -73,6 +73,12 @@ def submit(args: argparse.Namespace, client: Client, io: Io) -> int:
         request.retry_policy.initial_backoff.CopyFrom(args.initial_backoff)
     if args.max_backoff is not None:
         request.retry_policy.max_backoff.CopyFrom(args.max_backoff)
+    if args.execution_timeout is not None:
+        request.execution_timeout.CopyFrom(args.execution_timeout)
+    if args.delay is not None:
+        request.delay.CopyFrom(args.delay)
+    if args.run_at is not None:
+        request.run_at.CopyFrom(args.run_at)
     reply = client.call(client.stub.SubmitJob, request)
     if not args.wait:
         if io.json:
@@ -148,6 +154,61 @@ def executions(args: argparse.Namespace, client: Client, io: Io) -> int:
     else:
         output.table(output.EXECUTION_COLUMNS, output.execution_rows(found), io.out)
     return 0
+
+
+def _filter(args: argparse.Namespace) -> job_service_pb2.DeadLetterFilter:
+    flt = job_service_pb2.DeadLetterFilter(job_type=args.type or "")
+    if args.since is not None:
+        flt.since.CopyFrom(args.since)
+    if args.until is not None:
+        flt.until.CopyFrom(args.until)
+    return flt
+
+
+def dead_letters(args: argparse.Namespace, client: Client, io: Io) -> int:
+    request = job_service_pb2.ListDeadLettersRequest(
+        filter=_filter(args), page_size=args.limit or 0, page_token=args.page_token or ""
+    )
+    found: list[job_service_pb2.DeadLetter] = []
+    while True:
+        reply = client.call(client.stub.ListDeadLetters, request)
+        found.extend(reply.dead_letters)
+        if not (args.all and reply.next_page_token):
+            break
+        request.page_token = reply.next_page_token
+    if io.json:
+        document = {"dead_letters": [output.as_dict(d) for d in found], "next_page_token": reply.next_page_token}
+        output.emit_json(document, io.out)
+        return 0
+    output.table(output.DEAD_LETTER_COLUMNS, output.dead_letter_rows(found), io.out)
+    if reply.next_page_token:
+        io.err.write(f"more dead letters: dispatchctl dead-letters --page-token {reply.next_page_token} (or --all)\n")
+    return 0
+
+
+def redrive(args: argparse.Namespace, client: Client, io: Io) -> int:
+    """Exit 0 when every named job (or every selected dead letter) was redriven, else 1."""
+    filtered = bool(args.type or args.since is not None or args.until is not None)
+    if args.job_ids and (filtered or args.all or args.limit):
+        raise CliError("name job ids, or select dead letters with --type/--since/--until/--all; not both", 2)
+    if not args.job_ids and not (filtered or args.all):
+        raise CliError(
+            "name the jobs to redrive, or select dead letters with --type/--since/--until (--all: every one)", 2
+        )
+    request = job_service_pb2.RedriveJobsRequest(job_ids=args.job_ids, reason=args.reason or "")
+    if not args.job_ids:
+        request.filter.CopyFrom(_filter(args))
+        request.limit = args.limit or 0
+    reply = client.call(client.stub.RedriveJobs, request)
+    if io.json:
+        output.emit_json(output.as_dict(reply), io.out)
+    else:
+        output.table(output.JOB_COLUMNS, output.job_rows(reply.redriven), io.out)
+        for skipped in reply.skipped:
+            io.err.write(f"dispatchctl: not redriven: {skipped.job_id}: {skipped.reason}\n")
+        if reply.more:
+            io.err.write("more dead letters match; run the same command again to redrive the next ones\n")
+    return 1 if reply.skipped else 0
 
 
 def wait(args: argparse.Namespace, client: Client, io: Io) -> int:

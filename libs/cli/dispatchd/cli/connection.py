@@ -7,12 +7,13 @@ one place to go.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
 
 from dispatchd.cli import durations
+from dispatchd.platform.security.client import ClientSecurity, CredentialsError
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
 Req = TypeVar("Req")
@@ -39,6 +40,7 @@ class CliError(Exception):
 class Connection:
     target: str
     timeout: float
+    security: ClientSecurity = field(default_factory=ClientSecurity)
 
     def channel_options(self) -> list[tuple[str, Any]]:
         options: list[tuple[str, Any]] = []
@@ -49,7 +51,10 @@ class Connection:
         return options
 
     def open(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.target, options=self.channel_options())
+        try:
+            return self.security.sync_channel(self.target, options=self.channel_options())
+        except CredentialsError as exc:
+            raise CliError(str(exc), 2) from None
 
     def error(self, exc: grpc.RpcError) -> CliError:
         """One line for a failed call: the status and the server's message."""
@@ -77,7 +82,11 @@ class Client:
         self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req, *, extra_seconds: float = 0.0
     ) -> Resp:
         try:
-            return method(request, timeout=self.connection.timeout + extra_seconds)
+            metadata = self.connection.security.metadata()
+        except CredentialsError as exc:
+            raise CliError(str(exc), 2) from None
+        try:
+            return method(request, timeout=self.connection.timeout + extra_seconds, metadata=metadata)
         except grpc.RpcError as exc:
             raise self.connection.error(exc) from None
 

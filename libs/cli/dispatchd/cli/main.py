@@ -1,4 +1,4 @@
-"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs.
+"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters.
 
 Exit status: 0 on success; 1 when a call fails or a waited-for job did not succeed (one
 line on stderr says why); 2 for usage errors; `run` exits with the command's own status.
@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from dispatchd.cli import commands
 from dispatchd.cli.connection import DEFAULT_TARGET, TARGET_ENV, Client, CliError, Connection
-from dispatchd.cli.durations import duration_arg, seconds_arg
+from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
+from dispatchd.platform.security import client as credentials
 
 STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
 DEFAULT_RPC_TIMEOUT = 30.0
@@ -61,7 +62,16 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
         default=default if suppress else "table",
         help="table for people (default), json for scripts",
     )
+    credentials.add_arguments(parent, suppress)
     return parent
+
+
+def _dead_letter_filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--type", metavar="JOB_TYPE", help="only jobs of exactly this type")
+    parser.add_argument(
+        "--since", type=time_arg, metavar="TIME", help="dead-lettered at or after TIME (ISO 8601, or e.g. 1h ago)"
+    )
+    parser.add_argument("--until", type=time_arg, metavar="TIME", help="dead-lettered before TIME")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, metavar="N", help="attempts before the job fails (default 3)")
     p.add_argument("--initial-backoff", type=duration_arg, metavar="DUR", help="first retry delay, e.g. 500ms, 5s")
     p.add_argument("--max-backoff", type=duration_arg, metavar="DUR", help="longest retry delay, e.g. 1m")
+    p.add_argument(
+        "--execution-timeout", type=duration_arg, metavar="DUR", help="stop and fail an attempt running this long"
+    )
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=duration_arg, metavar="DUR", help="run no earlier than this long from now")
+    when.add_argument(
+        "--run-at", type=timestamp_arg, metavar="TIME", help="run no earlier than this time (ISO 8601, e.g. ...Z)"
+    )
     p.add_argument("--wait", action="store_true", help="wait until the job has finished")
     p.add_argument(
         "--wait-timeout", type=seconds_arg, metavar="SECONDS", help="with --wait: give up after this long"
@@ -136,6 +154,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id", metavar="JOB_ID")
     p.set_defaults(handler=commands.executions)
 
+    p = sub.add_parser("dead-letters", parents=common, help="list dead-lettered jobs, newest first")
+    _dead_letter_filter(p)
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="per page (server default 50)")
+    p.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
+    p.add_argument("--all", action="store_true", help="follow every page")
+    p.set_defaults(handler=commands.dead_letters)
+
+    p = sub.add_parser(
+        "redrive",
+        parents=common,
+        help="give dead-lettered jobs a new attempt with a fresh attempt budget",
+        description="Redrive the named jobs, or the dead letters a filter selects (--all: every one). "
+        "Only failed jobs whose last attempt was dead-lettered are redriven; history is kept.",
+    )
+    p.add_argument("job_ids", nargs="*", metavar="JOB_ID")
+    _dead_letter_filter(p)
+    p.add_argument("--all", action="store_true", help="without job ids or filters: every dead letter")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="with a filter: redrive at most N (oldest first)")
+    p.add_argument("--reason", metavar="TEXT", help="logged by the control plane")
+    p.set_defaults(handler=commands.redrive)
+
     p = sub.add_parser("wait", parents=common, help="wait until a job has finished")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument(
@@ -149,7 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     io = commands.Io(out=sys.stdout, err=sys.stderr, json=args.output == "json")
     try:
-        with Client(Connection(target=args.target, timeout=args.timeout)) as client:
+        security = credentials.ClientSecurity.from_args(args)
+    except credentials.CredentialsError as exc:
+        sys.stderr.write(f"dispatchctl: error: {exc}\n")
+        return 2
+    try:
+        with Client(Connection(target=args.target, timeout=args.timeout, security=security)) as client:
             code: int = args.handler(args, client, io)
     except CliError as exc:
         sys.stderr.write(f"dispatchctl: error: {exc}\n")

@@ -13,10 +13,11 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from dispatchd.cli.durations import format_seconds
-from dispatchd.v1 import common_pb2
+from dispatchd.v1 import common_pb2, job_service_pb2
 
 JOB_COLUMNS = ("JOB ID", "TYPE", "STATUS", "PRIORITY", "ATTEMPTS", "CREATED")
 EXECUTION_COLUMNS = ("ATTEMPT", "EXECUTION ID", "STATUS", "WORKER", "QUEUED", "STARTED", "FINISHED", "ERROR")
+DEAD_LETTER_COLUMNS = ("JOB ID", "TYPE", "ATTEMPTS", "DEAD-LETTERED", "WORKER", "ERROR")
 _MAX_CELL = 60
 
 
@@ -101,6 +102,20 @@ def execution_rows(executions: Sequence[common_pb2.Execution]) -> list[list[str]
     ]
 
 
+def dead_letter_rows(letters: Sequence[job_service_pb2.DeadLetter]) -> list[list[str]]:
+    return [
+        [
+            d.job.job_id,
+            d.job.job_type,
+            str(d.job.attempts),
+            when(d.job.finished_at, d.job.HasField("finished_at")),
+            d.execution.worker_id or "-",
+            _cell(d.job.error_message) or "-",
+        ]
+        for d in letters
+    ]
+
+
 def job_block(job: common_pb2.Job, out: TextIO, extra: Sequence[tuple[str, str]] = ()) -> None:
     policy = job.retry_policy
     fields: list[tuple[str, str]] = [
@@ -115,6 +130,11 @@ def job_block(job: common_pb2.Job, out: TextIO, extra: Sequence[tuple[str, str]]
             f"{format_seconds(_seconds(policy.initial_backoff))} initial, "
             f"{format_seconds(_seconds(policy.max_backoff))} max",
         ),
+        (
+            "execution_timeout",
+            format_seconds(_seconds(job.execution_timeout)) if job.HasField("execution_timeout") else "-",
+        ),
+        ("run_at", when(job.run_at, job.HasField("run_at"))),
         ("idempotency_key", job.idempotency_key or "-"),
         ("created_at", when(job.created_at, job.HasField("created_at"))),
         ("updated_at", when(job.updated_at, job.HasField("updated_at"))),

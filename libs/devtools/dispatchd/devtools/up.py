@@ -1,6 +1,6 @@
 """`make up`: the whole platform on this machine, in the foreground.
 
-    python -m dispatchd.devtools.up [--data-dir .dispatchd] [--no-worker] [--workers N] [--check]
+    python -m dispatchd.devtools.up [--data-dir .dispatchd] [--no-worker] [--workers N] [--check] [--secure]
 
 1. Stores: `DATABASE_URL` / `REDIS_URL` when set and reachable; otherwise a private
    Postgres (port `DISPATCHD_LOCAL_PG_PORT`, default 54329) and Redis (port
@@ -20,6 +20,10 @@ When a process dies on its own: a service or worker is reported with the tail of
 log and the rest keeps running, so you can read what happened while other replicas (the
 standby scheduler) carry on; restart `make up` to bring it back. A private store dying
 is fatal: nothing can work without it, so everything is stopped and the exit status is 1.
+
+`--secure` (or DISPATCHD_SECURE=1) turns on JWT auth, TLS 1.3 and required client
+certificates, with a development CA, signing key and tokens under `<data-dir>/secure/`
+(see dispatchd.devtools.secure); `source <data-dir>/secure/env.sh` points dispatchctl at it.
 
 `--check` starts everything, runs one `builtin.echo` job through it, prints the
 submit-to-succeeded latency, stops everything and exits 0 (or 1): what CI and the tests
@@ -49,9 +53,11 @@ import grpc
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dispatchd.devtools import secure as secure_mode
 from dispatchd.devtools.stores import PostgresInstance, RedisInstance, reachable_postgres, reachable_redis
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import asyncpg_dsn
+from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 
 STOP_TIMEOUT = 15.0
@@ -97,6 +103,8 @@ class Child:
         self.proc: subprocess.Popen[bytes] | None = None
         self.reported = False
         self._log: IO[bytes] | None = None
+        # How to reach `listen` when the stack is secured (TLS and a client certificate).
+        self.security: ClientSecurity | None = None
 
     def start(self) -> None:
         if self.listen is not None and not port_free(self.listen):
@@ -130,7 +138,9 @@ class Child:
                 code = self.proc.returncode if self.proc else None
                 raise self.failure(f"exited with status {code} before becoming healthy")
             # A fresh channel each time: a long-lived one backs off for seconds after a refusal.
-            with grpc.insecure_channel(self.listen, options=[("grpc.enable_http_proxy", 0)]) as channel:
+            with (self.security or ClientSecurity()).sync_channel(
+                self.listen, options=[("grpc.enable_http_proxy", 0)]
+            ) as channel:
                 try:
                     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -184,6 +194,7 @@ class Options:
     schedulers: list[str]
     pg_port: int
     redis_port: int
+    secure: bool = False
 
 
 @dataclass
@@ -194,6 +205,7 @@ class Stack:
     stores: list[PostgresInstance | RedisInstance] = field(default_factory=list)
     children: list[Child] = field(default_factory=list)
     started_at: dt.datetime | None = None
+    secure: secure_mode.SecureSetup | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -206,6 +218,10 @@ class Stack:
         self._migrate()
         self.started_at = asyncio.run(_database_now(self.database_url))
         opts = self.options
+        if opts.secure:
+            worker_ids = [f"worker-{i + 1}" for i in range(opts.workers)]
+            self.secure = secure_mode.prepare(opts.data_dir / "secure", worker_ids)
+            say(f"secure mode: auth, TLS 1.3 and client certificates on (material in {self.secure.root})")
         services = [
             ("control-plane", "dispatchd.control_plane.main", opts.control_plane, "DISPATCHD_CONTROL_PLANE_LISTEN"),
             ("worker-gateway", "dispatchd.worker_gateway.main", opts.gateway, "DISPATCHD_GATEWAY_LISTEN"),
@@ -217,6 +233,7 @@ class Stack:
         # Start all, then wait: they come up in parallel.
         for name, module, listen, variable in services:
             child = Child(name, [sys.executable, "-m", module], self._env({variable: listen}), self.log_dir, listen)
+            child.security = self.secure.cli() if self.secure else None
             self.children.append(child)
             child.start()
         for child in self.children:
@@ -229,6 +246,8 @@ class Stack:
                 "--target", opts.gateway,
                 "--grace-seconds", str(STOP_TIMEOUT - 5),
             ]  # fmt: skip
+            if self.secure is not None:
+                argv += self.secure.worker_args(f"worker-{i + 1}")
             child = Child(f"worker-{i + 1}", argv, self._env({}), self.log_dir, None)
             self.children.append(child)
             child.start()
@@ -243,6 +262,7 @@ class Stack:
             "REDIS_URL": self.redis_url,
             "DISPATCHD_CONTROL_PLANE_LISTEN": self.options.control_plane,
             "DISPATCHD_GATEWAY_LISTEN": self.options.gateway,
+            **(self.secure.server_env() if self.secure else {}),
             **extra,
         }
 
@@ -349,6 +369,11 @@ class Stack:
             f"  redis            {_redact(self.redis_url)}",
             f"  logs             {self.log_dir}/",
             "",
+            *(
+                [f"  security         auth + TLS 1.3 + client certificates; first: source {self.secure.env_file}"]
+                if self.secure
+                else []
+            ),
             "Try:",
             f"  {ctl} run -- echo hello",
             f"  {ctl} submit builtin.echo --payload hi --wait",
@@ -390,15 +415,22 @@ async def _connected_workers(url: str, since: dt.datetime) -> int:
 # --------------------------------------------------------------------------- check
 
 
-def run_check(control_plane: str) -> float:
+def run_check(control_plane: str, security: ClientSecurity | None = None) -> float:
     """Submit one builtin.echo job and wait for it; returns submit-to-succeeded seconds."""
     payload = b"dispatchd up --check"
-    with grpc.insecure_channel(control_plane, options=[("grpc.enable_http_proxy", 0)]) as channel:
+    security = security or ClientSecurity()
+    metadata = security.metadata()
+    with security.sync_channel(control_plane, options=[("grpc.enable_http_proxy", 0)]) as channel:
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
         started = time.perf_counter()
-        job = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=payload), timeout=10).job
+        request = job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=payload)
+        job = jobs.SubmitJob(request, timeout=10, metadata=metadata).job
         wait = duration_pb2.Duration(seconds=int(CHECK_TIMEOUT))
-        reply = jobs.WaitJob(job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=wait), timeout=CHECK_TIMEOUT + 5)
+        reply = jobs.WaitJob(
+            job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=wait),
+            timeout=CHECK_TIMEOUT + 5,
+            metadata=metadata,
+        )
         job = reply.job
         elapsed = time.perf_counter() - started
     if job.status != common_pb2.JOB_STATUS_SUCCEEDED or job.result != payload:
@@ -421,6 +453,12 @@ def parse_options(argv: list[str] | None) -> Options:
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="workers to start (default 1)")
     parser.add_argument("--no-worker", action="store_true", help="start no worker (same as --workers 0)")
     parser.add_argument("--check", action="store_true", help="run one job through everything, stop, exit 0/1")
+    parser.add_argument(
+        "--secure",
+        action="store_true",
+        default=os.environ.get("DISPATCHD_SECURE", "").lower() in ("1", "true", "yes"),
+        help="JWT auth, TLS 1.3 and client certificates on (env DISPATCHD_SECURE=1)",
+    )
     args = parser.parse_args(argv)
     workers = 0 if args.no_worker else args.workers
     if workers < 0:
@@ -438,6 +476,7 @@ def parse_options(argv: list[str] | None) -> Options:
         schedulers=[settings.scheduler_listen, standby],
         pg_port=int(os.environ.get("DISPATCHD_LOCAL_PG_PORT") or DEFAULT_PG_PORT),
         redis_port=int(os.environ.get("DISPATCHD_LOCAL_REDIS_PORT") or DEFAULT_REDIS_PORT),
+        secure=args.secure,
     )
 
 
@@ -467,7 +506,7 @@ def run(options: Options) -> int:
         try:
             stack.start()
             if options.check:
-                latency = run_check(options.control_plane)
+                latency = run_check(options.control_plane, stack.secure.cli() if stack.secure else None)
                 say(f"check passed: builtin.echo went from submit to SUCCEEDED in {latency * 1000:.0f} ms")
                 return 0
             print(stack.banner(), flush=True)

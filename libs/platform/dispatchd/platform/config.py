@@ -46,15 +46,63 @@ class Settings(BaseSettings):
         1.0, description="Safety-net interval of the scheduler's reconcile loop (events wake it sooner)."
     )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
+    priority_aging_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Each this many seconds an execution waits raise its effective priority by 1 "
+        "(0: strict priorities, no aging). Use one value on every process.",
+    )
     gateway_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         description="Identity of this gateway replica (defaults to hostname plus a random suffix).",
+    )
+
+    region: str = Field("local", description="Name of the region this process runs in.")
+    primary_region: str = Field(
+        "local", description="The region that accepts mutations; a passive region names it when refusing one."
+    )
+    allow_mutations: bool = Field(
+        True,
+        description="False makes this region passive: reads only, no scheduler leadership, no worker streams.",
     )
 
     max_payload_bytes: int = Field(1 << 20, description="Largest accepted job payload or result, in bytes.")
     max_metadata_entries: int = Field(64, description="Most metadata entries on a job.")
     max_page_size: int = Field(500, description="Largest page a list call returns.")
     default_page_size: int = Field(50, description="Page size when the request leaves it unset.")
+
+    # Security (dispatchd.platform.security). Defaults are for local development: all off.
+    app_env: str = Field(
+        "development",
+        validation_alias=AliasChoices("APP_ENV", "DISPATCHD_APP_ENV"),
+        description="`production` refuses to start unless auth, TLS and client certificates are on "
+        "and no development secret is set.",
+    )
+    auth_enabled: bool = Field(False, description="Require a JWT (`authorization: Bearer`) on every call but health.")
+    jwt_issuer: str = Field("dispatchd-dev", description="The `iss` every token must carry.")
+    jwt_audience: str = Field("dispatchd", description="The `aud` every token must carry.")
+    jwt_algorithms: str = Field(
+        "RS256,ES256", description="Accepted token algorithms (RS256, ES256; HS256 for development only)."
+    )
+    jwt_public_key_files: str = Field(
+        "", description="Comma-separated PEM public keys or certificates; the file name (sans extension) is the kid."
+    )
+    jwt_jwks_file: str = Field("", description="JWKS file of RS256/ES256 public keys, chosen by kid.")
+    jwt_hs256_secret: str = Field(
+        "", description="Shared HS256 secret, at least 32 bytes: development only (refused in production)."
+    )
+    jwt_leeway_seconds: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    tls_cert_file: str = Field("", description="Server certificate chain (PEM); with the key file, turns TLS on.")
+    tls_key_file: str = Field("", description="Private key of the server certificate (PEM).")
+    tls_client_ca_file: str = Field("", description="CA bundle that client certificates must chain to.")
+    tls_require_client_cert: bool = Field(False, description="Refuse connections without a valid client certificate.")
+    health_listen: str = Field(
+        "", description="Extra plaintext address serving only gRPC health (for Kubernetes probes); empty: none."
+    )
+    reflection_enabled: bool = Field(True, description="Serve gRPC reflection (admin-only when auth is on).")
+    max_streams_per_identity: int = Field(
+        16, ge=1, description="Open worker streams one authenticated identity may hold at once."
+    )
 
     log_level: str = Field("INFO", description="Log level of every process.")
     log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")

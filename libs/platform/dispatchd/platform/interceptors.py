@@ -18,6 +18,8 @@ _UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A pooled connection left mid-operation when its server was killed (asyncpg#1069): fails before sending.
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
     redis.exceptions.ConnectionError,

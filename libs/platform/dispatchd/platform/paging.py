@@ -51,3 +51,18 @@ def decode_attempt_cursor(token: str) -> int:
         return int(attempt)
     except ValueError as exc:
         raise InvalidArgument("page_token is malformed; pass back a next_page_token unchanged") from exc
+
+
+def encode_dead_letter_cursor(finished_at: dt.datetime, job_id: uuid.UUID) -> str:
+    micros = (finished_at - _EPOCH) // _MICROSECOND
+    return _encode(f"d1:{micros}:{job_id}")
+
+
+def decode_dead_letter_cursor(token: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        kind, micros, job_id = _decode(token).split(":")
+        if kind != "d1":
+            raise ValueError(kind)
+        return _EPOCH + int(micros) * _MICROSECOND, uuid.UUID(job_id)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise InvalidArgument("page_token is malformed; pass back a next_page_token unchanged") from exc

@@ -1,9 +1,20 @@
 """Redis side of dispatch: ready queues per job type, event channels, key names.
 
 Postgres decides; Redis only says where to look. A ready queue is a sorted set of
-execution ids per job type, scored so that higher priority comes first and, within a
-priority, older first. Losing Redis loses nothing: the scheduler re-queues every due
-QUEUED execution from Postgres (ZADD NX keeps existing entries as they are).
+execution ids per job type; the lowest score is popped first. Losing Redis loses nothing:
+the scheduler re-queues every due QUEUED execution from Postgres (ZADD NX keeps existing
+entries as they are).
+
+The priority rule, with aging (`priority_aging_seconds` = A, default 10 s):
+
+    score = due_time_ms - priority * A_ms
+
+Higher priority first; FIFO within a priority (an older due time scores lower); and an
+execution's effective priority rises by 1 for every A seconds it has waited since it
+became due, so a low priority is never starved forever: priority 0 waiting 10 * A
+seconds ties with priority 10 arriving now, and goes before any priority-10 work that
+arrives later. The score is fixed at push time, so aging costs nothing at pop. With A = 0
+priorities are strict (a higher one always goes first, and may starve lower ones).
 """
 
 from __future__ import annotations
@@ -19,13 +30,17 @@ import redis.asyncio as aioredis
 from dispatchd.platform.store.rows import QueuedRef
 
 MAX_PRIORITY = 1000
+DEFAULT_AGING_SECONDS = 10.0
 _EPOCH_MS = 1_704_067_200_000  # 2024-01-01: keeps scores well inside a double's 53 bits
 _PRIORITY_STRIDE = 2**41  # ~69 years of milliseconds
 
 
-def score(priority: int, available_at: dt.datetime) -> float:
+def score(priority: int, available_at: dt.datetime, aging_seconds: float = DEFAULT_AGING_SECONDS) -> float:
+    """Ready-queue score (lowest pops first); see the module docstring for the rule."""
     ms = int(available_at.timestamp() * 1000) - _EPOCH_MS
-    return float((MAX_PRIORITY - priority) * _PRIORITY_STRIDE + max(ms, 0))
+    if aging_seconds <= 0:
+        return float((MAX_PRIORITY - priority) * _PRIORITY_STRIDE + max(ms, 0))
+    return float(ms - priority * round(aging_seconds * 1000))
 
 
 # Pop up to ARGV[1] members across KEYS, always the lowest score among the queue heads.
@@ -85,16 +100,21 @@ class Keys:
 
 
 class ReadyQueues:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, *, aging_seconds: float = DEFAULT_AGING_SECONDS
+    ) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self.aging_seconds = aging_seconds
         self._pop = client.register_script(_POP_BEST)
 
     async def push(self, refs: Iterable[QueuedRef], *, notify: bool = True) -> int:
         """Put executions on their ready queues and wake the gateways. Returns how many were new."""
         by_type: dict[str, dict[str, float]] = {}
         for ref in refs:
-            by_type.setdefault(ref.job_type, {})[str(ref.execution_id)] = score(ref.priority, ref.available_at)
+            by_type.setdefault(ref.job_type, {})[str(ref.execution_id)] = score(
+                ref.priority, ref.available_at, self.aging_seconds
+            )
         if not by_type:
             return 0
         pipe = self.client.pipeline(transaction=False)
@@ -123,6 +143,10 @@ class ReadyQueues:
     async def publish_cancel(self, execution_id: str, worker_id: str, reason: str) -> None:
         message = json.dumps({"execution_id": execution_id, "worker_id": worker_id, "reason": reason})
         await self.client.publish(self.keys.cancel_channel, message)
+
+    async def publish_due(self, due: dt.datetime) -> None:
+        """Tell the scheduler leader something is due at `due` (a delayed attempt, a deadline)."""
+        await self.client.publish(self.keys.scheduler_channel, f"{due.timestamp():.3f}")
 
     async def publish_job_event(self, job_id: str, status: int) -> None:
         await self.client.publish(self.keys.job_channel, json.dumps({"job_id": job_id, "status": status}))

@@ -27,10 +27,15 @@ from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.interceptors import ErrorInterceptor
 from dispatchd.platform.observability import configure_logging
+from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
+from dispatchd.platform.security.serving import ServerSecurity, start_health_server
+from dispatchd.platform.security.settings import SecurityConfigError
 
 log = logging.getLogger("dispatchd.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Request headers (a JWT plus the usual gRPC ones); larger ones are refused by gRPC itself.
+MAX_METADATA_BYTES = 16 * 1024
 
 
 @dataclass
@@ -88,25 +93,47 @@ async def serve(
     build: Callable[[Runtime], Awaitable[Service]],
 ) -> None:
     configure_logging(name, settings.log_level, settings.log_json)
+    try:
+        region = Region.from_settings(settings)
+    except RegionConfigError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    try:
+        # Before touching any store: an unsafe or broken configuration fails fast and says why.
+        security = ServerSecurity.from_settings(settings)
+    except SecurityConfigError as exc:
+        log.error("%s: %s", name, exc)
+        raise SystemExit(f"{name}: {exc}") from None
     runtime = await open_runtime(settings)
     service = await build(runtime)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        # Security first: nothing else runs for a caller it refuses.
+        interceptors=[security.interceptor, ErrorInterceptor(), PassiveRegionInterceptor(region)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     service.register(server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service.service_names, health.SERVICE_NAME], server)
-    port = server.add_insecure_port(listen)
+    if settings.reflection_enabled:
+        reflection.enable_server_reflection([*service.service_names, health.SERVICE_NAME], server)
+    port = security.add_port(server, listen)
     if port == 0:
         raise SystemExit(f"{name}: cannot listen on {listen}")
     await server.start()
-    log.info("%s listening on %s", name, listen, extra={"fields": {"service": name, "listen": listen}})
+    probes = await start_health_server(settings.health_listen, health_servicer)
+    log.info(
+        "%s listening on %s",
+        name,
+        listen,
+        extra={
+            "fields": {"service": name, "listen": listen, "health_listen": settings.health_listen or None}
+            | {"security": security.summary()}
+        },
+    )
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,6 +155,8 @@ async def serve(
         except Exception:
             log.exception("shutdown hook failed")
     await server.stop(settings.shutdown_grace_seconds)
+    if probes is not None:
+        await probes.stop(None)
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)

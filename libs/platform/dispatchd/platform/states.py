@@ -81,6 +81,15 @@ EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
 }
 
 
+# The one way out of a terminal state, and only by an operator: a FAILED job whose last
+# attempt was dead-lettered is redriven back to PENDING with a new attempt. It is kept out
+# of JOB_TRANSITIONS on purpose, so no settle guard can ever take that path by accident;
+# SUCCEEDED and CANCELED are final without exception.
+JOB_REDRIVE_SOURCE = JobStatus.FAILED
+JOB_REDRIVE_TARGET = JobStatus.PENDING
+REDRIVE_LAST_EXECUTION = ExecutionStatus.DEAD_LETTERED
+
+
 def job_sources(target: JobStatus) -> list[int]:
     """States a job may be in for a transition to `target`: the guard of that UPDATE."""
     return sorted(int(s) for s, targets in JOB_TRANSITIONS.items() if target in targets)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
 from dispatchd.platform.observability import configure_logging
+from dispatchd.platform.security import client as credentials
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["json", "text"],
         default="json" if os.environ.get("DISPATCHD_LOG_JSON", "true").lower() in ("1", "true", "yes") else "text",
     )
+    credentials.add_arguments(parser)
     return parser
 
 
@@ -99,6 +101,7 @@ def build_worker(args: argparse.Namespace) -> Worker:
         max_concurrency=args.concurrency,
         labels=dict(args.label),
         heartbeat_seconds=args.heartbeat_seconds,
+        security=credentials.ClientSecurity.from_args(args),
     )
     if args.builtins:
         handlers.register_builtins(worker)
@@ -155,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--concurrency must be between 1 and 1000")
     try:
         worker = build_worker(args)
+    except credentials.CredentialsError as exc:
+        parser.error(str(exc))
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         parser.error(f"cannot register handlers: {exc}")
     if not worker.capabilities:

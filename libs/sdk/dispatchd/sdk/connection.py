@@ -1,7 +1,7 @@
 """The gRPC side of a worker: channel creation and the Connect call.
 
-Channel creation lives in one function so that TLS and credentials can be added in one
-place later.
+TLS files and the bearer token come from a `ClientSecurity`; both are read again for every
+channel and stream, so a reconnecting worker picks up rotated certificates and tokens.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 
 import grpc
 
+from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 
@@ -36,10 +37,10 @@ class ConnectCall(Protocol):
     async def code(self) -> grpc.StatusCode: ...
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+def open_channel(target: str, security: ClientSecurity | None = None) -> grpc.aio.Channel:
+    return (security or ClientSecurity()).aio_channel(target, options=_CHANNEL_OPTIONS)
 
 
-def connect(channel: grpc.aio.Channel) -> ConnectCall:
+def connect(channel: grpc.aio.Channel, security: ClientSecurity | None = None) -> ConnectCall:
     stub: Any = pb_grpc.WorkerServiceStub(channel)
-    return cast(ConnectCall, stub.Connect())
+    return cast(ConnectCall, stub.Connect(metadata=(security or ClientSecurity()).metadata()))

@@ -5,6 +5,12 @@ the gateway went silent), the gateway asked the worker to drain, or the worker i
 stopping. Only after a drain or a stop are in-flight handlers allowed to finish and
 report; when the stream is lost their results could no longer be accepted (the gateway
 re-queues those executions), so they are cancelled.
+
+Heartbeats list the executions running here, so the gateway renews exactly those and
+tells us to stop any it no longer assigns to us. Results carry the assignment's claim
+token. An assignment with an execution timeout is cancelled when the timeout passes and
+reported as failed ("execution timed out after ..."); the server fails it anyway soon
+after, should this worker not manage to.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.sdk.connection import EOF, ConnectCall, connect, open_channel
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registry import Handler, Registry
@@ -54,6 +61,7 @@ class Config:
     max_concurrency: int
     labels: dict[str, str]
     heartbeat_seconds: float
+    security: ClientSecurity | None = None
 
 
 @dataclass
@@ -67,6 +75,11 @@ class _Running:
     task: Task
     runner: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
+    # What the failed result says when the handler is cancelled ("cancelled" or a timeout).
+    cancel_error: str = "cancelled"
+    timeout: float | None = None
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
 
 
 class Stream:
@@ -84,13 +97,15 @@ class Stream:
         self._idle.set()
         # Results sent and not yet acknowledged: execution id -> whether they carried result bytes.
         self._unacked: dict[str, bool] = {}
+        # Claim tokens of assignments whose result is not acknowledged yet.
+        self._claim_tokens: dict[str, str] = {}
         self._last_heard = 0.0
         self.lost_reason = ""
         self.registered_once = False
 
     async def run(self) -> Outcome:
-        channel = open_channel(self.config.target)
-        call = connect(channel)
+        channel = open_channel(self.config.target, self.config.security)
+        call = connect(channel, self.config.security)
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         tasks: list[asyncio.Task[Any]] = []
@@ -151,8 +166,14 @@ class Stream:
         if isinstance(exc, RegistrationRejected):
             raise exc
         if isinstance(exc, grpc.aio.AioRpcError):
-            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
-                raise RegistrationRejected(exc.details() or exc.code().name)
+            # PERMISSION_DENIED cannot change by retrying; UNAUTHENTICATED may (a rotated token file).
+            rejected = (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            if exc.code() in rejected:
+                raise RegistrationRejected(f"{exc.code().name}: {exc.details() or ''}")
             raise ConnectionError(f"{exc.code().name}: {exc.details()}")
         raise ConnectionError(f"the stream ended before the registration was acknowledged ({exc})")
 
@@ -235,7 +256,11 @@ class Stream:
         else:
             status = pb.WORKER_STATUS_READY
         heartbeat = pb.WorkerHeartbeat(
-            worker_id=self.config.worker_id, status=status, inflight_executions=len(self.running)
+            worker_id=self.config.worker_id,
+            status=status,
+            inflight_executions=len(self.running),
+            running_execution_ids=list(self.running),
+            lists_running=True,
         )
         return pb.ConnectRequest(heartbeat=heartbeat)
 
@@ -250,6 +275,8 @@ class Stream:
             self.registered.set()
         elif ack.kind == "result":
             carried_result = self._unacked.pop(ack.execution_id, False)
+            if ack.status != pb.ACK_STATUS_REJECTED or not carried_result:
+                self._claim_tokens.pop(ack.execution_id, None)
             if ack.status == pb.ACK_STATUS_REJECTED and carried_result:
                 # Most likely too large: report the failure without it rather than leave the
                 # execution hanging until its lease expires.
@@ -281,16 +308,34 @@ class Stream:
         )
         task._log_sink = functools.partial(self._log, execution_id)
         running = _Running(task)
+        if assignment.HasField("execution_timeout"):
+            timeout = assignment.execution_timeout.ToTimedelta().total_seconds()
+            running.timeout = task.execution_timeout = timeout if timeout > 0 else None
+        if assignment.claim_token:
+            self._claim_tokens[execution_id] = assignment.claim_token
         self.running[execution_id] = running
         self._idle.clear()
         running.runner = asyncio.create_task(self._execute(running, self.registry.resolve(assignment.job_type)))
 
     def _cancel(self, cancel: pb.CancelExecution) -> None:
         running = self.running.get(cancel.execution_id)
-        if running is None or running.runner is None:
+        if running is None or running.runner is None or running.cancel_reason is not None:
             return
         log.info("execution %s cancelled by the gateway: %s", cancel.execution_id, cancel.reason)
-        running.cancel_reason = cancel.reason or "cancelled"
+        self._stop_handler(running, cancel.reason or "cancelled", "cancelled")
+
+    def _time_out(self, running: _Running) -> None:
+        if running.runner is None or running.runner.done() or running.cancel_reason is not None:
+            return
+        error = f"execution timed out after {running.timeout:g}s"
+        log.info("execution %s %s; cancelling its handler", running.task.execution_id, error)
+        running.timed_out = True
+        self._stop_handler(running, error, error)
+
+    def _stop_handler(self, running: _Running, reason: str, error: str) -> None:
+        assert running.runner is not None
+        running.cancel_reason = reason
+        running.cancel_error = error
         running.task.cancelled.set()
         running.runner.cancel()
 
@@ -302,6 +347,9 @@ class Stream:
             try:
                 async with self.slots:
                     self.outbox.put(pb.ConnectRequest(started=pb.TaskStarted(execution_id=task.execution_id)))
+                    if running.timeout is not None:
+                        loop = asyncio.get_running_loop()
+                        running.timer = loop.call_later(running.timeout, self._time_out, running)
                     if handler is None:
                         raise LookupError(f"this worker has no handler for job type {task.job_type!r}")
                     value = handler(task)
@@ -314,9 +362,9 @@ class Stream:
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()
-                result = pb.TaskResult(success=False, error_message="cancelled")
+                result = pb.TaskResult(success=False, error_message=running.cancel_error)
             except TaskCancelled:
-                result = pb.TaskResult(success=False, error_message="cancelled")
+                result = pb.TaskResult(success=False, error_message=running.cancel_error)
             except HandlerFailed as exc:
                 result = pb.TaskResult(success=False, error_message=exc.message[:MAX_ERROR_CHARS])
                 with contextlib.suppress(TypeError):
@@ -324,14 +372,20 @@ class Stream:
             except Exception as exc:  # any handler error fails the attempt; the job may be retried
                 log.info("handler for %s failed: %s", task.job_type, describe_error(exc))
                 result = pb.TaskResult(success=False, error_message=describe_error(exc)[:MAX_ERROR_CHARS])
+            if running.timed_out and result.success:
+                # The handler swallowed the cancellation; past its timeout the attempt failed anyway.
+                result = pb.TaskResult(success=False, error_message=running.cancel_error)
             self._send_result(task.execution_id, result)
         finally:
+            if running.timer is not None:
+                running.timer.cancel()
             self.running.pop(task.execution_id, None)
             if not self.running:
                 self._idle.set()
 
     def _send_result(self, execution_id: str, result: pb.TaskResult) -> None:
         result.execution_id = execution_id
+        result.claim_token = self._claim_tokens.get(execution_id, "")
         self._unacked[execution_id] = bool(result.result)
         self.outbox.put(pb.ConnectRequest(result=result))
 

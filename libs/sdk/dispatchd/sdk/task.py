@@ -44,6 +44,9 @@ class Task:
     attempt: int
     metadata: dict[str, str] = field(default_factory=dict)
     lease_expires_at: dt.datetime | None = None
+    # Seconds this attempt may run (the job's execution timeout); None means no limit.
+    # When it passes, `cancelled` is set and the handler is cancelled.
+    execution_timeout: float | None = None
     # Set when the gateway cancels the execution, just before the handler is cancelled;
     # handlers that run work outside the event loop can watch it.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)

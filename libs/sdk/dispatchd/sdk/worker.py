@@ -23,6 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
+from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 from dispatchd.sdk.registry import Handler, Registry
 from dispatchd.sdk.stream import Config, Outcome, RegistrationRejected, StopRequest, Stream
@@ -45,6 +46,7 @@ class Worker:
         heartbeat_seconds: float = 5.0,
         reconnect_initial_seconds: float = 0.2,
         reconnect_max_seconds: float = 10.0,
+        security: ClientSecurity | None = None,
     ) -> None:
         if not 1 <= max_concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -59,6 +61,8 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds
         self.reconnect_initial_seconds = reconnect_initial_seconds
         self.reconnect_max_seconds = reconnect_max_seconds
+        # Token and TLS files for the gateway (None: plaintext, no token).
+        self.security = security
         self.registry = Registry()
         self._stop = StopRequest()
         self._stream: Stream | None = None
@@ -102,7 +106,9 @@ class Worker:
             raise RuntimeError("the worker is already running")
         self._running = True
         self._finished.clear()
-        config = Config(self.target, self.worker_id, self.max_concurrency, self.labels, self.heartbeat_seconds)
+        config = Config(
+            self.target, self.worker_id, self.max_concurrency, self.labels, self.heartbeat_seconds, self.security
+        )
         slots = asyncio.Semaphore(self.max_concurrency)
         delay = self.reconnect_initial_seconds
         try:

@@ -46,6 +46,8 @@ def job(row: JobRow) -> common_pb2.Job:
         error_message=row.error_message,
         attempts=row.attempts,
         finished_at=timestamp(row.finished_at),
+        execution_timeout=duration(row.execution_timeout_ms) if row.execution_timeout_ms else None,
+        run_at=timestamp(row.run_at),
     )
 
 
@@ -63,4 +65,5 @@ def execution(row: ExecutionRow) -> common_pb2.Execution:
         queued_at=timestamp(row.queued_at),
         available_at=timestamp(row.available_at),
         result=row.result or b"",
+        deadline_at=timestamp(row.deadline_at),
     )

@@ -13,7 +13,9 @@ SERVICE_NAME = job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_na
 
 
 async def build(runtime: server.Runtime) -> server.Service:
-    queues = ReadyQueues(runtime.redis, runtime.settings.redis_prefix)
+    queues = ReadyQueues(
+        runtime.redis, runtime.settings.redis_prefix, aging_seconds=runtime.settings.priority_aging_seconds
+    )
     waiters = JobWaiters(runtime.redis, queues.keys.job_channel)
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters)
     runtime.on_shutdown.append(waiters.close)

@@ -1,4 +1,4 @@
-"""JobService: submit, inspect, list, cancel and wait for jobs.
+"""JobService: submit, inspect, list, cancel and wait for jobs; list and redrive dead letters.
 
 Postgres decides every outcome. Redis only speeds things up (ready queues, cancel and job
 events), so a Redis failure after the Postgres write is logged, never returned: the
@@ -9,7 +9,10 @@ cancelled executions.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
+import uuid
 from typing import Any
 
 import asyncpg
@@ -18,8 +21,11 @@ import grpc
 from dispatchd.control_plane import convert, validation
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
 from dispatchd.platform.config import Settings
+from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.queues import ReadyQueues
-from dispatchd.platform.store import jobs
+from dispatchd.platform.security import access
+from dispatchd.platform.store import dead_letters, jobs
+from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
 log = logging.getLogger("dispatchd.control_plane")
@@ -44,12 +50,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def SubmitJob(  # noqa: N802
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
-        new = validation.new_job(request, self.settings)
+        new = dataclasses.replace(validation.new_job(request, self.settings), submitted_by=access.submitter())
         submitted = await jobs.submit(self.pool, new)
         if submitted.queued is not None:
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                    await self.queues.push([submitted.queued])
+                    await self._enqueue([submitted.queued])
             except Exception as exc:  # the job is safe in Postgres; the scheduler queues it
                 log.warning(
                     "could not push job %s to its ready queue (the scheduler will): %s",
@@ -60,10 +66,78 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             job=convert.job(submitted.job), deduplicated=submitted.deduplicated
         )
 
+    async def _enqueue(self, refs: list[QueuedRef]) -> None:
+        """Due executions go on their ready queues; a delayed one is announced to the scheduler,
+        whose timer then queues it when it becomes due."""
+        now = dt.datetime.now(dt.UTC)
+        due = [r for r in refs if r.available_at <= now]
+        later = [r for r in refs if r.available_at > now]
+        if due:
+            await self.queues.push(due)
+        if later:
+            await self.queues.publish_due(min(r.available_at for r in later))
+
+    async def ListDeadLetters(  # noqa: N802
+        self, request: job_service_pb2.ListDeadLettersRequest, context: Context
+    ) -> job_service_pb2.ListDeadLettersResponse:
+        letters, token = await dead_letters.list_dead_letters(
+            self.pool,
+            validation.dead_letter_filter(request.filter),
+            page_size=validation.page_size(request.page_size, self.settings),
+            page_token=validation.page_token(request.page_token),
+        )
+        return job_service_pb2.ListDeadLettersResponse(
+            dead_letters=[
+                job_service_pb2.DeadLetter(job=convert.job(d.job), execution=convert.execution(d.execution))
+                for d in letters
+            ],
+            next_page_token=token,
+        )
+
+    async def RedriveJobs(  # noqa: N802
+        self, request: job_service_pb2.RedriveJobsRequest, context: Context
+    ) -> job_service_pb2.RedriveJobsResponse:
+        ids = validation.redrive_ids(list(request.job_ids))
+        reason = validation.reason(request.reason)
+        more = False
+        if ids:
+            if request.HasField("filter") or request.limit:
+                raise InvalidArgument("name job_ids or a filter (with a limit), not both")
+        else:
+            if not request.HasField("filter"):
+                raise InvalidArgument("name the jobs to redrive in job_ids, or select dead letters with a filter")
+            limit = validation.redrive_limit(request.limit, self.settings)
+            flt = validation.dead_letter_filter(request.filter)
+            ids = await dead_letters.matching(self.pool, flt, limit + 1)
+            more, ids = len(ids) > limit, ids[:limit]
+        redriven: list[dead_letters.Redriven] = []
+        skipped: list[job_service_pb2.RedriveSkipped] = []
+        for job_id in ids:
+            outcome = await dead_letters.redrive(self.pool, job_id)
+            if isinstance(outcome, str):
+                skipped.append(job_service_pb2.RedriveSkipped(job_id=str(job_id), reason=outcome))
+            else:
+                redriven.append(outcome)
+        if redriven:
+            log.info(
+                "redrove %d dead-lettered job(s)",
+                len(redriven),
+                extra={"fields": {"jobs": [str(r.job.job_id) for r in redriven], "reason": reason}},
+            )
+            try:
+                async with asyncio.timeout(REDIS_BUDGET_SECONDS):
+                    await self._enqueue([r.queued for r in redriven])
+            except Exception as exc:  # queued in Postgres; the scheduler pushes them
+                log.warning("could not push redriven jobs to their ready queues (the scheduler will): %s", exc)
+        return job_service_pb2.RedriveJobsResponse(
+            redriven=[convert.job(r.job) for r in redriven], skipped=skipped, more=more
+        )
+
     async def GetJob(  # noqa: N802
         self, request: job_service_pb2.GetJobRequest, context: Context
     ) -> job_service_pb2.GetJobResponse:
         row = await jobs.get(self.pool, validation.job_id(request.job_id))
+        access.check_owner(row.job_id, row.submitted_by)
         return job_service_pb2.GetJobResponse(job=convert.job(row))
 
     async def ListJobs(  # noqa: N802
@@ -75,6 +149,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             job_type=validation.job_type_filter(request.job_type),
             page_size=validation.page_size(request.page_size, self.settings),
             page_token=validation.page_token(request.page_token),
+            submitted_by=access.owner_filter(),
         )
         return job_service_pb2.ListJobsResponse(jobs=[convert.job(r) for r in rows], next_page_token=token)
 
@@ -82,6 +157,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         self, request: job_service_pb2.ListExecutionsRequest, context: Context
     ) -> job_service_pb2.ListExecutionsResponse:
         job_id = validation.job_id(request.job_id)
+        await self._check_visible(job_id)
         rows, token = await jobs.list_executions(
             self.pool,
             job_id,
@@ -91,6 +167,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         return job_service_pb2.ListExecutionsResponse(
             executions=[convert.execution(r) for r in rows], next_page_token=token
         )
+
+    async def _check_visible(self, job_id: uuid.UUID) -> None:
+        """NOT_FOUND when the caller may read only its own jobs and this is not one of them."""
+        if access.owner_filter() is not None:
+            row = await jobs.get(self.pool, job_id)
+            access.check_owner(job_id, row.submitted_by)
 
     async def CancelJob(  # noqa: N802
         self, request: job_service_pb2.CancelJobRequest, context: Context
@@ -117,5 +199,6 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.WaitJobResponse:
         job_id = validation.job_id(request.job_id)
         timeout = validation.wait_timeout(request)
+        await self._check_visible(job_id)
         row, terminal = await wait_for_terminal(self.pool, self.waiters, job_id, timeout)
         return job_service_pb2.WaitJobResponse(job=convert.job(row), terminal=terminal)

@@ -6,15 +6,17 @@ message naming the field and the rule, so a caller can fix the request without g
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatchd.platform import queues, routing
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import JobStatus
+from dispatchd.platform.store.dead_letters import DeadLetterFilter
 from dispatchd.platform.store.jobs import NewJob
 from dispatchd.v1 import job_service_pb2
 
@@ -24,6 +26,10 @@ MAX_IDEMPOTENCY_KEY_CHARS = 256
 MAX_REASON_CHARS = 1024
 DEFAULT_WAIT_SECONDS = 30.0
 MAX_WAIT_SECONDS = 300.0
+# How far ahead a job may be scheduled (run_at / delay), and the longest execution timeout.
+MAX_SCHEDULE_AHEAD = dt.timedelta(days=365)
+MAX_EXECUTION_TIMEOUT_MS = 7 * 24 * 3600 * 1000
+MAX_REDRIVE_IDS = 1000
 
 # google.protobuf.Duration's documented range: about 10,000 years.
 _MAX_DURATION_SECONDS = 315_576_000_000
@@ -114,6 +120,45 @@ def metadata(values: dict[str, str], settings: Settings) -> dict[str, str]:
     return dict(values)
 
 
+def timestamp(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
+    # Timestamp's documented range: 0001-01-01 to 9999-12-31.
+    if not -62_135_596_800 <= value.seconds <= 253_402_300_799 or not 0 <= value.nanos < _NANOS_PER_SECOND:
+        raise InvalidArgument(f"{field} is not a valid timestamp (seconds={value.seconds}, nanos={value.nanos})")
+    return value.ToDatetime(tzinfo=dt.UTC)
+
+
+def execution_timeout_ms(request: job_service_pb2.SubmitJobRequest) -> int | None:
+    if not request.HasField("execution_timeout"):
+        return None
+    ms = duration_ms(request.execution_timeout, "execution_timeout")
+    if ms <= 0:
+        raise InvalidArgument("execution_timeout must be at least 1 ms (leave it unset for no limit)")
+    if ms > MAX_EXECUTION_TIMEOUT_MS:
+        raise InvalidArgument(f"execution_timeout must not exceed {MAX_EXECUTION_TIMEOUT_MS // 3_600_000} hours")
+    return ms
+
+
+def schedule(
+    request: job_service_pb2.SubmitJobRequest, now: dt.datetime | None = None
+) -> tuple[dt.datetime | None, int | None]:
+    """(run_at, delay_ms) as sent, checked: not both, not more than a year ahead."""
+    has_run_at, has_delay = request.HasField("run_at"), request.HasField("delay")
+    if has_run_at and has_delay:
+        raise InvalidArgument("set run_at or delay, not both")
+    now = now or dt.datetime.now(dt.UTC)
+    if has_run_at:
+        run_at = timestamp(request.run_at, "run_at")
+        if run_at - now > MAX_SCHEDULE_AHEAD:
+            raise InvalidArgument(f"run_at must be at most {MAX_SCHEDULE_AHEAD.days} days ahead")
+        return run_at, None  # a time in the past means now; the store clamps it
+    if has_delay:
+        delay = duration_ms(request.delay, "delay")
+        if delay > MAX_SCHEDULE_AHEAD / dt.timedelta(milliseconds=1):
+            raise InvalidArgument(f"delay must be at most {MAX_SCHEDULE_AHEAD.days} days")
+        return None, delay
+    return None, None
+
+
 def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> NewJob:
     kind = job_type(request.job_type)
     if not 0 <= request.priority <= queues.MAX_PRIORITY:
@@ -130,6 +175,7 @@ def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> Ne
     _no_nul("idempotency_key", key)
     meta = metadata(dict(request.metadata), settings)
     policy, policy_set = retry_policy(request)
+    run_at, delay_ms = schedule(request)
     return NewJob(
         job_type=kind,
         payload=bytes(request.payload),
@@ -138,6 +184,9 @@ def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> Ne
         metadata=meta,
         retry=policy,
         retry_policy_set=policy_set,
+        execution_timeout_ms=execution_timeout_ms(request),
+        run_at=run_at,
+        delay_ms=delay_ms,
     )
 
 
@@ -180,3 +229,25 @@ def wait_timeout(request: job_service_pb2.WaitJobRequest) -> float:
     if not request.HasField("timeout"):
         return DEFAULT_WAIT_SECONDS
     return min(duration_seconds(request.timeout, "timeout"), MAX_WAIT_SECONDS)
+
+
+def dead_letter_filter(value: job_service_pb2.DeadLetterFilter) -> DeadLetterFilter:
+    since = timestamp(value.since, "filter.since") if value.HasField("since") else None
+    until = timestamp(value.until, "filter.until") if value.HasField("until") else None
+    if since is not None and until is not None and since >= until:
+        raise InvalidArgument("filter.since must be before filter.until")
+    job_kind = job_type(value.job_type, "filter.job_type") if value.job_type else None
+    return DeadLetterFilter(job_type=job_kind, since=since, until=until)
+
+
+def redrive_ids(values: list[str]) -> list[uuid.UUID]:
+    if len(values) > MAX_REDRIVE_IDS:
+        raise InvalidArgument(f"job_ids has {len(values)} entries; at most {MAX_REDRIVE_IDS} are allowed")
+    ids = [job_id(v, f"job_ids[{i}]") for i, v in enumerate(values)]
+    return list(dict.fromkeys(ids))
+
+
+def redrive_limit(requested: int, settings: Settings) -> int:
+    if requested < 0:
+        raise InvalidArgument(f"limit must not be negative, got {requested}")
+    return min(requested or settings.max_page_size, settings.max_page_size)

@@ -47,6 +47,16 @@ end
 return 0
 """
 
+# Raise the epoch counter to at least ARGV[1] (after Redis lost it, see store.fence).
+_RAISE_EPOCH = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return tonumber(ARGV[1])
+end
+return current
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -77,6 +87,7 @@ class LeaderLease:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._raise_epoch = client.register_script(_RAISE_EPOCH)
 
     @property
     def _ttl_ms(self) -> int:
@@ -97,6 +108,10 @@ class LeaderLease:
     async def release(self) -> bool:
         """Give the lease up now; does nothing (False) if someone else holds it."""
         return int(await self._release(keys=[self.key], args=[self.token])) == 1
+
+    async def raise_epoch(self, epoch: int) -> int:
+        """Make the next acquire's epoch exceed `epoch`; returns the counter's value."""
+        return int(await self._raise_epoch(keys=[self.epoch_key], args=[epoch]))
 
     async def holder(self) -> str | None:
         """Token of the current holder, if any."""

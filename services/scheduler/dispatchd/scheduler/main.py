@@ -9,25 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from dispatchd.platform import server
 from dispatchd.platform.config import get_settings
 from dispatchd.platform.queues import ReadyQueues
-from dispatchd.scheduler.leader import Campaign, LeaderLease, Term
+from dispatchd.platform.regions import Region
+from dispatchd.scheduler.fencing import FencedLeadership
+from dispatchd.scheduler.leader import Campaign, LeaderLease
 from dispatchd.scheduler.reconciler import Reconciler
+
+log = logging.getLogger("dispatchd.scheduler")
 
 
 async def build(runtime: server.Runtime) -> server.Service:
     settings = runtime.settings
-    queues = ReadyQueues(runtime.redis, settings.redis_prefix)
+    region = Region.from_settings(settings)
+    if region.passive:
+        # A passive region reads a replica: leading would mean repairing (writing) it.
+        log.info(
+            "region %s is passive: this scheduler will not campaign for leadership",
+            region.name,
+            extra={"fields": {"region": region.name, "primary_region": region.primary}},
+        )
+        return server.Service(register=lambda srv: None, service_names=[])
+    queues = ReadyQueues(runtime.redis, settings.redis_prefix, aging_seconds=settings.priority_aging_seconds)
     reconciler = Reconciler(settings, runtime.pool, queues)
     lease = LeaderLease(runtime.redis, queues.keys.leader, settings.leader_ttl_seconds)
-
-    async def lead(term: Term) -> None:
-        # term.epoch is the fencing number of this leadership, for guarding writes later.
-        await reconciler.lead()
-
-    campaign = Campaign(lease, lead)
+    # Every Postgres write of the leader is fenced by its term's epoch (see fencing.py).
+    campaign = Campaign(lease, FencedLeadership(runtime.pool, lease, reconciler).lead)
 
     async def campaign_task() -> None:
         await campaign.run(runtime.stopping)

@@ -2,17 +2,23 @@
 
 Every pass is idempotent and safe to run twice at once (two leaders overlap for a moment
 around a failover): each repair is a guarded store statement, and re-queueing is ZADD NX.
+Every Postgres write of a pass is also fenced by the leader's epoch (store.fence): once a
+newer leader has opened its term, a deposed leader's writes are refused (`Fenced`), and
+the pass ends without changing anything.
 
-1. Due QUEUED executions go (back) onto their ready queues: delayed retries that became
-   due, everything after Redis lost its data, work a gateway popped but never claimed.
-2. Executions whose lease expired fail (an attempt, with backoff) and retry or dead-letter.
+1. Due QUEUED executions go (back) onto their ready queues: delayed jobs and retries that
+   became due, everything after Redis lost its data, work a gateway popped but never claimed.
+2. Executions whose lease expired fail (an attempt, with backoff) and retry or dead-letter;
+   so do executions running past their job's execution timeout. Either way the worker that
+   may still be running one is told to stop (a CancelExecution through its gateway).
 3. Workers whose heartbeats stopped go offline and their executions are released.
 4. Active executions of terminal jobs are cancelled.
 
-Between passes the loop sleeps until the next QUEUED execution becomes due or the
-safety-net interval passes, whichever is sooner. Gateways publish the due time of a
-delayed retry they queue on the scheduler channel, which shortens the sleep, so a retry
-with a 300 ms backoff runs ~300 ms later rather than at the next tick.
+Between passes the loop sleeps until the next timed event (a QUEUED execution becoming due,
+an attempt's deadline) or the safety-net interval passes, whichever is sooner. Whoever
+creates such an event (a delayed submit, a retry with backoff, a claim with a deadline)
+publishes its time on the scheduler channel, which shortens the sleep, so a retry with a
+300 ms backoff runs ~300 ms later rather than at the next tick.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
 from dispatchd.platform.store import executions, workers
+from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import QueuedRef, Settlement
 
 log = logging.getLogger("dispatchd.scheduler.reconciler")
@@ -44,6 +51,7 @@ ERROR_BACKOFF_MAX = 2.0
 SUBSCRIBE_BACKOFF_MAX = 5.0
 LEASE_EXPIRED = "lease expired"
 HEARTBEAT_LOST = "worker heartbeat lost"
+TIMED_OUT = "execution timed out"
 
 
 @dataclass
@@ -52,6 +60,7 @@ class PassReport:
 
     requeued: int = 0
     expired: int = 0
+    timed_out: int = 0
     workers_offline: int = 0
     released: int = 0
     retries_queued: int = 0
@@ -64,6 +73,7 @@ class PassReport:
         counts = {
             "requeued": self.requeued,
             "expired": self.expired,
+            "timed_out": self.timed_out,
             "workers_offline": self.workers_offline,
             "released": self.released,
             "retries_queued": self.retries_queued,
@@ -83,15 +93,19 @@ class Reconciler:
         self._requested = math.inf
         self._woken = asyncio.Event()
         self._subscribe_backoff = ERROR_BACKOFF_MIN
+        # Fencing epoch of the current leadership term; None runs unfenced (tests, tools).
+        self.epoch: int | None = None
 
     # -- one pass
 
     async def run_pass(self) -> PassReport:
+        """One idempotent repair pass; raises Fenced (having changed nothing) if deposed."""
         report = PassReport()
         await self._requeue_due(report)
         await self._fail_expired(report)
+        await self._fail_timed_out(report)
         await self._release_silent_workers(report)
-        report.orphans_cancelled = await executions.cancel_orphans(self.pool)
+        report.orphans_cancelled = await executions.cancel_orphans(self.pool, epoch=self.epoch)
         report.next_due = await executions.seconds_until_next_due(self.pool)
         return report
 
@@ -121,29 +135,51 @@ class Reconciler:
             # The guard re-checks the expiry in the same statement: a heartbeat that renewed
             # the lease since the SELECT wins, and a second leader's duplicate is a no-op.
             owner = executions.Owner(lease_expired=True)
-            settlement = await executions.fail(self.pool, execution_id, owner, LEASE_EXPIRED)
+            settlement = await executions.fail(self.pool, execution_id, owner, LEASE_EXPIRED, epoch=self.epoch)
             if settlement.applied:
                 report.expired += 1
                 settled.append(settlement)
-        await self._announce(settled, report)
+        await self._announce(settled, report, stop_reason=LEASE_EXPIRED)
+
+    async def _fail_timed_out(self, report: PassReport) -> None:
+        ids = await executions.timed_out(self.pool, EXPIRED_PAGE)
+        report.more |= len(ids) == EXPIRED_PAGE
+        settled = []
+        for execution_id in ids:
+            # A failed attempt like any other: retried after backoff, or dead-lettered.
+            owner = executions.Owner(deadline_passed=True)
+            settlement = await executions.fail(self.pool, execution_id, owner, TIMED_OUT, epoch=self.epoch)
+            if settlement.applied:
+                report.timed_out += 1
+                settled.append(settlement)
+        await self._announce(settled, report, stop_reason=TIMED_OUT)
 
     async def _release_silent_workers(self, report: PassReport) -> None:
-        silent = await workers.mark_silent_offline(self.pool, self.settings.worker_offline_seconds)
+        silent = await workers.mark_silent_offline(self.pool, self.settings.worker_offline_seconds, epoch=self.epoch)
         report.workers_offline = len(silent)
         for worker_id, session_id in silent:
             log.info(
                 "worker went silent; marked offline",
                 extra={"fields": {"worker_id": worker_id, "session_id": str(session_id)}},
             )
-            settled = await executions.release_owned(
-                self.pool, worker_id=worker_id, session_id=session_id, reason=HEARTBEAT_LOST
+        # Everything still held by an offline worker's session: just marked, or left over by a
+        # pass (or a gateway) that died between marking and releasing. Idempotent either way.
+        held = await executions.owned_by_offline_workers(self.pool, EXPIRED_PAGE)
+        report.more |= len(held) == EXPIRED_PAGE
+        settled = []
+        for execution_id, worker_id, session_id in held:
+            owner = executions.Owner(worker_id=worker_id, session_id=session_id)
+            settlement = await executions.fail(
+                self.pool, execution_id, owner, HEARTBEAT_LOST, retry_delay_ms=0, epoch=self.epoch
             )
-            applied = [s for s in settled if s.applied]
-            report.released += len(applied)
-            await self._announce(applied, report)
+            if settlement.applied:
+                settled.append(settlement)
+        report.released += len(settled)
+        await self._announce(settled, report, stop_reason=HEARTBEAT_LOST)
 
-    async def _announce(self, settled: list[Settlement], report: PassReport) -> None:
-        """Tell Redis what Postgres decided: push retries that are due, publish terminal jobs."""
+    async def _announce(self, settled: list[Settlement], report: PassReport, *, stop_reason: str) -> None:
+        """Tell Redis what Postgres decided: push retries that are due, publish terminal jobs,
+        and tell workers that may still run a settled execution to stop."""
         now = dt.datetime.now(dt.UTC)
         due = []
         for s in settled:
@@ -157,11 +193,21 @@ class Reconciler:
         if due:
             await self.queues.push(due)
         # Retries still in backoff are covered by next_due, computed at the end of the pass.
+        for s in settled:
+            if s.execution_id is not None and s.worker_id:
+                try:
+                    await self.queues.publish_cancel(str(s.execution_id), s.worker_id, stop_reason)
+                except Exception as exc:  # a listing worker is told again at its next heartbeat
+                    log.warning("could not tell worker %s to stop %s: %s", s.worker_id, s.execution_id, exc)
 
     # -- the loop
 
-    async def lead(self) -> None:
-        """Run passes until cancelled (the campaign cancels this when leadership ends)."""
+    async def lead(self, epoch: int | None = None) -> None:
+        """Run passes until cancelled (the campaign cancels this when leadership ends).
+
+        Raises Fenced when a newer leader's epoch is recorded: this term is over.
+        """
+        self.epoch = epoch
         listener = asyncio.create_task(self._listen(), name="scheduler-wakeups")
         try:
             await self._loop()
@@ -177,7 +223,7 @@ class Reconciler:
             self._requested = math.inf
             try:
                 report = await self.run_pass()
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, Fenced):
                 raise
             except Exception as exc:  # PG or Redis down: the next pass repairs what this one could not
                 log.warning("reconcile pass failed: %s", exc, extra={"fields": {"retry_in": backoff}})

@@ -16,6 +16,7 @@ import time
 import uuid
 
 import asyncpg
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatchd.platform.queues import ReadyQueues
@@ -35,17 +36,21 @@ ERROR_BACKOFF_SECONDS = 1.0
 def assignment(claim: Claim) -> pb.ConnectResponse:
     lease = Timestamp()
     lease.FromDatetime(claim.lease_expires_at)
-    return pb.ConnectResponse(
-        assignment=pb.TaskAssignment(
-            execution_id=str(claim.execution_id),
-            job_type=claim.job_type,
-            payload=claim.payload,
-            attempt=claim.attempt,
-            lease_expires_at=lease,
-            job_id=str(claim.job_id),
-            metadata={str(k): str(v) for k, v in (claim.metadata or {}).items()},
-        )
+    message = pb.TaskAssignment(
+        execution_id=str(claim.execution_id),
+        job_type=claim.job_type,
+        payload=claim.payload,
+        attempt=claim.attempt,
+        lease_expires_at=lease,
+        job_id=str(claim.job_id),
+        metadata={str(k): str(v) for k, v in (claim.metadata or {}).items()},
+        claim_token=str(claim.claim_token),
     )
+    if claim.execution_timeout_ms:
+        timeout = Duration()
+        timeout.FromMilliseconds(claim.execution_timeout_ms)
+        message.execution_timeout.CopyFrom(timeout)
+    return pb.ConnectResponse(assignment=message)
 
 
 class Dispatcher:
@@ -169,4 +174,15 @@ class Dispatcher:
             for claim in claims:
                 session.inflight.add(claim.execution_id)
                 session.send(assignment(claim))
+            await self._announce_deadlines(claims)
             return len(ids)
+
+    async def _announce_deadlines(self, claims: list[Claim]) -> None:
+        """The scheduler enforces execution timeouts; wake it when the first of these is due."""
+        deadlines = [c.deadline_at for c in claims if c.deadline_at is not None]
+        if not deadlines:
+            return
+        try:
+            await self.queues.publish_due(min(deadlines))
+        except Exception as exc:  # its safety-net tick still finds the deadline
+            log.warning("could not announce an execution deadline: %s", exc)

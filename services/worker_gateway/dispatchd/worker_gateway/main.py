@@ -18,7 +18,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WorkerService"].full_name
 
 async def build(runtime: server.Runtime) -> server.Service:
     settings = runtime.settings
-    queues = ReadyQueues(runtime.redis, settings.redis_prefix)
+    queues = ReadyQueues(runtime.redis, settings.redis_prefix, aging_seconds=settings.priority_aging_seconds)
     dispatcher = Dispatcher(runtime.pool, queues, settings.lease_seconds)
     outcomes = Outcomes(queues)
     messages = Messages(
@@ -27,6 +27,7 @@ async def build(runtime: server.Runtime) -> server.Service:
         outcomes,
         lease_seconds=settings.lease_seconds,
         max_payload_bytes=settings.max_payload_bytes,
+        heartbeat_seconds=settings.heartbeat_seconds,
     )
     gateway = WorkerGateway(
         pool=runtime.pool,

@@ -4,10 +4,24 @@ Every message is acknowledged with a WorkerAck naming its kind: ACCEPTED when ap
 STALE when it refers to an execution this stream no longer owns (nothing changed), and
 REJECTED when malformed. A bad message never ends the stream; a lost store does, since
 the worker's results could no longer be recorded.
+
+Heartbeats. A heartbeat without a list (`lists_running` false, as reference clients send)
+renews every lease the stream owns. A heartbeat with the list renews only the listed
+executions the stream really owns, and reconciles the rest:
+- listed but not owned (its lease expired, its job was cancelled or timed out): the worker
+  is told to stop it with a CancelExecution, at every heartbeat while it lists it;
+- owned but not listed: the assignment may still be on its way, so nothing happens at
+  first; an execution still missing from a heartbeat one heartbeat interval later (two
+  heartbeats in a row) is released: the attempt fails with no backoff and is retried at once.
+
+Results. A result carrying the assignment's `claim_token` must match the current claim of
+the execution, and come from the stream holding it; one without a token (reference
+clients) only needs to come from that stream. Anything else is STALE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -50,6 +64,14 @@ def _clean(text: str, limit: int) -> str:
     return text.replace("\x00", "\ufffd")[:limit]
 
 
+NOT_OWNED = "execution is no longer assigned to this worker"
+NOT_RUNNING = "worker no longer reports running the execution"
+
+
+def _cancel(execution_id: uuid.UUID, reason: str) -> pb.ConnectResponse:
+    return pb.ConnectResponse(cancel=pb.CancelExecution(execution_id=str(execution_id), reason=reason))
+
+
 def _parse_id(raw: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(raw)
@@ -66,12 +88,14 @@ class Messages:
         *,
         lease_seconds: float,
         max_payload_bytes: int,
+        heartbeat_seconds: float = 5.0,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
         self.outcomes = outcomes
         self.lease_seconds = lease_seconds
         self.max_payload_bytes = max_payload_bytes
+        self.heartbeat_seconds = heartbeat_seconds
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         session.draining = message.status == pb.WORKER_STATUS_DRAINING
@@ -87,10 +111,62 @@ class Messages:
             self.dispatcher.remove(session)
             session.close(StreamEnd(grpc.StatusCode.ABORTED, superseded))
             return
-        renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds)
-        session.ack("heartbeat", ACCEPTED, f"renewed {renewed} lease(s)")
+        if not message.lists_running:
+            renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds)
+            session.ack("heartbeat", ACCEPTED, f"renewed {renewed} lease(s)")
+        else:
+            await self._reconcile_running(session, message)
         if not session.draining:
             self.dispatcher.wake()
+
+    async def _reconcile_running(self, session: Session, message: pb.WorkerHeartbeat) -> None:
+        """A heartbeat with the worker's list of running executions (see the module docstring)."""
+        listed: set[uuid.UUID] = set()
+        malformed = 0
+        for raw in message.running_execution_ids:
+            parsed = _parse_id(raw)
+            if parsed is None:
+                malformed += 1
+            else:
+                listed.add(parsed)
+        renewed = await executions.renew_leases(
+            self.pool, session.session_id, self.lease_seconds, only=sorted(listed)
+        )
+        now = asyncio.get_running_loop().time()
+        # Held while claiming: a claim cannot slip in between reading what is owned and
+        # correcting the in-flight count below.
+        async with session.fill_lock:
+            owned = await executions.owned_by_session(self.pool, session.session_id)
+            for execution_id in listed - owned:
+                session.send(_cancel(execution_id, NOT_OWNED))
+            missing = owned - listed
+            for execution_id in list(session.unlisted):
+                if execution_id not in missing:
+                    del session.unlisted[execution_id]
+            lost = []
+            for execution_id in missing:
+                since = session.unlisted.setdefault(execution_id, now)
+                if now - since >= self.heartbeat_seconds:
+                    lost.append(execution_id)
+            # What neither the store nor the worker holds any more no longer takes a slot.
+            for execution_id in list(session.inflight):
+                if execution_id not in owned and execution_id not in listed:
+                    session.finish(execution_id)
+        settled = []
+        for execution_id in lost:
+            owner = Owner(worker_id=session.worker_id, session_id=session.session_id)
+            settlement = await executions.fail(self.pool, execution_id, owner, NOT_RUNNING, retry_delay_ms=0)
+            session.finish(execution_id)
+            session.send(_cancel(execution_id, NOT_RUNNING))
+            if settlement.applied:
+                settled.append(settlement)
+        text = f"renewed {renewed} lease(s)"
+        if settled:
+            text += f"; released {len(settled)} execution(s) the worker no longer reports"
+        if malformed:
+            text += f"; ignored {malformed} malformed execution id(s)"
+        session.ack("heartbeat", ACCEPTED, text)
+        await self.outcomes.announce(settled)
 
     async def started(self, session: Session, message: pb.TaskStarted) -> None:
         execution_id = _parse_id(message.execution_id)
@@ -114,7 +190,13 @@ class Messages:
                 message.execution_id,
             )
             return
-        owner = Owner(worker_id=session.worker_id, session_id=session.session_id)
+        token = None
+        if message.claim_token:
+            token = _parse_id(message.claim_token)
+            if token is None:
+                session.ack("result", REJECTED, "claim_token must be a UUID", message.execution_id)
+                return
+        owner = Owner(worker_id=session.worker_id, session_id=session.session_id, claim_token=token)
         try:
             if message.success:
                 settlement = await executions.succeed(self.pool, execution_id, owner, message.result)
@@ -128,7 +210,8 @@ class Messages:
             if session.finish(execution_id):
                 self.dispatcher.wake()
         if not settlement.applied:
-            session.ack("result", STALE, "execution is not owned by this stream", message.execution_id)
+            why = "this claim" if token is not None else "this stream"
+            session.ack("result", STALE, f"execution is not owned by {why}", message.execution_id)
             return
         session.ack("result", ACCEPTED, "", message.execution_id)
         await self.outcomes.announce([settlement])
@@ -141,7 +224,13 @@ class Messages:
         if len(message.message) > self.max_payload_bytes:
             session.ack("log", REJECTED, "log chunk is too large", message.execution_id)
             return
-        emitted_at = message.emitted_at.ToDatetime(tzinfo=dt.UTC) if message.HasField("emitted_at") else None
+        emitted_at = None
+        if message.HasField("emitted_at"):
+            try:
+                emitted_at = message.emitted_at.ToDatetime(tzinfo=dt.UTC)
+            except (ValueError, OverflowError):  # outside the range a Timestamp may hold
+                session.ack("log", REJECTED, "emitted_at is not a valid timestamp", message.execution_id)
+                return
         stored = await workers.append_log(
             self.pool,
             execution_id,

@@ -34,6 +34,7 @@ MAX_WORKER_ID_CHARS = 128
 MAX_CONCURRENCY = 1000
 MAX_LABELS = 64
 MAX_LABEL_CHARS = 256
+MAX_CAPABILITIES = 256
 # How long messages already read may take to land once a stream ends.
 LANES_GRACE_SECONDS = 5.0
 
@@ -46,6 +47,11 @@ def _validate(reg: pb.WorkerRegistration) -> str | None:
     """The problem with a registration, or None when it is fine."""
     if not 1 <= len(reg.worker_id) <= MAX_WORKER_ID_CHARS:
         return f"registration.worker_id must be 1 to {MAX_WORKER_ID_CHARS} characters"
+    if "\x00" in reg.worker_id or any("\x00" in k or "\x00" in v for k, v in reg.labels.items()):
+        # Postgres text cannot hold NUL: without this it would surface as an internal error.
+        return "registration.worker_id and labels must not contain NUL characters"
+    if len(reg.capabilities) > MAX_CAPABILITIES:
+        return f"registration.capabilities may name at most {MAX_CAPABILITIES} job types"
     if not reg.capabilities:
         return "registration.capabilities must name at least one job type"
     for capability in reg.capabilities:

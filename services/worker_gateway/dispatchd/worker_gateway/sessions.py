@@ -34,6 +34,9 @@ class Session:
     # Counted by the gateway from its own assignments: what the worker reports is ignored,
     # so a confused worker can never be sent more than max_concurrency executions.
     inflight: set[uuid.UUID] = field(default_factory=set)
+    # Executions this stream owns that the worker left out of its heartbeat list, and
+    # since when (monotonic): released once missing for a heartbeat interval.
+    unlisted: dict[uuid.UUID, float] = field(default_factory=dict)
     # None is the end-of-stream marker.
     outbound: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
     # Job types known to exist that some capability of this worker runs.
@@ -73,6 +76,7 @@ class Session:
 
     def finish(self, execution_id: uuid.UUID) -> bool:
         """Forget an execution this stream held; True if it was in flight."""
+        self.unlisted.pop(execution_id, None)
         if execution_id not in self.inflight:
             return False
         self.inflight.discard(execution_id)

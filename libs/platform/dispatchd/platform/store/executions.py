@@ -22,6 +22,7 @@ from dispatchd.platform.states import (
     execution_sources,
     job_sources,
 )
+from dispatchd.platform.store import fence
 from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
 
 _OWNED = [int(s) for s in EXECUTION_OWNED]
@@ -36,18 +37,21 @@ ORDER BY job_id FOR UPDATE
 
 _CLAIM = """
 WITH c AS (
-    UPDATE executions
+    UPDATE executions e
     SET status = 2, worker_id = $2, session_id = $3, claim_token = gen_random_uuid(),
-        claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + make_interval(secs => $4)
-    WHERE execution_id = ANY($1::uuid[]) AND status = 1 AND available_at <= clock_timestamp()
-      AND job_id = ANY($5::uuid[])
-    RETURNING execution_id, job_id, attempt, claim_token, lease_expires_at
+        claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + make_interval(secs => $4),
+        deadline_at = clock_timestamp() + make_interval(secs => j.execution_timeout_ms::float8 / 1000)
+    FROM jobs j
+    WHERE j.job_id = e.job_id AND e.execution_id = ANY($1::uuid[]) AND e.status = 1
+      AND e.available_at <= clock_timestamp() AND e.job_id = ANY($5::uuid[])
+    RETURNING e.execution_id, e.job_id, e.attempt, e.claim_token, e.lease_expires_at, e.deadline_at,
+              j.execution_timeout_ms
 ), u AS (
     UPDATE jobs SET status = 2, updated_at = clock_timestamp()
     FROM c WHERE jobs.job_id = c.job_id AND jobs.status = 1
 )
-SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at,
-       j.job_type, j.payload, j.metadata
+SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
+       c.execution_timeout_ms, j.job_type, j.payload, j.metadata
 FROM c JOIN jobs j ON j.job_id = c.job_id
 """
 
@@ -78,35 +82,42 @@ async def claim(
             metadata=r["metadata"],
             claim_token=r["claim_token"],
             lease_expires_at=r["lease_expires_at"],
+            execution_timeout_ms=r["execution_timeout_ms"],
+            deadline_at=r["deadline_at"],
         )
         for r in rows
     ]
 
 
 async def mark_started(pool: asyncpg.Pool, execution_id: uuid.UUID, session_id: uuid.UUID) -> bool:
-    """CLAIMED -> RUNNING for the owning stream; the job follows to RUNNING."""
+    """CLAIMED -> RUNNING for the owning stream; the job follows to RUNNING.
+
+    A per-job timeout counts from here: the deadline set at claim time moves to now + timeout.
+    """
     async with pool.acquire() as conn, conn.transaction():
-        job_id = await conn.fetchval(
-            "SELECT job_id FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1)"
-            " FOR UPDATE",
+        job = await conn.fetchrow(
+            "SELECT job_id, execution_timeout_ms FROM jobs"
+            " WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE",
             execution_id,
         )
-        if job_id is None:
+        if job is None:
             return False
         started = await conn.fetchval(
             """
-            UPDATE executions SET status = 3, started_at = clock_timestamp()
+            UPDATE executions SET status = 3, started_at = clock_timestamp(),
+                   deadline_at = clock_timestamp() + make_interval(secs => $3::float8 / 1000)
             WHERE execution_id = $1 AND status = 2 AND session_id = $2 RETURNING job_id
             """,
             execution_id,
             session_id,
+            job["execution_timeout_ms"],
         )
         if started is None:
             return False
         await conn.execute(
             "UPDATE jobs SET status = 3, updated_at = clock_timestamp()"
             " WHERE job_id = $1 AND status = ANY($2::smallint[])",
-            job_id,
+            job["job_id"],
             job_sources(JobStatus.RUNNING),
         )
         return True
@@ -118,7 +129,9 @@ class Owner:
 
     worker_id: str | None = None
     session_id: uuid.UUID | None = None
+    claim_token: uuid.UUID | None = None
     lease_expired: bool = False  # the scheduler settles only what it saw expire
+    deadline_passed: bool = False  # ... or run past its execution timeout
 
 
 def _owner_guard(owner: Owner, first_arg: int) -> tuple[str, list[object]]:
@@ -130,13 +143,18 @@ def _owner_guard(owner: Owner, first_arg: int) -> tuple[str, list[object]]:
     if owner.session_id is not None:
         args.append(owner.session_id)
         clauses.append(f"session_id = ${first_arg + len(args) - 1}")
+    if owner.claim_token is not None:
+        args.append(owner.claim_token)
+        clauses.append(f"claim_token = ${first_arg + len(args) - 1}")
     if owner.lease_expired:
         clauses.append("lease_expires_at < clock_timestamp()")
+    if owner.deadline_passed:
+        clauses.append("deadline_at < clock_timestamp()")
     return "".join(" AND " + c for c in clauses), args
 
 
 _LOCK_JOB_OF_ONE = """
-SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority
+SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority, attempt_base
 FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
 """
 
@@ -154,7 +172,7 @@ async def succeed(
             UPDATE executions SET status = 4, result = $2, error_message = '', lease_expires_at = NULL,
                    finished_at = clock_timestamp(), started_at = COALESCE(started_at, claimed_at)
             WHERE execution_id = $1 AND status = ANY($3::smallint[]){guard}
-            RETURNING attempt
+            RETURNING worker_id
             """,
             execution_id,
             result,
@@ -173,7 +191,13 @@ async def succeed(
             result,
             job_sources(JobStatus.SUCCEEDED),
         )
-        return Settlement(applied=True, job_id=job["job_id"], job_status=JobStatus.SUCCEEDED)
+        return Settlement(
+            applied=True,
+            job_id=job["job_id"],
+            job_status=JobStatus.SUCCEEDED,
+            execution_id=execution_id,
+            worker_id=done,
+        )
 
 
 async def fail(
@@ -185,13 +209,15 @@ async def fail(
     result: bytes | None = None,
     retry_delay_ms: int | None = None,
     rng: random.Random | None = None,
+    epoch: int | None = None,
 ) -> Settlement:
     """End an attempt as failed: queue the next attempt after backoff, or dead-letter the last.
 
     `retry_delay_ms` overrides the policy's backoff (0 for work released by a lost worker,
-    which did not fail on its own).
+    which did not fail on its own). `epoch` fences the write for the scheduler leader.
     """
     async with pool.acquire() as conn, conn.transaction():
+        await fence.check(conn, epoch)
         return await _fail_locked(conn, execution_id, owner, error, result, retry_delay_ms, rng)
 
 
@@ -207,24 +233,27 @@ async def _fail_locked(
     job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
     if job is None:
         return Settlement(applied=False)
-    guard, guard_args = _owner_guard(owner, 5)
+    guard, guard_args = _owner_guard(owner, 6)
+    # The budget counts attempts since the latest redrive (attempt_base), not since submit.
     ended = await conn.fetchrow(
         f"""
         UPDATE executions
-        SET status = CASE WHEN attempt >= $3 THEN 6 ELSE 5 END, error_message = $2, result = $4,
+        SET status = CASE WHEN attempt - $5 >= $3 THEN 6 ELSE 5 END, error_message = $2, result = $4,
             lease_expires_at = NULL, finished_at = clock_timestamp()
         WHERE execution_id = $1 AND status = ANY(ARRAY[2, 3]::smallint[]){guard}
-        RETURNING attempt, status
+        RETURNING attempt, status, worker_id
         """,
         execution_id,
         error,
         job["max_attempts"],
         result,
+        job["attempt_base"],
         *guard_args,
     )
     if ended is None:
         return Settlement(applied=False, job_id=job["job_id"])
     job_id = job["job_id"]
+    worker_id = ended["worker_id"]
     if ExecutionStatus(ended["status"]) is ExecutionStatus.DEAD_LETTERED:
         await conn.execute(
             """
@@ -237,9 +266,12 @@ async def _fail_locked(
             job_sources(JobStatus.FAILED),
             result,
         )
-        return Settlement(applied=True, job_id=job_id, job_status=JobStatus.FAILED)
+        return Settlement(
+            applied=True, job_id=job_id, job_status=JobStatus.FAILED, execution_id=execution_id, worker_id=worker_id
+        )
     policy = RetryPolicy(job["max_attempts"], job["initial_backoff_ms"], job["max_backoff_ms"])
-    delay_ms = policy.backoff_ms(ended["attempt"], rng) if retry_delay_ms is None else retry_delay_ms
+    failed_attempt = ended["attempt"] - job["attempt_base"]
+    delay_ms = policy.backoff_ms(failed_attempt, rng) if retry_delay_ms is None else retry_delay_ms
     next_attempt = ended["attempt"] + 1
     queued = await conn.fetchrow(
         """
@@ -265,7 +297,14 @@ async def _fail_locked(
         job_sources(JobStatus.PENDING),
     )
     ref = QueuedRef(queued["execution_id"], job["job_type"], job["priority"], queued["available_at"])
-    return Settlement(applied=True, job_id=job_id, job_status=JobStatus.PENDING, retry=ref)
+    return Settlement(
+        applied=True,
+        job_id=job_id,
+        job_status=JobStatus.PENDING,
+        retry=ref,
+        execution_id=execution_id,
+        worker_id=worker_id,
+    )
 
 
 async def release_owned(
@@ -275,6 +314,7 @@ async def release_owned(
     session_id: uuid.UUID | None = None,
     worker_id: str | None = None,
     exclude_session: uuid.UUID | None = None,
+    epoch: int | None = None,
 ) -> list[Settlement]:
     """Release what a lost stream or worker held: each attempt ends, the next is queued now."""
     where: list[str] = []
@@ -297,23 +337,37 @@ async def release_owned(
     settled = []
     for row in ids:
         owner = Owner(worker_id=worker_id, session_id=row["session_id"])
-        settled.append(await fail(pool, row["execution_id"], owner, reason, retry_delay_ms=0))
+        settled.append(await fail(pool, row["execution_id"], owner, reason, retry_delay_ms=0, epoch=epoch))
     return settled
 
 
 async def renew_leases(
-    conn: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID, lease_seconds: float
+    conn: asyncpg.Connection | asyncpg.Pool,
+    session_id: uuid.UUID,
+    lease_seconds: float,
+    only: list[uuid.UUID] | None = None,
 ) -> int:
-    """Extend the lease of everything this stream owns (the reference heartbeat semantics)."""
+    """Extend the leases this stream owns: all of them (the reference heartbeat semantics),
+    or only those in `only` (the executions the worker says it is running)."""
     status = await conn.execute(
         """
         UPDATE executions SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
         WHERE session_id = $1 AND status = ANY(ARRAY[2, 3]::smallint[])
+          AND ($3::uuid[] IS NULL OR execution_id = ANY($3::uuid[]))
         """,
         session_id,
         lease_seconds,
+        only,
     )
     return int(status.split()[-1])
+
+
+async def owned_by_session(conn: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> set[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT execution_id FROM executions WHERE session_id = $1 AND status = ANY(ARRAY[2, 3]::smallint[])",
+        session_id,
+    )
+    return {r["execution_id"] for r in rows}
 
 
 async def due_queued(
@@ -341,9 +395,15 @@ async def due_queued(
 
 
 async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
+    """Until the next timed event: a queued execution becoming due, or an attempt's deadline."""
     value = await conn.fetchval(
-        "SELECT EXTRACT(EPOCH FROM min(available_at) - clock_timestamp()) FROM executions"
-        " WHERE status = 1 AND available_at > clock_timestamp()"
+        """
+        SELECT EXTRACT(EPOCH FROM LEAST(
+            (SELECT min(available_at) FROM executions WHERE status = 1 AND available_at > clock_timestamp()),
+            (SELECT min(deadline_at) FROM executions
+             WHERE status = ANY(ARRAY[2, 3]::smallint[]) AND deadline_at IS NOT NULL)
+        ) - clock_timestamp())
+        """
     )
     return None if value is None else max(0.0, float(value))
 
@@ -357,15 +417,50 @@ async def expired_leases(conn: asyncpg.Connection | asyncpg.Pool, limit: int) ->
     return [r["execution_id"] for r in rows]
 
 
-async def cancel_orphans(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    """Repair: an active execution of a terminal job is cancelled (it must never run)."""
-    status = await conn.execute(
-        """
-        UPDATE executions e SET status = 7, finished_at = clock_timestamp(), lease_expires_at = NULL,
-               error_message = 'job already terminal'
-        FROM jobs j
-        WHERE j.job_id = e.job_id AND e.status = ANY(ARRAY[1, 2, 3]::smallint[])
-          AND j.status = ANY(ARRAY[4, 5, 6]::smallint[])
-        """
+async def timed_out(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[uuid.UUID]:
+    """Claimed or running executions past their per-job execution timeout, oldest deadline first."""
+    rows = await conn.fetch(
+        "SELECT execution_id FROM executions WHERE status = ANY(ARRAY[2, 3]::smallint[])"
+        " AND deadline_at < clock_timestamp() ORDER BY deadline_at LIMIT $1",
+        limit,
     )
+    return [r["execution_id"] for r in rows]
+
+
+async def owned_by_offline_workers(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int
+) -> list[tuple[uuid.UUID, str, uuid.UUID]]:
+    """(execution_id, worker_id, session_id) still held by the session of a worker marked offline.
+
+    Normally empty: the gateway releases a stream's work before marking its worker offline,
+    and the scheduler right after marking a silent one. It catches a crash in between.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT e.execution_id, e.worker_id, e.session_id FROM executions e
+        JOIN workers w ON w.worker_id = e.worker_id AND w.session_id = e.session_id
+        WHERE e.status = ANY(ARRAY[2, 3]::smallint[]) AND w.status = 4
+        ORDER BY e.claimed_at LIMIT $1
+        """,
+        limit,
+    )
+    return [(r["execution_id"], r["worker_id"], r["session_id"]) for r in rows]
+
+
+async def cancel_orphans(conn: asyncpg.Connection | asyncpg.Pool, *, epoch: int | None = None) -> int:
+    """Repair: an active execution of a terminal job is cancelled (it must never run)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            return await cancel_orphans(acquired, epoch=epoch)
+    async with conn.transaction():
+        await fence.check(conn, epoch)
+        status = await conn.execute(
+            """
+            UPDATE executions e SET status = 7, finished_at = clock_timestamp(), lease_expires_at = NULL,
+                   error_message = 'job already terminal'
+            FROM jobs j
+            WHERE j.job_id = e.job_id AND e.status = ANY(ARRAY[1, 2, 3]::smallint[])
+              AND j.status = ANY(ARRAY[4, 5, 6]::smallint[])
+            """
+        )
     return int(status.split()[-1])

@@ -28,19 +28,31 @@ class NewJob:
     metadata: dict[str, str]
     retry: RetryPolicy
     retry_policy_set: bool
+    execution_timeout_ms: int | None = None
+    # When the first attempt may run: at `run_at` (a past time means now), or `delay_ms`
+    # after the insert (by the database clock). At most one is set.
+    run_at: dt.datetime | None = None
+    delay_ms: int | None = None
+    # The authenticated subject submitting it; part of the fingerprint, so another subject
+    # reusing an idempotency key gets ALREADY_EXISTS instead of someone else's job.
+    submitted_by: str | None = None
 
     def request_hash(self) -> bytes:
         """Fingerprint of everything the caller sent, to tell a resubmit from a conflict."""
-        canonical = json.dumps(
-            [
-                self.job_type,
-                self.payload.hex(),
-                self.priority,
-                sorted(self.metadata.items()),
-                [self.retry.max_attempts, self.retry.initial_backoff_ms, self.retry.max_backoff_ms],
-            ],
-            separators=(",", ":"),
-        )
+        parts: list[object] = [
+            self.job_type,
+            self.payload.hex(),
+            self.priority,
+            sorted(self.metadata.items()),
+            [self.retry.max_attempts, self.retry.initial_backoff_ms, self.retry.max_backoff_ms],
+        ]
+        if self.execution_timeout_ms is not None or self.run_at is not None or self.delay_ms is not None:
+            # Only when used, so keys of jobs submitted without these fields keep their hash.
+            run_at = self.run_at.isoformat() if self.run_at is not None else None
+            parts.append([self.execution_timeout_ms, run_at, self.delay_ms])
+        if self.submitted_by is not None:
+            parts.append(["submitted_by", self.submitted_by])
+        canonical = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
 
@@ -54,13 +66,17 @@ class Submitted:
 _INSERT_JOB = """
 WITH j AS (
     INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
-                      metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set)
-    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11)
+                      metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set,
+                      execution_timeout_ms, run_at, submitted_by)
+    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $13,
+            CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, clock_timestamp())
+                 WHEN $15::bigint IS NOT NULL THEN clock_timestamp() + make_interval(secs => $15::float8 / 1000)
+            END, $16)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), e AS (
     INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
-    SELECT $12, j.job_id, 1, 1, j.job_type, j.priority, j.created_at, j.created_at FROM j
+    SELECT $12, j.job_id, 1, 1, j.job_type, j.priority, j.created_at, GREATEST(j.created_at, j.run_at) FROM j
     RETURNING execution_id, available_at
 )
 SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
@@ -85,6 +101,10 @@ async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submit
         new.retry.max_backoff_ms,
         new.retry_policy_set,
         uuid.uuid4(),
+        new.execution_timeout_ms,
+        new.run_at,
+        new.delay_ms,
+        new.submitted_by,
     )
     if row is not None:
         job = JobRow.from_record(row)
@@ -116,10 +136,14 @@ async def list_jobs(
     job_type: str | None,
     page_size: int,
     page_token: str,
+    submitted_by: str | None = None,
 ) -> tuple[list[JobRow], str]:
     """Newest first; keyset paging on (created_at, job_id) so pages never skip or repeat."""
     where: list[str] = []
     args: list[object] = []
+    if submitted_by is not None:
+        args.append(submitted_by)
+        where.append(f"submitted_by = ${len(args)}")
     if status is not None:
         args.append(int(status))
         where.append(f"status = ${len(args)}")

@@ -29,6 +29,12 @@ class JobRow:
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None
+    execution_timeout_ms: int | None = None
+    run_at: dt.datetime | None = None
+    # Attempts used before the latest redrive: the retry budget counts from here.
+    attempt_base: int = 0
+    # The authenticated subject that submitted the job (None without authentication).
+    submitted_by: str | None = None
 
     @classmethod
     def from_record(cls, r: Any) -> JobRow:
@@ -50,6 +56,10 @@ class JobRow:
             created_at=r["created_at"],
             updated_at=r["updated_at"],
             finished_at=r["finished_at"],
+            execution_timeout_ms=r["execution_timeout_ms"],
+            run_at=r["run_at"],
+            attempt_base=r["attempt_base"],
+            submitted_by=r.get("submitted_by"),
         )
 
 
@@ -69,6 +79,7 @@ class ExecutionRow:
     claimed_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    deadline_at: dt.datetime | None = None
 
     @classmethod
     def from_record(cls, r: Any) -> ExecutionRow:
@@ -87,6 +98,7 @@ class ExecutionRow:
             claimed_at=r["claimed_at"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
+            deadline_at=r["deadline_at"],
         )
 
 
@@ -112,6 +124,8 @@ class Claim:
     metadata: dict[str, str]
     claim_token: uuid.UUID
     lease_expires_at: dt.datetime
+    execution_timeout_ms: int | None = None
+    deadline_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +140,6 @@ class Settlement:
     job_id: uuid.UUID | None = None
     job_status: JobStatus | None = None
     retry: QueuedRef | None = None
+    # Who held the settled execution (a failure may have to tell it to stop).
+    execution_id: uuid.UUID | None = None
+    worker_id: str | None = None

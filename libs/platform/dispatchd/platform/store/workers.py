@@ -6,6 +6,8 @@ import uuid
 
 import asyncpg
 
+from dispatchd.platform.store import fence
+
 WORKER_READY = 1
 WORKER_OFFLINE = 4
 
@@ -61,17 +63,25 @@ async def disconnect(conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, se
 
 
 async def mark_silent_offline(
-    conn: asyncpg.Connection | asyncpg.Pool, silent_seconds: float
+    conn: asyncpg.Connection | asyncpg.Pool, silent_seconds: float, *, epoch: int | None = None
 ) -> list[tuple[str, uuid.UUID | None]]:
-    """Workers whose heartbeats stopped go offline; returns (worker_id, session_id) of each."""
-    rows = await conn.fetch(
-        """
-        UPDATE workers SET status = 4
-        WHERE status <> 4 AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
-        RETURNING worker_id, session_id
-        """,
-        silent_seconds,
-    )
+    """Workers whose heartbeats stopped go offline; returns (worker_id, session_id) of each.
+
+    `epoch` fences the write for the scheduler leader (see store.fence).
+    """
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            return await mark_silent_offline(acquired, silent_seconds, epoch=epoch)
+    async with conn.transaction():
+        await fence.check(conn, epoch)
+        rows = await conn.fetch(
+            """
+            UPDATE workers SET status = 4
+            WHERE status <> 4 AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
+            RETURNING worker_id, session_id
+            """,
+            silent_seconds,
+        )
     return [(r["worker_id"], r["session_id"]) for r in rows]
 
 

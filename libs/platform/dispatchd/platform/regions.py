@@ -1,0 +1,157 @@
+"""Active/passive regions: one region (the primary) changes work, the others only read.
+
+A passive region runs the same services against a read replica of the primary's Postgres.
+It must not change anything, or it would fork the truth (and a replica refuses writes with
+an unhelpful error anyway). So, in a passive region:
+
+- the control plane serves reads and refuses every mutating JobService call with
+  FAILED_PRECONDITION, naming the primary region the caller should use instead;
+- the worker gateway refuses `WorkerService.Connect` the same way: a worker that cannot
+  connect is never assigned work and cannot report results or starts, which are the only
+  work-changing messages the gateway takes;
+- the scheduler never campaigns for leadership, so nothing is repaired or re-queued here.
+
+Both refusals are made by one server interceptor, installed on every service by
+`server.serve`. Promotion is a configuration change (ALLOW_MUTATIONS, PRIMARY_REGION) that
+rolls the pods; see `scripts/promote-region.sh`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+
+from dispatchd.platform.config import Settings
+
+JOB_SERVICE = "dispatchd.v1.JobService"
+WORKER_SERVICE = "dispatchd.v1.WorkerService"
+
+# Calls that change work. Any other JobService method whose name does not start with a read
+# verb (a redrive, say) is treated as mutating too, so a new RPC is refused in a passive
+# region until someone decides otherwise: failing closed beats writing to a replica.
+MUTATING_METHODS = frozenset(
+    {
+        f"/{JOB_SERVICE}/SubmitJob",
+        f"/{JOB_SERVICE}/CancelJob",
+        f"/{JOB_SERVICE}/RedriveJobs",
+        # Every message on a worker stream (registration, started, results) changes work.
+        f"/{WORKER_SERVICE}/Connect",
+    }
+)
+READ_VERBS = ("Get", "List", "Wait", "Watch", "Describe")
+
+
+class RegionConfigError(ValueError):
+    """The region settings contradict each other; the process must not start."""
+
+
+def is_mutating(full_method: str) -> bool:
+    """Whether `/package.Service/Method` may change work (health and reflection never do)."""
+    if full_method in MUTATING_METHODS:
+        return True
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    if service == WORKER_SERVICE:
+        return True
+    if service == JOB_SERVICE:
+        return not method.startswith(READ_VERBS)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+    primary: str
+    allow_mutations: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Region:
+        region = cls(settings.region, settings.primary_region, settings.allow_mutations)
+        if not region.name or not region.primary:
+            raise RegionConfigError("DISPATCHD_REGION and DISPATCHD_PRIMARY_REGION must not be empty")
+        if region.allow_mutations and region.name != region.primary:
+            # Two regions both accepting writes is the split brain promotion must avoid.
+            raise RegionConfigError(
+                f"DISPATCHD_ALLOW_MUTATIONS is true in region {region.name!r}, but the primary region is "
+                f"{region.primary!r}: only the primary may allow mutations (see scripts/promote-region.sh)"
+            )
+        return region
+
+    @property
+    def passive(self) -> bool:
+        return not self.allow_mutations
+
+    def refusal(self, full_method: str) -> str:
+        method = full_method.rpartition("/")[2] or full_method
+        if self.name == self.primary:
+            return (
+                f"region {self.name!r} is the primary but has mutations disabled (a promotion is in progress?): "
+                f"{method} is refused until DISPATCHD_ALLOW_MUTATIONS is true again"
+            )
+        return (
+            f"region {self.name!r} is passive and serves reads only: send {method} to the primary region "
+            f"{self.primary!r}"
+        )
+
+
+# Strings: grpc's runtime classes are not subscriptable, only its stubs are.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class PassiveRegionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses mutating calls with FAILED_PRECONDITION while the region is passive."""
+
+    def __init__(self, region: Region) -> None:
+        self.region = region
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.region.passive or not is_mutating(method):
+            return handler
+        message = self.region.refusal(method)
+
+        async def refuse(context: Context) -> None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+        # The refusing handler keeps the call's shape so the client sees a clean status.
+        if handler.unary_unary is not None:
+
+            async def unary_unary(request: Any, context: Context) -> Any:
+                await refuse(context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await refuse(context)
+                yield  # pragma: no cover - abort raised above
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary is not None:
+
+            async def stream_unary(requests: Any, context: Context) -> Any:
+                await refuse(context)
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+
+        async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            await refuse(context)
+            yield  # pragma: no cover - abort raised above
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )

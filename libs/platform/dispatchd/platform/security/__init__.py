@@ -1,0 +1,19 @@
+"""Security: JWT authentication, role-based authorization, mTLS, worker identity, audit.
+
+- `roles`: the authorization table (method -> roles), defined once; the README's table is
+  generated from it.
+- `tokens` / `keys`: JWT verification (RS256/ES256 from PEM files or a JWKS file, HS256 for
+  development only) into a `Principal`.
+- `tls`: server credentials that pick up rotated certificate files, and the identity a client
+  certificate carries.
+- `interceptor`: the one server interceptor that authenticates, authorizes, checks worker
+  identity, enforces stream limits, turns undecodable requests into INVALID_ARGUMENT and
+  writes the audit log (`audit`).
+- `access`: what the interceptor decided, for handlers that scope reads to their caller.
+- `settings` / `guardrail`: validated security configuration; production refuses to start
+  without auth, TLS and client certificates.
+- `client`: how the CLI and the worker SDK present a token and certificates.
+
+This module imports nothing heavy, so clients can import `dispatchd.platform.security.client`
+without pulling in the server side.
+"""

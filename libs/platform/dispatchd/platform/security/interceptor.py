@@ -1,0 +1,368 @@
+"""The one server interceptor that enforces security on every service.
+
+For every call, before the handler runs:
+1. on a TLS port, a connection older than TLS 1.3 is refused (UNAUTHENTICATED);
+2. public methods (health) pass; with authentication off every call passes, as before;
+3. the bearer token is verified (UNAUTHENTICATED: missing, malformed, expired, ...);
+4. the authorization table must grant one of the token's roles (PERMISSION_DENIED);
+5. for `WorkerService.Connect`: the identity may hold at most `max_streams_per_identity` open
+   streams (RESOURCE_EXHAUSTED), and the registration's worker_id must be the token's `sub`
+   and, with a client certificate, one of the certificate's identities (PERMISSION_DENIED),
+   unless the caller has the `service` role.
+
+It also makes undecodable request bytes an INVALID_ARGUMENT (gRPC itself would answer
+UNKNOWN), hands the decision to handlers through `access.current`, and writes one audit
+line per call (streams: at open and at close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import grpc
+
+from dispatchd.platform.security import audit
+from dispatchd.platform.security.access import Access, current
+from dispatchd.platform.security.roles import HEALTH_SERVICE, WORKER_SERVICE, Role, Rule, Scope, rule_for
+from dispatchd.platform.security.settings import SecurityConfig
+from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
+from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context = grpc.aio.ServicerContext[Any, Any]
+
+CONNECT = f"/{WORKER_SERVICE}/Connect"
+UNAUDITED = (f"/{HEALTH_SERVICE}/",)
+MAX_WORKER_ID_IN_LOG = 128
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not decode, so the handler wrapper can refuse it."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # any decode failure is the caller's malformed request
+            return Malformed(str(exc) or type(exc).__name__)
+
+    return deserialize
+
+
+class Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _describe(principal: Principal) -> str:
+    roles = ", ".join(sorted(principal.roles)) or "none"
+    return f"subject {principal.subject!r} (roles: {roles})"
+
+
+def _short(method: str) -> str:
+    service, _, name = method.lstrip("/").rpartition("/")
+    return f"{service.rsplit('.', 1)[-1]}.{name}" if service else method
+
+
+def _outcome(context: Context, exc: BaseException | None) -> tuple[grpc.StatusCode, str]:
+    code = context.code()
+    details = context.details() or ""
+    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
+        return code, details if isinstance(details, str) else ""
+    if exc is None or isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.OK, ""
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED, "call cancelled"
+    return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}"
+
+
+class StreamCounter:
+    """Open streams per identity (a worker token's subject)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: Counter[str] = Counter()
+
+    def acquire(self, identity: str) -> bool:
+        if self.open[identity] >= self.limit:
+            return False
+        self.open[identity] += 1
+        return True
+
+    def release(self, identity: str) -> None:
+        self.open[identity] -= 1
+        if self.open[identity] <= 0:
+            del self.open[identity]
+
+
+@dataclass
+class Call:
+    """One intercepted call: the gate every wrapped handler goes through first."""
+
+    interceptor: SecurityInterceptor
+    method: str
+    rule: Rule
+    metadata: dict[str, str]
+
+    @property
+    def audited(self) -> bool:
+        return audit.is_audited(self.method, UNAUDITED)
+
+    def record(self, context: Context) -> audit.AuditRecord:
+        rid = audit.request_id(self.metadata.get("x-request-id"))
+        with contextlib.suppress(Exception):  # echoing the id is a courtesy, never a failure
+            context.set_trailing_metadata((("x-request-id", rid),))
+        return audit.AuditRecord(method=self.method, peer=context.peer(), request_id=rid)
+
+    def admit(self, context: Context, record: audit.AuditRecord) -> Access:
+        """The caller's access to this method, or Refused."""
+        config = self.interceptor.config
+        auth_context = context.auth_context()
+        record.certificate = peer_certificate(auth_context)
+        if config.tls_enabled:
+            version = tls_version(auth_context)
+            if version is not None and version != TLS13:
+                raise Refused(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    f"TLS 1.3 is required; this connection negotiated {version.decode(errors='replace')}",
+                )
+        if self.rule.public or not config.auth_enabled or config.verifier is None:
+            return Access(principal=None, scope=Scope.ALL, request_id=record.request_id)
+        header = self.metadata.get("authorization")
+        if not header:
+            raise Refused(
+                grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <JWT>'"
+            )
+        try:
+            principal = config.verifier.verify(bearer_token(header))
+        except TokenError as exc:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        record.principal = principal
+        scope = self.rule.scope_for(principal.roles)
+        if scope is None:
+            allowed = ", ".join(role.value for role in self.rule.allowed) or "no role"
+            raise Refused(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{_describe(principal)} may not call {_short(self.method)}; allowed: {allowed}",
+            )
+        return Access(principal=principal, scope=scope, request_id=record.request_id)
+
+    def worker_problem(self, access: Access, certificate: PeerCertificate | None, worker_id: str) -> str | None:
+        """Why this caller may not register as `worker_id`, or None."""
+        principal = access.principal
+        if principal is not None and principal.has(Role.SERVICE):
+            return None  # a trusted worker pool acts for any worker id
+        if principal is not None and worker_id != principal.subject:
+            return f"worker_id {worker_id!r} does not match the token subject {principal.subject!r}"
+        if certificate is not None and worker_id not in certificate.identities:
+            names = ", ".join(sorted(certificate.identities)) or "none"
+            return f"the client certificate does not name worker {worker_id!r} (it names: {names})"
+        return None
+
+
+class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, config: SecurityConfig) -> None:
+        self.config = config
+        self.streams = StreamCounter(config.max_streams_per_identity)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        call = Call(self, method, rule_for(method), _metadata(handler_call_details.invocation_metadata))
+        codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(_unary(call, handler.unary_unary), *codec)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(_unary_stream(call, handler.unary_stream), *codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(_stream_unary(call, handler.stream_unary), *codec)
+        return grpc.stream_stream_rpc_method_handler(_stream_stream(call, handler.stream_stream), *codec)
+
+
+def _metadata(items: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in items or ():
+        if key.endswith("-bin") or key in result:
+            continue  # the first of repeated keys wins; binary metadata is never a credential
+        result[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return result
+
+
+async def _open(call: Call, context: Context, event: str) -> tuple[Access, audit.AuditRecord]:
+    record = call.record(context)
+    try:
+        access = call.admit(context, record)
+    except Refused as refused:
+        if call.audited:
+            record.write(event, refused.code, refused.message)
+        await context.abort(refused.code, refused.message)
+        raise  # pragma: no cover - abort raises
+    return access, record
+
+
+async def _refuse_malformed(
+    call: Call, context: Context, record: audit.AuditRecord, event: str, bad: Malformed
+) -> None:
+    message = f"request is not a valid message for {_short(call.method)}: {bad.problem}"
+    if call.audited:
+        record.write(event, grpc.StatusCode.INVALID_ARGUMENT, message)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def handle(request: Any, context: Context) -> Any:
+        access, record = await _open(call, context, "call")
+        if isinstance(request, Malformed):
+            await _refuse_malformed(call, context, record, "call", request)
+        record.add_jobs(audit.job_ids(request))
+        token = current.set(access)
+        failure: BaseException | None = None
+        try:
+            response = await inner(request, context)
+            record.add_jobs(audit.job_ids(response))
+            return response
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            current.reset(token)
+            if call.audited:
+                record.write("call", *_outcome(context, failure))
+
+    return handle
+
+
+def _unary_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+        access, record = await _open(call, context, "stream.open")
+        if isinstance(request, Malformed):
+            await _refuse_malformed(call, context, record, "stream.open", request)
+        if call.audited:
+            record.write("stream.open", grpc.StatusCode.OK)
+        current.set(access)
+        failure: BaseException | None = None
+        try:
+            async for response in inner(request, context):
+                yield response
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if call.audited:
+                record.write("stream.close", *_outcome(context, failure))
+
+    return handle
+
+
+class _Requests:
+    """The request stream as the handler sees it: malformed messages and foreign worker ids end it."""
+
+    def __init__(self, call: Call, access: Access, record: audit.AuditRecord) -> None:
+        self.call = call
+        self.access = access
+        self.record = record
+        self.refusal: Refused | None = None
+
+    async def iterate(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        first = True
+        async for request in requests:
+            if isinstance(request, Malformed):
+                message = f"stream message is not valid for {_short(self.call.method)}: {request.problem}"
+                self.refusal = Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
+                return
+            if first and self.call.method == CONNECT and request.WhichOneof("payload") == "registration":
+                worker_id = request.registration.worker_id
+                self.record.worker_id = worker_id[:MAX_WORKER_ID_IN_LOG]
+                problem = self.call.worker_problem(self.access, self.record.certificate, worker_id)
+                if problem is not None:
+                    self.refusal = Refused(grpc.StatusCode.PERMISSION_DENIED, problem)
+                    return
+            first = False
+            yield request
+
+
+def _stream_identity(call: Call, access: Access) -> str | None:
+    if call.method != CONNECT or access.principal is None:
+        return None
+    return access.principal.subject
+
+
+async def _admit_stream(call: Call, context: Context) -> tuple[Access, audit.AuditRecord, str | None]:
+    access, record = await _open(call, context, "stream.open")
+    identity = _stream_identity(call, access)
+    if identity is not None and not call.interceptor.streams.acquire(identity):
+        limit = call.interceptor.streams.limit
+        message = f"{identity!r} already has {limit} open worker streams (the limit); close one first"
+        if call.audited:
+            record.write("stream.open", grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+    if call.audited:
+        record.write("stream.open", grpc.StatusCode.OK)
+    return access, record, identity
+
+
+def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def handle(requests: AsyncIterator[Any], context: Context) -> Any:
+        access, record, identity = await _admit_stream(call, context)
+        guard = _Requests(call, access, record)
+        current.set(access)
+        failure: BaseException | None = None
+        try:
+            response = await inner(guard.iterate(requests), context)
+            if guard.refusal is not None:
+                await context.abort(guard.refusal.code, guard.refusal.message)
+            return response
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if identity is not None:
+                call.interceptor.streams.release(identity)
+            if call.audited:
+                record.write("stream.close", *_outcome(context, failure))
+
+    return handle
+
+
+def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def handle(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        access, record, identity = await _admit_stream(call, context)
+        guard = _Requests(call, access, record)
+        # Set in this task's context; the handler's own tasks copy it when they are created.
+        current.set(access)
+        failure: BaseException | None = None
+        try:
+            async for response in inner(guard.iterate(requests), context):
+                yield response
+            if guard.refusal is not None:
+                await context.abort(guard.refusal.code, guard.refusal.message)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if identity is not None:
+                call.interceptor.streams.release(identity)
+            if call.audited:
+                record.write("stream.close", *_outcome(context, failure))
+
+    return handle

@@ -1,0 +1,142 @@
+"""Dead letters: jobs that failed after their last attempt; list them and redrive them.
+
+A dead letter is a FAILED job whose last execution is DEAD_LETTERED. Redriving one queues
+a new attempt and moves the job back to PENDING with a fresh attempt budget: attempt
+numbers continue (every earlier execution keeps its row), and `attempt_base` remembers
+how many attempts came before, so retries and dead-lettering count from the redrive.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from dispatchd.platform import paging
+from dispatchd.platform.states import JOB_REDRIVE_SOURCE, REDRIVE_LAST_EXECUTION, JobStatus
+from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    job_type: str | None = None
+    since: dt.datetime | None = None  # dead-lettered at or after
+    until: dt.datetime | None = None  # dead-lettered before
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    job: JobRow
+    execution: ExecutionRow
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    job: JobRow
+    queued: QueuedRef
+
+
+# A job's last attempt, fetched per job through the (job_id, attempt) unique index.
+_LAST = """
+CROSS JOIN LATERAL (
+    SELECT execution_id, status FROM executions e WHERE e.job_id = j.job_id ORDER BY e.attempt DESC LIMIT 1
+) last
+"""
+
+
+def _where(flt: DeadLetterFilter, args: list[object]) -> list[str]:
+    where = [f"j.status = {int(JOB_REDRIVE_SOURCE)}", f"last.status = {int(REDRIVE_LAST_EXECUTION)}"]
+    if flt.job_type:
+        args.append(flt.job_type)
+        where.append(f"j.job_type = ${len(args)}")
+    if flt.since is not None:
+        args.append(flt.since)
+        where.append(f"j.finished_at >= ${len(args)}")
+    if flt.until is not None:
+        args.append(flt.until)
+        where.append(f"j.finished_at < ${len(args)}")
+    return where
+
+
+async def list_dead_letters(
+    conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilter, *, page_size: int, page_token: str
+) -> tuple[list[DeadLetter], str]:
+    """Newest dead letter first; keyset paging on (finished_at, job_id)."""
+    args: list[object] = []
+    where = _where(flt, args)
+    if page_token:
+        finished_at, last_id = paging.decode_dead_letter_cursor(page_token)
+        args += [finished_at, last_id]
+        where.append(f"(j.finished_at, j.job_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(page_size + 1)
+    rows = await conn.fetch(
+        f"SELECT j.*, last.execution_id AS last_execution_id FROM jobs j {_LAST}"
+        f" WHERE {' AND '.join(where)} ORDER BY j.finished_at DESC, j.job_id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    token = ""
+    if len(rows) > page_size:
+        rows = rows[:page_size]
+        token = paging.encode_dead_letter_cursor(rows[-1]["finished_at"], rows[-1]["job_id"])
+    ids = [r["last_execution_id"] for r in rows]
+    found = await conn.fetch("SELECT * FROM executions WHERE execution_id = ANY($1::uuid[])", ids)
+    by_id = {r["execution_id"]: ExecutionRow.from_record(r) for r in found}
+    letters = [DeadLetter(JobRow.from_record(r), by_id[r["last_execution_id"]]) for r in rows]
+    return letters, token
+
+
+async def matching(conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilter, limit: int) -> list[uuid.UUID]:
+    """Ids of up to `limit` dead letters matching the filter, oldest first."""
+    args: list[object] = []
+    where = _where(flt, args)
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT j.job_id FROM jobs j {_LAST} WHERE {' AND '.join(where)}"
+        f" ORDER BY j.finished_at, j.job_id LIMIT ${len(args)}",
+        *args,
+    )
+    return [r["job_id"] for r in rows]
+
+
+async def redrive(pool: asyncpg.Pool, job_id: uuid.UUID) -> Redriven | str:
+    """Give one dead-lettered job a new attempt; returns why not (a message) when it is not one."""
+    async with pool.acquire() as conn, conn.transaction():
+        # Lock order everywhere: the job row first, then its executions.
+        status = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        if status is None:
+            return "job not found"
+        if status != JOB_REDRIVE_SOURCE:
+            return f"job is {JobStatus(status).name.lower()}; only failed (dead-lettered) jobs can be redriven"
+        last = await conn.fetchrow(
+            "SELECT attempt, status FROM executions WHERE job_id = $1 ORDER BY attempt DESC LIMIT 1", job_id
+        )
+        if last is None or last["status"] != REDRIVE_LAST_EXECUTION:
+            return "its last attempt was not dead-lettered"
+        row = await conn.fetchrow(
+            """
+            UPDATE jobs SET status = $3, attempts = $2 + 1, attempt_base = $2, result = NULL, error_message = '',
+                   finished_at = NULL, updated_at = clock_timestamp()
+            WHERE job_id = $1 AND status = $4 RETURNING *
+            """,
+            job_id,
+            last["attempt"],
+            int(JobStatus.PENDING),
+            int(JOB_REDRIVE_SOURCE),
+        )
+        assert row is not None  # locked and FAILED
+        job = JobRow.from_record(row)
+        queued = await conn.fetchrow(
+            """
+            INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority)
+            VALUES ($1, $2, $3, 1, $4, $5) RETURNING execution_id, available_at
+            """,
+            uuid.uuid4(),
+            job_id,
+            last["attempt"] + 1,
+            job.job_type,
+            job.priority,
+        )
+        ref = QueuedRef(queued["execution_id"], job.job_type, job.priority, queued["available_at"])
+        return Redriven(job, ref)

@@ -1,0 +1,113 @@
+"""Every rendered object is valid: built-in kinds against the Kubernetes OpenAPI schemas of a
+pinned version (kubernetes-validate, strict: unknown fields are errors), custom resources
+against the JSON schemas kept in deploy/schemas (kubernetes-validate does not know them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.support.manifests import DEPLOY, OVERLAYS, Obj, Render
+
+# The version kind runs (deploy/kind/cluster.yaml) and the manifests are validated against.
+KUBERNETES_VERSION = "1.31.0"
+SCHEMAS = DEPLOY / "schemas"
+
+
+def kept_schema(api_version: str, kind: str) -> dict[str, Any] | None:
+    path = SCHEMAS / f"{api_version.replace('/', '_')}_{kind}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def problems(obj: Obj) -> list[str]:
+    name = f"{obj['kind']}/{obj['metadata'].get('name')}"
+    schema = kept_schema(obj["apiVersion"], obj["kind"])
+    if schema is not None:
+        validator = jsonschema.Draft202012Validator(schema)
+        return [f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        return [f"{name}: {'/'.join(map(str, exc.path))}: {exc.message}"]
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"{name}: no schema for {obj['apiVersion']} {obj['kind']}: add one to deploy/schemas"]
+    return []
+
+
+@pytest.mark.parametrize("name", [*OVERLAYS, "argocd"])
+def test_every_object_validates(renders: dict[str, Render], name: str) -> None:
+    found = [p for obj in renders[name].objects for p in problems(obj)]
+    assert not found, "\n".join(found)
+
+
+def test_the_kind_cluster_config_validates() -> None:
+    config = yaml.safe_load((DEPLOY / "kind" / "cluster.yaml").read_text())
+    schema = kept_schema(config["apiVersion"], config["kind"])
+    assert schema is not None
+    jsonschema.validate(config, schema)
+    versions = {node["image"].split(":v")[1].rsplit(".", 1)[0] for node in config["nodes"]}
+    assert versions == {KUBERNETES_VERSION.rsplit(".", 1)[0]}, "kind runs another Kubernetes than the one validated"
+
+
+def test_every_kept_schema_is_a_valid_schema() -> None:
+    files = sorted(SCHEMAS.glob("*.json"))
+    assert files
+    for path in files:
+        jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
+
+
+CERTIFICATE: Obj = {
+    "apiVersion": "cert-manager.io/v1",
+    "kind": "Certificate",
+    "metadata": {"name": "c"},
+    "spec": {"secretName": "s", "issuerRef": {"name": "i", "kind": "Issuer"}, "dnsNames": ["a"]},
+}
+APPLICATION: Obj = {
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "Application",
+    "metadata": {"name": "a"},
+    "spec": {"project": "p", "source": {"repoURL": "r", "path": "x"}, "destination": {"name": "d", "namespace": "n"}},
+}
+
+
+def changed(obj: Obj, path: str, value: Any) -> Obj:
+    """A deep copy of obj with the dotted path set (value None: removed)."""
+    copy: Obj = json.loads(json.dumps(obj))
+    *parents, leaf = path.split(".")
+    node = copy
+    for key in parents:
+        node = node[key]
+    if value is None:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("obj", "valid"),
+    [
+        (CERTIFICATE, True),
+        (changed(CERTIFICATE, "spec.dnsName", ["typo"]), False),
+        (changed(CERTIFICATE, "spec.issuerRef", None), False),
+        (changed(CERTIFICATE, "spec.duration", "90 days"), False),
+        (changed(CERTIFICATE, "spec.usages", ["server auth", "serverauth"]), False),
+        (APPLICATION, True),
+        (changed(APPLICATION, "spec.destination", {"name": "d", "server": "https://x"}), False),
+        (changed(APPLICATION, "spec.syncPolicy", {"automated": {"prune": True, "selfheal": True}}), False),
+        (changed(APPLICATION, "spec.project", None), False),
+    ],
+)
+def test_kept_schemas_reject_mistakes(obj: Obj, valid: bool) -> None:
+    schema = kept_schema(obj["apiVersion"], obj["kind"])
+    assert schema is not None
+    assert jsonschema.Draft202012Validator(schema).is_valid(obj) == valid
+
+
+def test_schemas_directory_has_only_json() -> None:
+    assert {p.suffix for p in SCHEMAS.iterdir()} == {".json"}

@@ -1,0 +1,259 @@
+"""The scheduler's repairs under fencing, and what they tell the workers.
+
+Two reconcilers with different epochs run passes at once (the stale one changes nothing);
+the epoch stays monotonic when Redis loses its counter; and, with the gateway and the
+scheduler as real processes, an execution whose lease expired or that runs past its
+timeout is failed server-side and its worker is told to stop, even one that ignores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+import redis.asyncio
+
+from dispatchd.devtools.stores import free_port
+from dispatchd.platform.config import Settings
+from dispatchd.platform.queues import Keys, ReadyQueues
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.states import ExecutionStatus, JobStatus
+from dispatchd.platform.store import executions, fence, jobs, workers
+from dispatchd.platform.store.fence import Fenced
+from dispatchd.scheduler.reconciler import Reconciler
+from dispatchd.v1 import worker_service_pb2 as pb
+from tests.support.gateway import PREFIX, WorkerStream, eventually, start_gateway
+from tests.support.processes import ServiceProcess, python_module_argv
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+KEYS = Keys(PREFIX)
+Spawn = Callable[..., ServiceProcess]
+
+
+async def submit(
+    pool: asyncpg.Pool,
+    client: redis.asyncio.Redis | None = None,
+    job_type: str = "work",
+    *,
+    attempts: int = 3,
+    timeout_ms: int | None = None,
+) -> jobs.Submitted:
+    new = jobs.NewJob(
+        job_type=job_type,
+        payload=b"",
+        priority=0,
+        idempotency_key=None,
+        metadata={},
+        retry=RetryPolicy(attempts, 0, 1),
+        retry_policy_set=True,
+        execution_timeout_ms=timeout_ms,
+    )
+    submitted = await jobs.submit(pool, new)
+    if client is not None:
+        assert submitted.queued is not None
+        await ReadyQueues(client, PREFIX).push([submitted.queued])
+    return submitted
+
+
+async def expired_claims(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
+    ids = []
+    for _ in range(count):
+        submitted = await submit(pool)
+        assert submitted.queued is not None
+        await executions.claim(
+            pool, [submitted.queued.execution_id], worker_id="w", session_id=uuid.uuid4(), lease_seconds=0
+        )
+        ids.append(submitted.job.job_id)
+    await asyncio.sleep(0.01)
+    return ids
+
+
+async def history(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[ExecutionStatus]:
+    rows = await pool.fetch("SELECT status FROM executions WHERE job_id = $1 ORDER BY attempt", job_id)
+    return [ExecutionStatus(r["status"]) for r in rows]
+
+
+async def redis_epoch(client: redis.asyncio.Redis) -> int:
+    value = await client.get(f"{KEYS.leader}:epoch")
+    assert value is not None
+    return int(value)
+
+
+# --------------------------------------------------------------------------- two leaders at once
+
+
+async def test_two_reconcilers_at_once_the_stale_one_changes_nothing(
+    db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> None:
+    settings = Settings(worker_offline_seconds=0.0)
+    stale = Reconciler(settings, db_pool, ReadyQueues(redis_client, PREFIX))
+    newer = Reconciler(settings, db_pool, ReadyQueues(redis_client, PREFIX))
+    stale.epoch = await fence.open_term(db_pool, 1)
+    newer.epoch = await fence.open_term(db_pool, 2)
+    # Work for every loop: expired leases, a silent worker's claim, an orphan of a cancelled job.
+    expired = await expired_claims(db_pool, 10)
+    session = uuid.uuid4()
+    await workers.register(
+        db_pool, worker_id="quiet", session_id=session, gateway_id="g", capabilities=["work"], max_concurrency=1,
+        labels={},
+    )
+    silent = await submit(db_pool)
+    assert silent.queued is not None
+    await executions.claim(
+        db_pool, [silent.queued.execution_id], worker_id="quiet", session_id=session, lease_seconds=60
+    )
+    orphan = await submit(db_pool)
+    await db_pool.execute("UPDATE jobs SET status = 6 WHERE job_id = $1", orphan.job.job_id)
+    snapshot = await db_pool.fetch("SELECT * FROM executions ORDER BY execution_id")
+    worker_rows = await db_pool.fetch("SELECT * FROM workers")
+
+    with pytest.raises(Fenced):
+        await stale.run_pass()
+    assert await db_pool.fetch("SELECT * FROM executions ORDER BY execution_id") == snapshot
+    assert await db_pool.fetch("SELECT * FROM workers") == worker_rows
+
+    # Both at once, several rounds: the stale one is refused every time, nothing is repaired twice.
+    for _ in range(3):
+        outcomes = await asyncio.gather(stale.run_pass(), newer.run_pass(), return_exceptions=True)
+        assert isinstance(outcomes[0], Fenced), outcomes[0]
+        assert not isinstance(outcomes[1], BaseException), outcomes[1]
+    for job_id in expired:
+        assert await history(db_pool, job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
+    assert await history(db_pool, silent.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
+    assert await history(db_pool, orphan.job.job_id) == [ExecutionStatus.CANCELED]
+    # Idempotent: another pass of the rightful leader finds nothing left to repair.
+    report = await newer.run_pass()
+    assert report.repairs() == {}
+
+
+async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
+    database_url: str, redis_url: str, spawn_service: Spawn, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> None:
+    port = free_port()
+    env = {
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
+        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    # Earlier terms reached epoch 41 (recorded in Postgres); Redis starts from nothing.
+    await fence.open_term(db_pool, 41)
+    process = spawn_service("scheduler", python_module_argv("dispatchd.scheduler.main"), env)
+    process.wait_healthy(f"127.0.0.1:{port}", timeout=30)
+
+    async def recorded(at_least: int) -> bool:
+        return await fence.current(db_pool) >= at_least
+
+    await eventually(lambda: recorded(42), 5)
+    assert await redis_epoch(redis_client) == 42
+    first = await fence.current(db_pool)
+    await redis_client.flushall()  # lease and counter gone: the next term starts from INCR = 1
+    await eventually(lambda: recorded(first + 1), 5)
+    assert await redis_epoch(redis_client) == await fence.current(db_pool)
+    # The leader keeps repairing under its new epoch.
+    submitted = await submit(db_pool)
+    assert submitted.queued is not None
+    queues = ReadyQueues(redis_client, PREFIX)
+    await eventually(lambda: queues.contains(submitted.queued), 3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- telling workers to stop
+
+
+@pytest.fixture
+def gateway_and_scheduler(
+    database_url: str, redis_url: str, spawn_service: Spawn
+) -> Callable[..., str]:
+    def start(**gateway_env: str) -> str:
+        port = free_port()
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
+            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
+            **gateway_env,
+        }
+        scheduler = spawn_service("scheduler", python_module_argv("dispatchd.scheduler.main"), env)
+        gateway = start_gateway(spawn_service, database_url, redis_url, **gateway_env)
+        scheduler.wait_healthy(f"127.0.0.1:{port}", timeout=30)
+        return gateway.target
+
+    return start
+
+
+async def wait_leading(client: redis.asyncio.Redis) -> None:
+    async def leading() -> bool:
+        subscribed = dict(await client.pubsub_numsub(KEYS.scheduler_channel))
+        return bool(await client.get(KEYS.leader)) and subscribed.get(KEYS.scheduler_channel.encode(), 0) >= 1
+
+    await eventually(leading, 10)
+
+
+async def test_expired_lease_release_tells_the_worker_to_stop(
+    gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> None:
+    target = gateway_and_scheduler(DISPATCHD_LEASE_SECONDS="0.5")
+    await wait_leading(redis_client)
+    stream = WorkerStream(target)
+    try:
+        await stream.register("frozen", ["work"], max_concurrency=1)
+        submitted = await submit(db_pool, redis_client)
+        assignment = await stream.expect("assignment")
+        # No heartbeats: the worker is stuck, but its stream is open.
+        cancel = await stream.expect("cancel", timeout=5)
+        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "lease expired")
+        assert await history(db_pool, submitted.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
+    finally:
+        await stream.close()
+
+
+async def test_timeout_is_enforced_server_side_on_a_worker_that_ignores_cancel(
+    gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> None:
+    target = gateway_and_scheduler()
+    await wait_leading(redis_client)
+    stream = WorkerStream(target)
+    try:
+        await stream.register("stubborn", ["work"], max_concurrency=1)
+        submitted = await submit(db_pool, redis_client, attempts=2, timeout_ms=500)
+        assignment = await stream.expect("assignment")
+        assert assignment.execution_timeout.ToMilliseconds() == 500
+        await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
+        await stream.expect("ack", ack_kind="started")
+        started_at = time.monotonic()
+        cancel = await stream.expect("cancel", timeout=5)
+        took = time.monotonic() - started_at
+        print(f"\nserver-side timeout: cancel reached the worker {took * 1000:.0f} ms after start (timeout 500 ms)")
+        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "execution timed out")
+        assert 0.45 <= took < 0.8
+        row = await db_pool.fetchrow(
+            "SELECT status, error_message, finished_at - started_at AS ran FROM executions WHERE execution_id = $1",
+            uuid.UUID(assignment.execution_id),
+        )
+        assert row is not None and ExecutionStatus(row["status"]) is ExecutionStatus.FAILED
+        assert row["error_message"] == "execution timed out"
+        # Ignoring the cancel, it reports success much later: stale, the attempt stays failed.
+        await asyncio.sleep(0.2)
+        await stream.send(
+            result=pb.TaskResult(execution_id=assignment.execution_id, success=True, claim_token=assignment.claim_token)
+        )
+        assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
+        # The retry (a failed attempt counts) comes back, times out too, and the job dead-letters.
+        retry = await stream.expect("assignment")
+        assert retry.attempt == 2
+        await stream.expect("cancel", timeout=5)
+        job = await jobs.get(db_pool, submitted.job.job_id)
+
+        async def failed() -> bool:
+            return (await jobs.get(db_pool, submitted.job.job_id)).status is JobStatus.FAILED
+
+        await eventually(failed, 3)
+        job = await jobs.get(db_pool, submitted.job.job_id)
+        assert (job.error_message, job.attempts) == ("execution timed out", 2)
+    finally:
+        await stream.close()
