@@ -159,3 +159,35 @@ def test_security_settings(creds: Credentials, tmp_path: Path) -> None:
     assert not config.auth_enabled and not config.tls_enabled and not config.production
     with pytest.raises(security_settings.SecurityConfigError, match="is not a readable file"):
         security_settings.load(Settings(tls_cert_file=str(tmp_path / "missing.pem"), tls_key_file=str(tmp_path / "k")))
+
+
+def test_client_security_options(tmp_path: Path) -> None:
+    from dispatchd.platform.security.client import ClientSecurity, CredentialsError
+
+    token_file = tmp_path / "t.jwt"
+    token_file.write_text("abc.def.ghi\n")
+    env = {
+        "DISPATCHD_TOKEN_FILE": str(token_file),
+        "DISPATCHD_CA": "/ca.pem",
+        "DISPATCHD_CERT": "/c.pem",
+        "DISPATCHD_KEY": "/c.key",
+        "DISPATCHD_SERVER_NAME": "cp.internal",
+    }
+    security = ClientSecurity.from_env(env)
+    assert security.tls
+    assert security.metadata() == (("authorization", "Bearer abc.def.ghi"),)
+    assert security.channel_options() == [("grpc.ssl_target_name_override", "cp.internal")]
+    # The token file is read for every call: a rotated token is picked up.
+    token_file.write_text("new.token.here")
+    assert security.metadata() == (("authorization", "Bearer new.token.here"),)
+    assert ClientSecurity().metadata() == ()
+    with pytest.raises(CredentialsError, match="needs its key"):
+        ClientSecurity(ca=Path("/ca"), cert=Path("/c"))
+    with pytest.raises(CredentialsError, match="not both"):
+        ClientSecurity(token="a", token_file=token_file)
+    with pytest.raises(CredentialsError, match="needs TLS"):
+        ClientSecurity(cert=Path("/c"), key=Path("/k"))
+    with pytest.raises(CredentialsError, match="cannot read"):
+        ClientSecurity(token_file=tmp_path / "missing").metadata()
+    with pytest.raises(CredentialsError, match="cannot read"):
+        ClientSecurity(ca=tmp_path / "missing.pem").channel_credentials()

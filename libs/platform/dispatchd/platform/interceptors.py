@@ -14,14 +14,20 @@ from dispatchd.platform.errors import DispatchdError
 
 log = logging.getLogger("dispatchd.rpc")
 
-_UNAVAILABLE = (
+# Errors that mean "a backing store is unreachable right now": callers get UNAVAILABLE (and
+# retry), never INTERNAL. Shared by every service so the list cannot drift.
+STORE_UNAVAILABLE = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.InterfaceError,  # e.g. "connection is closed"
     # A pooled connection left mid-operation when its server was killed (asyncpg#1069): fails before sending.
     asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
+    TimeoutError,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
@@ -31,7 +37,7 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, A
     """Translate an exception raised by a handler into the matching status and abort."""
     if isinstance(exc, DispatchdError):
         await context.abort(exc.code, str(exc))
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, STORE_UNAVAILABLE):
         log.warning("backing store unavailable: %s", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
     log.exception("unhandled error", exc_info=exc)

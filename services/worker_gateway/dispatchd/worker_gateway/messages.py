@@ -28,7 +28,6 @@ import uuid
 
 import asyncpg
 import grpc
-import redis.exceptions
 
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
@@ -39,6 +38,7 @@ from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 
 log = logging.getLogger("dispatchd.gateway.messages")
 
+
 ACCEPTED = pb.ACK_STATUS_ACCEPTED
 STALE = pb.ACK_STATUS_STALE
 REJECTED = pb.ACK_STATUS_REJECTED
@@ -46,17 +46,6 @@ REJECTED = pb.ACK_STATUS_REJECTED
 MAX_ERROR_CHARS = 16 * 1024
 MAX_STREAM_NAME_CHARS = 32
 
-STORE_UNAVAILABLE = (
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    asyncpg.exceptions.InterfaceError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 
 
 def _clean(text: str, limit: int) -> str:

@@ -20,11 +20,12 @@ import asyncpg
 import grpc
 
 from dispatchd.platform import interceptors, routing
+from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 from dispatchd.worker_gateway.dispatcher import Dispatcher
-from dispatchd.worker_gateway.messages import REJECTED, STORE_UNAVAILABLE, Messages, lane_key
+from dispatchd.worker_gateway.messages import REJECTED, Messages, lane_key
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 

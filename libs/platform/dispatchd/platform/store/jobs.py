@@ -64,14 +64,16 @@ class Submitted:
 
 
 _INSERT_JOB = """
-WITH j AS (
+WITH n AS (SELECT clock_timestamp() AS now), j AS (
     INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
                       metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set,
-                      execution_timeout_ms, run_at, submitted_by)
-    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $13,
-            CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, clock_timestamp())
-                 WHEN $15::bigint IS NOT NULL THEN clock_timestamp() + make_interval(secs => $15::float8 / 1000)
-            END, $16)
+                      execution_timeout_ms, run_at, submitted_by, created_at, updated_at)
+    SELECT $1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $13,
+           -- One clock reading, so a run_at in the past is exactly the creation time.
+           CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, n.now)
+                WHEN $15::bigint IS NOT NULL THEN n.now + make_interval(secs => $15::float8 / 1000)
+           END, $16, n.now, n.now
+    FROM n
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), e AS (
