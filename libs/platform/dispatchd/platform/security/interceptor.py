@@ -33,6 +33,9 @@ from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
 
+# How long a refused stream waits for the client's first message before ending.
+FIRST_MESSAGE_WAIT_SECONDS = 1.0
+
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -208,16 +211,32 @@ def _metadata(items: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]
     return result
 
 
-async def _open(call: Call, context: Context, event: str) -> tuple[Access, audit.AuditRecord]:
+async def _open(
+    call: Call, context: Context, event: str, requests: AsyncIterator[Any] | None = None
+) -> tuple[Access, audit.AuditRecord]:
     record = call.record(context)
     try:
         access = call.admit(context, record)
     except Refused as refused:
         if call.audited:
             record.write(event, refused.code, refused.message)
+        if requests is not None:
+            await _await_first_message(requests)
         await context.abort(refused.code, refused.message)
         raise  # pragma: no cover - abort raises
     return access, record
+
+
+async def _await_first_message(requests: AsyncIterator[Any]) -> None:
+    """Before refusing a stream, let the client's first write land (bounded wait).
+
+    An asyncio client whose write reaches a stream the server already ended reports
+    INTERNAL "Internal error from Core" instead of our status (grpc/grpc#36066), so a
+    worker would retry instead of learning it is refused. Clients write first on Connect.
+    """
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
+            await anext(requests)
 
 
 async def _refuse_malformed(
@@ -307,14 +326,17 @@ def _stream_identity(call: Call, access: Access) -> str | None:
     return access.principal.subject
 
 
-async def _admit_stream(call: Call, context: Context) -> tuple[Access, audit.AuditRecord, str | None]:
-    access, record = await _open(call, context, "stream.open")
+async def _admit_stream(
+    call: Call, context: Context, requests: AsyncIterator[Any]
+) -> tuple[Access, audit.AuditRecord, str | None]:
+    access, record = await _open(call, context, "stream.open", requests)
     identity = _stream_identity(call, access)
     if identity is not None and not call.interceptor.streams.acquire(identity):
         limit = call.interceptor.streams.limit
         message = f"{identity!r} already has {limit} open worker streams (the limit); close one first"
         if call.audited:
             record.write("stream.open", grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        await _await_first_message(requests)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
     if call.audited:
         record.write("stream.open", grpc.StatusCode.OK)
@@ -323,7 +345,7 @@ async def _admit_stream(call: Call, context: Context) -> tuple[Access, audit.Aud
 
 def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     async def handle(requests: AsyncIterator[Any], context: Context) -> Any:
-        access, record, identity = await _admit_stream(call, context)
+        access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         current.set(access)
         failure: BaseException | None = None
@@ -346,7 +368,7 @@ def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[
 
 def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
     async def handle(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-        access, record, identity = await _admit_stream(call, context)
+        access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         # Set in this task's context; the handler's own tasks copy it when they are created.
         current.set(access)

@@ -104,8 +104,10 @@ async def mark_started(pool: asyncpg.Pool, execution_id: uuid.UUID, session_id: 
             return False
         started = await conn.fetchval(
             """
-            UPDATE executions SET status = 3, started_at = clock_timestamp(),
-                   deadline_at = clock_timestamp() + make_interval(secs => $3::float8 / 1000)
+            WITH now AS (SELECT clock_timestamp() AS at)  -- one reading: deadline = start + timeout exactly
+            UPDATE executions SET status = 3, started_at = now.at,
+                   deadline_at = now.at + make_interval(secs => $3::float8 / 1000)
+            FROM now
             WHERE execution_id = $1 AND status = 2 AND session_id = $2 RETURNING job_id
             """,
             execution_id,
