@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from dispatchd.cli import output, shell
 from dispatchd.cli.connection import Client, CliError
@@ -112,21 +112,8 @@ def list_jobs(args: argparse.Namespace, client: Client, io: Io) -> int:
         page_size=args.limit or 0,
         page_token=args.page_token or "",
     )
-    jobs: list[common_pb2.Job] = []
-    while True:
-        reply = client.call(client.stub.ListJobs, request)
-        jobs.extend(reply.jobs)
-        if not (args.all and reply.next_page_token):
-            break
-        request.page_token = reply.next_page_token
-    if io.json:
-        document = {"jobs": [output.as_dict(j) for j in jobs], "next_page_token": reply.next_page_token}
-        output.emit_json(document, io.out)
-        return 0
-    output.table(output.JOB_COLUMNS, output.job_rows(jobs), io.out)
-    if reply.next_page_token:
-        io.err.write(f"more jobs: dispatchctl list --page-token {reply.next_page_token} (or --all)\n")
-    return 0
+    jobs, next_token = _pages(lambda: client.call(client.stub.ListJobs, request), request, "jobs", args.all)
+    return _show_page("jobs", "list", jobs, next_token, output.JOB_COLUMNS, output.job_rows(jobs), io)
 
 
 def cancel(args: argparse.Namespace, client: Client, io: Io) -> int:
@@ -169,20 +156,34 @@ def dead_letters(args: argparse.Namespace, client: Client, io: Io) -> int:
     request = job_service_pb2.ListDeadLettersRequest(
         filter=_filter(args), page_size=args.limit or 0, page_token=args.page_token or ""
     )
-    found: list[job_service_pb2.DeadLetter] = []
+    found, next_token = _pages(
+        lambda: client.call(client.stub.ListDeadLetters, request), request, "dead_letters", args.all
+    )
+    rows = output.dead_letter_rows(found)
+    return _show_page("dead_letters", "dead-letters", found, next_token, output.DEAD_LETTER_COLUMNS, rows, io)
+
+
+def _pages(fetch: Callable[[], Any], request: Any, field: str, everything: bool) -> tuple[list[Any], str]:
+    """One page, or with --all every page; returns the items and the token of the next page."""
+    items: list[Any] = []
     while True:
-        reply = client.call(client.stub.ListDeadLetters, request)
-        found.extend(reply.dead_letters)
-        if not (args.all and reply.next_page_token):
-            break
+        reply = fetch()
+        items.extend(getattr(reply, field))
+        if not (everything and reply.next_page_token):
+            return items, str(reply.next_page_token)
         request.page_token = reply.next_page_token
+
+
+def _show_page(
+    field: str, command: str, items: list[Any], next_token: str, columns: Any, rows: Any, io: Io
+) -> int:
     if io.json:
-        document = {"dead_letters": [output.as_dict(d) for d in found], "next_page_token": reply.next_page_token}
-        output.emit_json(document, io.out)
+        output.emit_json({field: [output.as_dict(i) for i in items], "next_page_token": next_token}, io.out)
         return 0
-    output.table(output.DEAD_LETTER_COLUMNS, output.dead_letter_rows(found), io.out)
-    if reply.next_page_token:
-        io.err.write(f"more dead letters: dispatchctl dead-letters --page-token {reply.next_page_token} (or --all)\n")
+    output.table(columns, rows, io.out)
+    if next_token:
+        what = field.replace("_", " ")
+        io.err.write(f"more {what}: dispatchctl {command} --page-token {next_token} (or --all)\n")
     return 0
 
 
