@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from dispatchd.platform.config import Settings
+from dispatchd.platform.streams import await_first_message
 
 JOB_SERVICE = "dispatchd.v1.JobService"
 WORKER_SERVICE = "dispatchd.v1.WorkerService"
@@ -142,6 +143,7 @@ class PassiveRegionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         if handler.stream_unary is not None:
 
             async def stream_unary(requests: Any, context: Context) -> Any:
+                await await_first_message(requests)
                 await refuse(context)
 
             return grpc.stream_unary_rpc_method_handler(
@@ -149,6 +151,7 @@ class PassiveRegionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
             )
 
         async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            await await_first_message(requests)  # see streams.py: asyncio clients need it
             await refuse(context)
             yield  # pragma: no cover - abort raised above
 

@@ -32,9 +32,7 @@ from dispatchd.platform.security.roles import HEALTH_SERVICE, WORKER_SERVICE, Ro
 from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
-
-# How long a refused stream waits for the client's first message before ending.
-FIRST_MESSAGE_WAIT_SECONDS = 1.0
+from dispatchd.platform.streams import await_first_message
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -221,22 +219,10 @@ async def _open(
         if call.audited:
             record.write(event, refused.code, refused.message)
         if requests is not None:
-            await _await_first_message(requests)
+            await await_first_message(requests)
         await context.abort(refused.code, refused.message)
         raise  # pragma: no cover - abort raises
     return access, record
-
-
-async def _await_first_message(requests: AsyncIterator[Any]) -> None:
-    """Before refusing a stream, let the client's first write land (bounded wait).
-
-    An asyncio client whose write reaches a stream the server already ended reports
-    INTERNAL "Internal error from Core" instead of our status (grpc/grpc#36066), so a
-    worker would retry instead of learning it is refused. Clients write first on Connect.
-    """
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(FIRST_MESSAGE_WAIT_SECONDS):
-            await anext(requests)
 
 
 async def _refuse_malformed(
@@ -336,7 +322,7 @@ async def _admit_stream(
         message = f"{identity!r} already has {limit} open worker streams (the limit); close one first"
         if call.audited:
             record.write("stream.open", grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-        await _await_first_message(requests)
+        await await_first_message(requests)
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
     if call.audited:
         record.write("stream.open", grpc.StatusCode.OK)
