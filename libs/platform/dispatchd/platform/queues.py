@@ -144,6 +144,19 @@ class ReadyQueues:
         message = json.dumps({"execution_id": execution_id, "worker_id": worker_id, "reason": reason})
         await self.client.publish(self.keys.cancel_channel, message)
 
+    async def enqueue(self, refs: Iterable[QueuedRef]) -> None:
+        """Queue what is due now; announce the earliest later one to the scheduler's timer,
+        which queues it when it becomes due (the one way new attempts enter Redis)."""
+        now = dt.datetime.now(dt.UTC)
+        due: list[QueuedRef] = []
+        later: list[QueuedRef] = []
+        for ref in refs:
+            (due if ref.available_at <= now else later).append(ref)
+        if due:
+            await self.push(due)
+        if later:
+            await self.publish_due(min(r.available_at for r in later))
+
     async def publish_due(self, due: dt.datetime) -> None:
         """Tell the scheduler leader something is due at `due` (a delayed attempt, a deadline)."""
         await self.client.publish(self.keys.scheduler_channel, f"{due.timestamp():.3f}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -25,7 +24,6 @@ from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.security import access
 from dispatchd.platform.store import dead_letters, jobs
-from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
 log = logging.getLogger("dispatchd.control_plane")
@@ -55,7 +53,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         if submitted.queued is not None:
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                    await self._enqueue([submitted.queued])
+                    await self.queues.enqueue([submitted.queued])
             except Exception as exc:  # the job is safe in Postgres; the scheduler queues it
                 log.warning(
                     "could not push job %s to its ready queue (the scheduler will): %s",
@@ -65,17 +63,6 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         return job_service_pb2.SubmitJobResponse(
             job=convert.job(submitted.job), deduplicated=submitted.deduplicated
         )
-
-    async def _enqueue(self, refs: list[QueuedRef]) -> None:
-        """Due executions go on their ready queues; a delayed one is announced to the scheduler,
-        whose timer then queues it when it becomes due."""
-        now = dt.datetime.now(dt.UTC)
-        due = [r for r in refs if r.available_at <= now]
-        later = [r for r in refs if r.available_at > now]
-        if due:
-            await self.queues.push(due)
-        if later:
-            await self.queues.publish_due(min(r.available_at for r in later))
 
     async def ListDeadLetters(  # noqa: N802
         self, request: job_service_pb2.ListDeadLettersRequest, context: Context
@@ -126,7 +113,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             )
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                    await self._enqueue([r.queued for r in redriven])
+                    await self.queues.enqueue([r.queued for r in redriven])
             except Exception as exc:  # queued in Postgres; the scheduler pushes them
                 log.warning("could not push redriven jobs to their ready queues (the scheduler will): %s", exc)
         return job_service_pb2.RedriveJobsResponse(

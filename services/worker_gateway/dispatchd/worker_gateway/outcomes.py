@@ -6,7 +6,6 @@ scheduler re-queues due executions from Postgres and job watchers re-read the jo
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterable
 
@@ -22,24 +21,18 @@ class Outcomes:
         self.queues = queues
 
     async def announce(self, settlements: Iterable[Settlement]) -> None:
-        now = dt.datetime.now(dt.UTC)
-        ready: list[QueuedRef] = []
-        later: list[QueuedRef] = []
+        retries: list[QueuedRef] = []
         finished: list[Settlement] = []
         for s in settlements:
             if not s.applied:
                 continue
             if s.retry is not None:
-                (ready if s.retry.available_at <= now else later).append(s.retry)
+                retries.append(s.retry)
             if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
                 finished.append(s)
         try:
-            if ready:
-                await self.queues.push(ready)
-            if later:
-                # The scheduler's timer sleeps until the next due attempt; tell it about this one.
-                due = min(r.available_at for r in later).timestamp()
-                await self.queues.client.publish(self.queues.keys.scheduler_channel, f"{due:.3f}")
+            if retries:
+                await self.queues.enqueue(retries)
             for s in finished:
                 assert s.job_id is not None and s.job_status is not None
                 await self.queues.publish_job_event(str(s.job_id), int(s.job_status))

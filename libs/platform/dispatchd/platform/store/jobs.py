@@ -242,7 +242,3 @@ async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelle
 
 def is_terminal(status: JobStatus) -> bool:
     return status in JOB_TERMINAL
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
