@@ -59,7 +59,7 @@ Serve = Callable[[asyncpg.Pool, redis.asyncio.Redis], Awaitable[Harness]]
 @pytest_asyncio.fixture
 async def serve_on() -> AsyncIterator[Serve]:
     """Factory: serve a JobService on (pool, redis client); everything stops at teardown."""
-    cleanups: list[tuple[grpc.aio.Server, asyncio.Event, asyncio.Task[None], grpc.aio.Channel]] = []
+    cleanups: list[tuple[grpc.aio.Server, asyncio.Task[None], grpc.aio.Channel]] = []
 
     async def start(pool: asyncpg.Pool, client: redis.asyncio.Redis) -> Harness:
         settings = Settings()
@@ -75,10 +75,9 @@ async def serve_on() -> AsyncIterator[Serve]:
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(settings, pool, queues, waiters), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        stopping = asyncio.Event()
-        listener = asyncio.create_task(waiters.run(stopping))
+        listener = asyncio.create_task(waiters.run())
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)])
-        cleanups.append((server, stopping, listener, channel))
+        cleanups.append((server, listener, channel))
         # Subscribed before the test runs, so WaitJob tests exercise the push path.
         for _ in range(200):
             if waiters.subscribed:
@@ -87,10 +86,9 @@ async def serve_on() -> AsyncIterator[Serve]:
         return Harness(job_service_pb2_grpc.JobServiceStub(channel), pool, queues, waiters, settings)
 
     yield start
-    for server, stopping, listener, channel in cleanups:
+    for server, listener, channel in cleanups:
         await channel.close(None)
         await server.stop(0)
-        stopping.set()
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
 

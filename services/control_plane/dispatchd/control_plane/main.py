@@ -19,14 +19,10 @@ async def build(runtime: server.Runtime) -> server.Service:
     waiters = JobWaiters(runtime.redis, queues.keys.job_channel)
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters)
     runtime.on_shutdown.append(waiters.close)
-
-    async def listen_for_job_events() -> None:
-        await waiters.run(runtime.stopping)
-
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
         service_names=[SERVICE_NAME],
-        tasks=[listen_for_job_events],
+        tasks=[waiters.run],
     )
 
 

@@ -15,13 +15,13 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from dispatchd.platform.store import jobs
 from dispatchd.platform.store.rows import JobRow
+from dispatchd.platform.subscription import Subscription
 
 log = logging.getLogger("dispatchd.control_plane.waiters")
 
@@ -39,16 +39,29 @@ class JobWaiters:
         min_backoff_seconds: float = 0.1,
         max_backoff_seconds: float = 5.0,
     ) -> None:
-        self._client = client
-        self._channel = channel
-        self._keepalive = keepalive_seconds
-        self._min_backoff = min_backoff_seconds
-        self._max_backoff = max_backoff_seconds
-        self._backoff = min_backoff_seconds
         self._futures: dict[str, set[asyncio.Future[None]]] = {}
-        # True only while the subscription is confirmed; until then no event can be trusted.
-        self.subscribed = False
         self.closing = False
+        # Both a (re)subscription and a loss wake everyone: events may have been missed, and
+        # while the subscription is down waiters must move to re-reading on a timer.
+        self.subscription = Subscription(
+            client,
+            name="job events",
+            channels={channel: self._dispatch},
+            on_reconnect=self.wake_all,
+            on_lost=self.wake_all,
+            keepalive_seconds=keepalive_seconds,
+            min_backoff_seconds=min_backoff_seconds,
+            max_backoff_seconds=max_backoff_seconds,
+        )
+
+    @property
+    def subscribed(self) -> bool:
+        """True only while the subscription is confirmed; until then no event can be trusted."""
+        return self.subscription.subscribed
+
+    async def run(self) -> None:
+        """Keep the subscription alive until cancelled."""
+        await self.subscription.run()
 
     @contextlib.contextmanager
     def watch(self, job_id: str) -> Iterator[asyncio.Future[None]]:
@@ -81,65 +94,13 @@ class JobWaiters:
         self.closing = True
         self.wake_all()
 
-    def _dispatch(self, data: Any) -> None:
+    def _dispatch(self, data: str) -> None:
         try:
-            event = json.loads(data)
-            job_id = str(event["job_id"])
+            job_id = str(json.loads(data)["job_id"])
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring malformed job event %r: %s", data, exc)
+            log.warning("ignoring malformed job event %r: %s", data[:200], exc)
             return
         self.wake(job_id)
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Keep the subscription alive until `stopping` is set; never returns early."""
-        while not stopping.is_set():
-            try:
-                await self._listen(stopping)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure means: reconnect after a pause
-                if self.subscribed:
-                    log.warning("job event subscription lost: %s", exc)
-                else:
-                    log.debug("job event subscription failed: %s", exc)
-            self.subscribed = False
-            # Events may have been missed: let every waiter look at Postgres again.
-            self.wake_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self._backoff)
-            self._backoff = min(self._backoff * 2, self._max_backoff)
-        self.subscribed = False
-
-    async def _listen(self, stopping: asyncio.Event) -> None:
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.subscribe(self._channel)
-            awaiting_pong = False
-            while not stopping.is_set():
-                message = await pubsub.get_message(timeout=self._keepalive)
-                if message is None:
-                    # A half-open TCP connection never errors on read; a ping that goes
-                    # unanswered for a whole keepalive period exposes it.
-                    if awaiting_pong:
-                        raise ConnectionError("no reply to the keepalive ping")
-                    await pubsub.ping()
-                    awaiting_pong = True
-                    continue
-                awaiting_pong = False
-                kind = message.get("type")
-                if kind == "subscribe":
-                    # Also sent after redis-py reconnects on its own: anything published
-                    # while it was away is lost, so everyone re-reads.
-                    if not self.subscribed:
-                        log.info("subscribed to job events on %s", self._channel)
-                    self.subscribed = True
-                    self._backoff = self._min_backoff
-                    self.wake_all()
-                elif kind == "message":
-                    self._dispatch(message.get("data"))
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 async def wait_for_terminal(

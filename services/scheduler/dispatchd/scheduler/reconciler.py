@@ -31,7 +31,6 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncpg
 
@@ -41,6 +40,7 @@ from dispatchd.platform.states import JOB_TERMINAL
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import QueuedRef, Settlement
+from dispatchd.platform.subscription import Subscription
 
 log = logging.getLogger("dispatchd.scheduler.reconciler")
 
@@ -48,7 +48,6 @@ REQUEUE_PAGE = 1000
 EXPIRED_PAGE = 500
 ERROR_BACKOFF_MIN = 0.1
 ERROR_BACKOFF_MAX = 2.0
-SUBSCRIBE_BACKOFF_MAX = 5.0
 LEASE_EXPIRED = "lease expired"
 HEARTBEAT_LOST = "worker heartbeat lost"
 TIMED_OUT = "execution timed out"
@@ -92,7 +91,13 @@ class Reconciler:
         # Earliest monotonic time a wake-up message asked for, not yet served by a pass.
         self._requested = math.inf
         self._woken = asyncio.Event()
-        self._subscribe_backoff = ERROR_BACKOFF_MIN
+        # Wake-ups published while unsubscribed are lost: every (re)subscription asks for a pass now.
+        self._wakeups = Subscription(
+            queues.client,
+            name="scheduler wake-ups",
+            channels={queues.keys.scheduler_channel: self._on_wakeup},
+            on_reconnect=lambda: self.wake_at(None),
+        )
         # Fencing epoch of the current leadership term; None runs unfenced (tests, tools).
         self.epoch: int | None = None
 
@@ -208,7 +213,7 @@ class Reconciler:
         Raises Fenced when a newer leader's epoch is recorded: this term is over.
         """
         self.epoch = epoch
-        listener = asyncio.create_task(self._listen(), name="scheduler-wakeups")
+        listener = asyncio.create_task(self._wakeups.run(), name="scheduler-wakeups")
         try:
             await self._loop()
         finally:
@@ -260,52 +265,15 @@ class Reconciler:
             self._requested = at
             self._woken.set()
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                await self._subscribe_and_read()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # without wake-ups the loop still runs on its timer
-                log.warning("scheduler channel subscription lost: %s", exc)
-            await asyncio.sleep(self._subscribe_backoff)
-            self._subscribe_backoff = min(self._subscribe_backoff * 2, SUBSCRIBE_BACKOFF_MAX)
-
-    async def _subscribe_and_read(self) -> None:
-        channel = self.queues.keys.scheduler_channel
-        pubsub = self.queues.client.pubsub()
-        try:
-            await pubsub.subscribe(channel)
-            awaiting_pong = False
-            while True:
-                message = await pubsub.get_message(timeout=15.0)
-                if message is None:
-                    # A half-open connection never errors on read; an unanswered ping exposes it.
-                    if awaiting_pong:
-                        raise ConnectionError("no reply to the keepalive ping")
-                    await pubsub.ping()
-                    awaiting_pong = True
-                    continue
-                awaiting_pong = False
-                kind = message.get("type")
-                if kind == "subscribe":
-                    # Wake-ups published while unsubscribed are lost: look at Postgres now.
-                    log.info("listening for wake-ups", extra={"fields": {"channel": channel}})
-                    self._subscribe_backoff = ERROR_BACKOFF_MIN
-                    self.wake_at(None)
-                elif kind == "message":
-                    self.wake_at(_due_time(message.get("data")))
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _on_wakeup(self, data: str) -> None:
+        self.wake_at(_due_time(data))
 
 
-def _due_time(data: Any) -> float | None:
+def _due_time(data: str) -> float | None:
     """Payload is the due time in epoch seconds; anything else means "look now"."""
     try:
-        text = data.decode() if isinstance(data, bytes) else str(data)
-        value = float(text)
-    except (ValueError, UnicodeDecodeError):
+        value = float(data)
+    except ValueError:
         log.warning("malformed wake-up %r; running a pass now", data)
         return None
     return value if math.isfinite(value) else None

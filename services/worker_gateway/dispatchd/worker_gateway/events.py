@@ -1,70 +1,39 @@
-"""Redis pub/sub: ready-queue notifications wake the dispatcher, cancels reach the workers."""
+"""Redis pub/sub: ready-queue notifications wake the dispatcher, cancels reach the workers.
+
+Both arrive on one keepalive-checked subscription (platform.subscription) and are handled
+inline, so a "work for type T" notification wakes the dispatcher as soon as it is read.
+Notifications sent while unsubscribed are lost: every (re)subscription makes the
+dispatcher re-read the known job types and look at the queues.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import uuid
-from typing import Any
 
 from dispatchd.platform.queues import ReadyQueues
+from dispatchd.platform.subscription import Subscription
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 
 log = logging.getLogger("dispatchd.gateway.events")
 
-RECONNECT_MAX_SECONDS = 5.0
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 class Events:
-    def __init__(self, queues: ReadyQueues, dispatcher: Dispatcher, stopping: asyncio.Event) -> None:
-        self.queues = queues
+    def __init__(self, queues: ReadyQueues, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.stopping = stopping
-        self.subscribed = asyncio.Event()
+        keys = queues.keys
+        self.subscription = Subscription(
+            queues.client,
+            name="gateway events",
+            channels={keys.ready_channel: dispatcher.on_ready, keys.cancel_channel: self.on_cancel},
+            on_reconnect=dispatcher.force_refresh,
+        )
 
     async def run(self) -> None:
-        delay = 0.1
-        while not self.stopping.is_set():
-            try:
-                await self._listen()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("redis subscription lost: %s", exc)
-            self.subscribed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self.stopping.wait()
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
-
-    async def _listen(self) -> None:
-        keys = self.queues.keys
-        pubsub = self.queues.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(keys.ready_channel, keys.cancel_channel)
-            self.subscribed.set()
-            # Notifications sent while we were not listening are lost: look at the queues now.
-            self.dispatcher.force_refresh()
-            while not self.stopping.is_set():
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") != "message":
-                    continue
-                channel = _text(message["channel"])
-                data = _text(message["data"])
-                if channel == keys.ready_channel:
-                    self.dispatcher.on_ready(data)
-                elif channel == keys.cancel_channel:
-                    self.on_cancel(data)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Keep the subscription alive until cancelled."""
+        await self.subscription.run()
 
     def on_cancel(self, data: str) -> None:
         try:

@@ -38,7 +38,7 @@ async def build(runtime: server.Runtime) -> server.Service:
         stopping=runtime.stopping,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
     )
-    events = Events(queues, dispatcher, runtime.stopping)
+    events = Events(queues, dispatcher)
     runtime.on_shutdown.append(gateway.drain)
     return server.Service(
         register=lambda grpc_server: pb_grpc.add_WorkerServiceServicer_to_server(gateway, grpc_server),
