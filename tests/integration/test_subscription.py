@@ -13,6 +13,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -125,7 +126,8 @@ class FreezingProxy:
 
 @pytest_asyncio.fixture
 async def proxy(redis_url: str) -> AsyncIterator[FreezingProxy]:
-    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    port = urlsplit(redis_url).port
+    assert port is not None
     instance = FreezingProxy(port)
     await instance.start()
     yield instance
