@@ -44,7 +44,7 @@ async def _drain(stream: Stream) -> list[pb.ConnectRequest]:
 
 
 async def _settle(stream: Stream) -> None:
-    runners = [r.runner for r in stream.running.values() if r.runner is not None]
+    runners = [r.runner for r in stream.executions.running.values() if r.runner is not None]
     await asyncio.gather(*runners, return_exceptions=True)
 
 
@@ -56,8 +56,8 @@ async def test_results_carry_the_claim_token_and_heartbeats_list_what_runs() -> 
         return "ok"
 
     stream = _stream(handler)
-    stream._start(_assignment("a"))
-    stream._start(_assignment("b"))
+    stream.executions.start(_assignment("a"))
+    stream.executions.start(_assignment("b"))
     await asyncio.sleep(0)
     beat = stream._heartbeat().heartbeat
     assert beat.lists_running and sorted(beat.running_execution_ids) == ["a", "b"]
@@ -83,8 +83,8 @@ async def test_timeout_cancels_the_handler_and_fails_the_attempt() -> None:
             raise
 
     stream = _stream(handler)
-    stream._start(_assignment("a", timeout_ms=50))
-    assert stream.running["a"].task.execution_timeout == 0.05
+    stream.executions.start(_assignment("a", timeout_ms=50))
+    assert stream.executions.running["a"].task.execution_timeout == 0.05
     await asyncio.wait_for(_settle(stream), 2)
     (result,) = [m.result for m in await _drain(stream) if m.WhichOneof("payload") == "result"]
     assert (result.success, result.claim_token) == (False, "tok-a")
@@ -97,11 +97,11 @@ async def test_a_cancel_from_the_gateway_is_reported_as_cancelled() -> None:
         await asyncio.sleep(10)
 
     stream = _stream(handler)
-    stream._start(_assignment("a", timeout_ms=60_000))
+    stream.executions.start(_assignment("a", timeout_ms=60_000))
     await asyncio.sleep(0)
-    stream._cancel(pb.CancelExecution(execution_id="a", reason="job cancelled"))
-    stream._cancel(pb.CancelExecution(execution_id="a", reason="again"))  # repeated cancels are harmless
+    stream.executions.cancel(pb.CancelExecution(execution_id="a", reason="job cancelled"))
+    stream.executions.cancel(pb.CancelExecution(execution_id="a", reason="again"))  # repeated cancels are harmless
     await asyncio.wait_for(_settle(stream), 2)
     (result,) = [m.result for m in await _drain(stream) if m.WhichOneof("payload") == "result"]
     assert (result.success, result.error_message) == (False, "cancelled")
-    assert stream.running == {}
+    assert stream.executions.running == {}

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dispatchd.platform.security.client import ClientSecurity
     from dispatchd.sdk.defaults import DEFAULT_TARGET
+    from dispatchd.sdk.registration import RegistrationRejected
     from dispatchd.sdk.registry import Handler
-    from dispatchd.sdk.stream import RegistrationRejected
     from dispatchd.sdk.task import HandlerFailed, Task, TaskCancelled, encode_result
     from dispatchd.sdk.worker import Worker
 
@@ -33,7 +33,7 @@ _HOMES = {
     "DEFAULT_TARGET": "dispatchd.sdk.defaults",
     "Handler": "dispatchd.sdk.registry",
     "HandlerFailed": "dispatchd.sdk.task",
-    "RegistrationRejected": "dispatchd.sdk.stream",
+    "RegistrationRejected": "dispatchd.sdk.registration",
     "Task": "dispatchd.sdk.task",
     "TaskCancelled": "dispatchd.sdk.task",
     "Worker": "dispatchd.sdk.worker",

@@ -113,7 +113,7 @@ def build_worker(args: argparse.Namespace) -> Worker:
 
 
 async def serve(worker: Worker, grace: float) -> int:
-    from dispatchd.sdk.stream import RegistrationRejected
+    from dispatchd.sdk.registration import RegistrationRejected
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

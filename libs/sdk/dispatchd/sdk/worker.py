@@ -25,8 +25,9 @@ from typing import TypeVar
 
 from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.sdk.defaults import DEFAULT_TARGET
+from dispatchd.sdk.registration import RegistrationRejected
 from dispatchd.sdk.registry import Handler, Registry
-from dispatchd.sdk.stream import Config, Outcome, RegistrationRejected, StopRequest, Stream
+from dispatchd.sdk.stream import Config, Outcome, StopRequest, Stream
 
 log = logging.getLogger("dispatchd.sdk")
 
@@ -94,7 +95,7 @@ class Worker:
 
     @property
     def inflight(self) -> int:
-        return 0 if self._stream is None else len(self._stream.running)
+        return 0 if self._stream is None else len(self._stream.executions)
 
     # ----------------------------------------------------------------- running
 
