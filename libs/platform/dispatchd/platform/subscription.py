@@ -73,11 +73,10 @@ class Subscription:
         self._pattern_handlers: dict[Any, PatternHandler] = _by_name(self._patterns)
         # Redis confirms each name with the connection's running count: the last one is complete.
         self._complete_count = len(self._channels) + len(self._patterns)
-        self._on_reconnect = on_reconnect
-        self._on_lost = on_lost
+        self._on_reconnect, self._on_lost = on_reconnect, on_lost
         self._keepalive = keepalive_seconds
-        self._min_backoff = min_backoff_seconds
-        self._max_backoff = max_backoff_seconds
+        # Pause before the next attempt: doubles per failure up to the cap, reset by a confirmation.
+        self._backoff_range = (min_backoff_seconds, max_backoff_seconds)
         self._backoff = min_backoff_seconds
         # Set while the subscription is confirmed; until then no silence can be trusted.
         self.ready = asyncio.Event()
@@ -97,7 +96,7 @@ class Subscription:
                 except Exception as exc:  # any failure means: reconnect after a pause
                     self._lost(exc)
                 await asyncio.sleep(self._backoff)
-                self._backoff = min(self._backoff * 2, self._max_backoff)
+                self._backoff = min(self._backoff * 2, self._backoff_range[1])
         finally:
             self.ready.clear()
 
@@ -144,7 +143,7 @@ class Subscription:
             fields["down_seconds"] = f"{time.monotonic() - self._down_since:.1f}"
             self._down_since = None
         log.info("%s: subscribed", self.name, extra={"fields": fields})
-        self._backoff = self._min_backoff
+        self._backoff = self._backoff_range[0]
         self.ready.set()
         if self._on_reconnect is None:
             return
