@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from dispatchd.cli import durations
-from dispatchd.platform.security.client import ClientSecurity, CredentialsError
+from dispatchd.common.security import ClientSecurity, CredentialsError
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
 Req = TypeVar("Req")

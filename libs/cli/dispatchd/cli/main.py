@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dispatchd.cli import commands
 from dispatchd.cli.connection import DEFAULT_TARGET, TARGET_ENV, Client, CliError, Connection
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
-from dispatchd.platform.security import client as credentials
+from dispatchd.common import security as credentials
 
 STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
 DEFAULT_RPC_TIMEOUT = 30.0

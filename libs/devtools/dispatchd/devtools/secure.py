@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 
 KID = "dev-1"
 CLI_NAME = "dispatchctl"

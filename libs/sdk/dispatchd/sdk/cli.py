@@ -18,8 +18,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
-from dispatchd.platform.observability import configure_logging
-from dispatchd.platform.security import client as credentials
+from dispatchd.common.observability import configure_logging
+from dispatchd.common import security as credentials
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:

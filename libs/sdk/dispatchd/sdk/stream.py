@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 from dispatchd.sdk.connection import EOF, ConnectCall, connect, open_channel
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registry import Handler, Registry

@@ -1,4 +1,4 @@
-"""Client credentials for `dispatchctl` and workers: a bearer token and TLS files.
+"""Client credentials for `dispatchctl`, workers and `dispatchd.client`: a bearer token and TLS files.
 
 Options and their environment variables (the same for both tools):
 
