@@ -3,6 +3,7 @@ worker SDK, dispatchctl and the stubs, and no database driver or server code."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,12 +21,26 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv with only the client distribution, from a wheel built out of this checkout."""
     work = tmp_path_factory.mktemp("client-dist")
     wheels = work / "wheels"
+    # Built from a copy: setuptools leaves a build/ directory next to the project file.
+    junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+    for source in ("gen", "libs"):
+        shutil.copytree(ROOT / source, work / "src" / source, ignore=junk)
 
     def run(*argv: str | Path) -> None:
         done = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", wheels, ROOT / "libs" / "client")
+    run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--wheel-dir",
+        wheels,
+        work / "src" / "libs" / "client",
+    )
     venv = work / "venv"
     run(sys.executable, "-m", "venv", venv)
     (wheel,) = wheels.glob("dispatchd_client-*.whl")

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -24,30 +23,10 @@ from dispatchd.client import (
     Unavailable,
 )
 from dispatchd.devtools.stores import free_port
+from tests.integration.conftest import StartControlPlane
 from tests.integration.test_cli import complete
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = pytest.mark.integration
-
-StartControlPlane = Callable[[str], ServiceProcess]
-
-
-@pytest.fixture
-def start_control_plane(
-    database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]
-) -> StartControlPlane:
-    def start(target: str) -> ServiceProcess:
-        env = {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "DISPATCHD_CONTROL_PLANE_LISTEN": target,
-            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
-        }
-        process = spawn_service("control-plane", python_module_argv("dispatchd.control_plane.main"), env)
-        process.wait_healthy(target, timeout=30)
-        return process
-
-    return start
 
 
 @pytest.fixture
@@ -60,16 +39,15 @@ def target(start_control_plane: StartControlPlane) -> str:
 async def test_submit_get_wait_cancel(target: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis) -> None:
     async with AsyncClient(target) as client:
         run_at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-        later = await client.submit(
-            "reports.daily",
-            {"day": "2025-03-01"},
-            priority=7,
-            metadata={"tenant": "acme"},
-            max_attempts=4,
-            initial_backoff=dt.timedelta(milliseconds=500),
-            execution_timeout=dt.timedelta(seconds=90),
-            run_at=run_at,
-        )
+        request = {
+            "priority": 7,
+            "metadata": {"tenant": "acme"},
+            "max_attempts": 4,
+            "initial_backoff": dt.timedelta(milliseconds=500),
+            "execution_timeout": dt.timedelta(seconds=90),
+            "run_at": run_at,
+        }
+        later = await client.submit("reports.daily", {"day": "2025-03-01"}, **request)
         job = later.job
         assert not later.deduplicated and job.status is JobStatus.PENDING
         assert json.loads(job.payload) == {"day": "2025-03-01"} and job.metadata == {"tenant": "acme"}
@@ -83,12 +61,7 @@ async def test_submit_get_wait_cancel(target: str, db_pool: asyncpg.Pool, redis_
             "reports.daily",
             job.payload,
             idempotency_key=job.idempotency_key,
-            priority=7,
-            metadata={"tenant": "acme"},
-            max_attempts=4,
-            initial_backoff=dt.timedelta(milliseconds=500),
-            execution_timeout=dt.timedelta(seconds=90),
-            run_at=run_at,
+            **request,
         )
         assert again.deduplicated and again.job.job_id == job.job_id
         with pytest.raises(AlreadyExists, match="different request"):

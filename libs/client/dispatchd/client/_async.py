@@ -14,7 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
-from typing import TypeVar, cast
+from typing import TypedDict, TypeVar, Unpack, cast
 
 import grpc
 
@@ -43,6 +43,14 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+class Options(TypedDict, total=False):
+    """How a client connects; the keyword arguments of `AsyncClient` and `Client` after the target."""
+
+    security: ClientSecurity
+    timeout: dt.timedelta
+    retries: Retries
+
+
 class AsyncClient:
     """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters.
 
@@ -51,18 +59,11 @@ class AsyncClient:
     bounds each call; `retries` repeats calls the control plane was not available for.
     """
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        security: ClientSecurity | None = None,
-        timeout: dt.timedelta = dt.timedelta(seconds=30),
-        retries: Retries | None = None,
-    ) -> None:
+    def __init__(self, target: str | None = None, **options: Unpack[Options]) -> None:
         self.target = target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
-        self.security = ClientSecurity.from_env() if security is None else security
-        self.timeout = timeout
-        self.retries = Retries() if retries is None else retries
+        self.security = options.get("security") or ClientSecurity.from_env()
+        self.timeout = options.get("timeout", dt.timedelta(seconds=30))
+        self.retries = options.get("retries") or Retries()
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.JobServiceStub | None = None
 

@@ -65,6 +65,11 @@ def _time(message: Any, name: str) -> dt.datetime | None:
     return stamp.ToDatetime(tzinfo=dt.UTC)
 
 
+def _same_named(message: Any, scalars: str, times: str) -> dict[str, Any]:
+    """Fields copied as they are (space-separated names), and timestamps as datetimes."""
+    return {n: getattr(message, n) for n in scalars.split()} | {n: _time(message, n) for n in times.split()}
+
+
 def _delta(value: duration_pb2.Duration) -> dt.timedelta:
     return value.ToTimedelta()
 
@@ -106,22 +111,15 @@ class Job:
     def from_proto(cls, job: common_pb2.Job) -> Job:
         policy = job.retry_policy
         return cls(
-            job_id=job.job_id,
-            job_type=job.job_type,
+            **_same_named(
+                job,
+                "job_id job_type payload priority idempotency_key attempts result error_message",
+                "run_at created_at updated_at finished_at",
+            ),
             status=_enum(JobStatus, job.status),
-            payload=job.payload,
-            priority=job.priority,
-            idempotency_key=job.idempotency_key,
             metadata=dict(job.metadata),
             retry_policy=RetryPolicy(policy.max_attempts, _delta(policy.initial_backoff), _delta(policy.max_backoff)),
-            attempts=job.attempts,
-            result=job.result,
-            error_message=job.error_message,
             execution_timeout=_delta(job.execution_timeout) if job.HasField("execution_timeout") else None,
-            run_at=_time(job, "run_at"),
-            created_at=_time(job, "created_at"),
-            updated_at=_time(job, "updated_at"),
-            finished_at=_time(job, "finished_at"),
             raw=job,
         )
 
@@ -148,19 +146,12 @@ class Execution:
     @classmethod
     def from_proto(cls, e: common_pb2.Execution) -> Execution:
         return cls(
-            execution_id=e.execution_id,
-            job_id=e.job_id,
-            attempt=e.attempt,
+            **_same_named(
+                e,
+                "execution_id job_id attempt worker_id error_message result",
+                "queued_at available_at claimed_at started_at finished_at deadline_at",
+            ),
             status=_enum(ExecutionStatus, e.status),
-            worker_id=e.worker_id,
-            error_message=e.error_message,
-            result=e.result,
-            queued_at=_time(e, "queued_at"),
-            available_at=_time(e, "available_at"),
-            claimed_at=_time(e, "claimed_at"),
-            started_at=_time(e, "started_at"),
-            finished_at=_time(e, "finished_at"),
-            deadline_at=_time(e, "deadline_at"),
             raw=e,
         )
 

@@ -8,14 +8,11 @@ must not be used from inside a running event loop (use AsyncClient there).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import functools
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
-from dispatchd.client._async import AsyncClient
-from dispatchd.client._retry import Retries
-from dispatchd.common.security import ClientSecurity
+from dispatchd.client._async import AsyncClient, Options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -53,16 +50,9 @@ def _blocking_iter(
 class Client:
     """The same methods, arguments and results as `AsyncClient`, without `await`."""
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        security: ClientSecurity | None = None,
-        timeout: dt.timedelta = dt.timedelta(seconds=30),
-        retries: Retries | None = None,
-    ) -> None:
+    def __init__(self, target: str | None = None, **options: Unpack[Options]) -> None:
         self._runner = asyncio.Runner()
-        self._client = AsyncClient(target, security=security, timeout=timeout, retries=retries)
+        self._client = AsyncClient(target, **options)
 
     @property
     def target(self) -> str:
