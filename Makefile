@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 venv: $(VENV)/.stamp
 
-$(VENV)/.stamp: pyproject.toml requirements.lock scripts/bootstrap.sh
+$(VENV)/.stamp: pyproject.toml libs/client/pyproject.toml requirements.lock scripts/bootstrap.sh
 	bash scripts/bootstrap.sh
 
 ## Bring the whole platform up in the foreground (Ctrl-C stops it).
@@ -70,9 +70,9 @@ proto-baseline: venv
 perf-smoke: venv
 	$(PY) -m perf.smoke
 
-## Re-pin every dependency (run after changing pyproject.toml dependencies).
+## Re-pin every dependency of both distributions (run after changing either pyproject.toml's dependencies).
 lock:
-	rm -rf .lockvenv && python3 -m venv .lockvenv && .lockvenv/bin/pip install -q -e '.[dev]'
+	rm -rf .lockvenv && python3 -m venv .lockvenv && .lockvenv/bin/pip install -q -e ./libs/client -e '.[dev]'
 	.lockvenv/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 	rm -rf .lockvenv
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent developer bootstrap (run by `make venv`): .venv with dispatchd[dev] installed,
+# Idempotent developer bootstrap (run by `make venv`): .venv with both distributions installed
+# editable (the client one, libs/client, and dispatchd[dev], the services, which depends on it),
 # plus the redis-server and PostgreSQL binaries that `make up` and the tests start privately.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +16,20 @@ fi
 # Reinstall only when the dependency inputs changed since the last successful install.
 needs_install=0
 [[ -f "$STAMP" ]] || needs_install=1
-for input in pyproject.toml requirements.lock scripts/bootstrap.sh; do
+for input in pyproject.toml libs/client/pyproject.toml requirements.lock scripts/bootstrap.sh; do
     if [[ -f "$input" && "$input" -nt "$STAMP" ]]; then needs_install=1; fi
 done
 if (( needs_install )); then
     constraints=()
     if [[ -f requirements.lock ]]; then constraints=(-c requirements.lock); fi
-    echo "bootstrap: installing dispatchd[dev] into $VENV ${constraints[*]}"
+    echo "bootstrap: installing dispatchd-client and dispatchd[dev] into $VENV ${constraints[*]}"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "${constraints[@]}" -e '.[dev]'
+    # A venv from before the split has a `dispatchd` that owns dispatchctl and dispatchd-worker;
+    # replacing it after dispatchd-client is installed would delete those scripts.
+    if "$VENV/bin/python" -m pip show -q dispatchd-client >/dev/null 2>&1; then :; else
+        "$VENV/bin/python" -m pip uninstall -q -y dispatchd >/dev/null 2>&1 || true
+    fi
+    "$VENV/bin/python" -m pip install -q "${constraints[@]}" -e ./libs/client -e '.[dev]'
     touch "$STAMP"
 else
     echo "bootstrap: $VENV is up to date"

@@ -124,7 +124,10 @@ def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def entry_points() -> dict[str, str]:
-    scripts: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    """The console scripts of both distributions (the services' and the client one)."""
+    scripts: dict[str, str] = {}
+    for project in (ROOT / "pyproject.toml", ROOT / "libs" / "client" / "pyproject.toml"):
+        scripts.update(tomllib.loads(project.read_text())["project"]["scripts"])
     return scripts
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from decimal import Decimal
 
@@ -22,10 +23,9 @@ def test_durations(text: str, seconds: str) -> None:
     assert durations.parse_seconds(text) == Decimal(seconds)
 
 
-def test_duration_to_proto_is_exact() -> None:
-    proto = durations.duration_arg("1.5s")
-    assert (proto.seconds, proto.nanos) == (1, 500_000_000)
-    assert durations.duration_arg("250ms").ToMilliseconds() == 250
+def test_duration_options_are_timedeltas() -> None:
+    assert durations.duration_arg("1.5s") == dt.timedelta(seconds=1, milliseconds=500)
+    assert durations.duration_arg("250ms") == dt.timedelta(milliseconds=250)
 
 
 @pytest.mark.parametrize("text", ["", "soon", "-1s", "5 days", "1.2.3s"])

@@ -12,7 +12,7 @@ import uuid
 import grpc
 import pytest
 
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import common_pb2, job_service_pb2
 from dispatchd.v1 import worker_service_pb2 as wpb
 from tests.support.security import Credentials, SecureStack, WorkerStream

@@ -18,10 +18,10 @@ from typing import Any
 
 import grpc
 
+from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
 from dispatchd.devtools.stores import free_port
-from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import job_service_pb2_grpc
 from dispatchd.v1 import worker_service_pb2 as wpb
 from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from dispatchd.common.routing import capability_matches, is_valid_job_type, matching_job_types
 from dispatchd.platform import paging
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.routing import capability_matches, is_valid_job_type, matching_job_types
 from dispatchd.platform.states import (
     EXECUTION_TERMINAL,
     EXECUTION_TRANSITIONS,

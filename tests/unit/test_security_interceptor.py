@@ -162,7 +162,7 @@ def test_security_settings(creds: Credentials, tmp_path: Path) -> None:
 
 
 def test_client_security_options(tmp_path: Path) -> None:
-    from dispatchd.platform.security.client import ClientSecurity, CredentialsError
+    from dispatchd.common.security import ClientSecurity, CredentialsError
 
     token_file = tmp_path / "t.jwt"
     token_file.write_text("abc.def.ghi\n")

@@ -11,11 +11,8 @@ import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
 
-from google.protobuf import duration_pb2, timestamp_pb2
-
 _UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600)}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_NANOS = Decimal(1_000_000_000)
 
 
 def parse_seconds(text: str) -> Decimal:
@@ -30,16 +27,10 @@ def parse_seconds(text: str) -> Decimal:
     return number * _UNITS[match.group(2) or "s"]
 
 
-def to_proto(seconds: Decimal | float) -> duration_pb2.Duration:
-    total_nanos = int((Decimal(seconds) * _NANOS).to_integral_value())
-    whole, nanos = divmod(total_nanos, 1_000_000_000)
-    return duration_pb2.Duration(seconds=whole, nanos=nanos)
-
-
-def duration_arg(text: str) -> duration_pb2.Duration:
-    """argparse `type=`: a duration string as a protobuf Duration."""
+def duration_arg(text: str) -> dt.timedelta:
+    """argparse `type=`: a duration string as a timedelta."""
     try:
-        return to_proto(parse_seconds(text))
+        return dt.timedelta(seconds=float(parse_seconds(text)))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -76,24 +67,18 @@ def parse_time(text: str, now: dt.datetime | None = None) -> dt.datetime:
         raise ValueError(f"invalid time {text!r}: {hint}") from None
 
 
-def _stamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def time_arg(text: str) -> timestamp_pb2.Timestamp:
+def time_arg(text: str) -> dt.datetime:
     """argparse `type=`: a timestamp or a duration ago (see parse_time)."""
     try:
-        return _stamp(parse_time(text))
+        return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def timestamp_arg(text: str) -> timestamp_pb2.Timestamp:
+def timestamp_arg(text: str) -> dt.datetime:
     """argparse `type=`: an ISO 8601 timestamp."""
     try:
-        return _stamp(parse_timestamp(text))
+        return parse_timestamp(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

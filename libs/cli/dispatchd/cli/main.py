@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from dispatchd.cli import commands
-from dispatchd.cli.connection import DEFAULT_TARGET, TARGET_ENV, Client, CliError, Connection
+from dispatchd.cli.connection import CliError, describe, open_client
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
-from dispatchd.platform.security import client as credentials
+from dispatchd.client import DEFAULT_TARGET, TARGET_ENV, DispatchdError
+from dispatchd.common import security as credentials
 
 STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
 DEFAULT_RPC_TIMEOUT = 30.0
@@ -113,9 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-at", type=timestamp_arg, metavar="TIME", help="run no earlier than this time (ISO 8601, e.g. ...Z)"
     )
     p.add_argument("--wait", action="store_true", help="wait until the job has finished")
-    p.add_argument(
-        "--wait-timeout", type=seconds_arg, metavar="SECONDS", help="with --wait: give up after this long"
-    )
+    p.add_argument("--wait-timeout", type=seconds_arg, metavar="SECONDS", help="with --wait: give up after this long")
     p.set_defaults(handler=commands.submit)
 
     p = sub.add_parser(
@@ -193,8 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"dispatchctl: error: {exc}\n")
         return 2
     try:
-        with Client(Connection(target=args.target, timeout=args.timeout, security=security)) as client:
+        with open_client(args.target, args.timeout, security) as client:
             code: int = args.handler(args, client, io)
+    except DispatchdError as exc:
+        sys.stderr.write(f"dispatchctl: error: {describe(exc, args.target, args.timeout)}\n")
+        return 1
+    except credentials.CredentialsError as exc:
+        # A token file that cannot be read shows up at the first call.
+        sys.stderr.write(f"dispatchctl: error: {exc}\n")
+        return 2
     except CliError as exc:
         sys.stderr.write(f"dispatchctl: error: {exc}\n")
         return exc.exit_code

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
-from dispatchd.platform.security.client import ClientSecurity
 
 KID = "dev-1"
 CLI_NAME = "dispatchctl"

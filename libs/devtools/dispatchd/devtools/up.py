@@ -53,11 +53,11 @@ import grpc
 from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import secure as secure_mode
 from dispatchd.devtools.stores import PostgresInstance, RedisInstance, reachable_postgres, reachable_redis
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import asyncpg_dsn
-from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 
 STOP_TIMEOUT = 15.0

@@ -23,10 +23,10 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dispatchd.common.observability import configure_logging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.interceptors import ErrorInterceptor
-from dispatchd.platform.observability import configure_logging
 from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
 from dispatchd.platform.security.serving import ServerSecurity, start_health_server
 from dispatchd.platform.security.settings import SecurityConfigError

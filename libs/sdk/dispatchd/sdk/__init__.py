@@ -21,7 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dispatchd.platform.security.client import ClientSecurity
+    from dispatchd.common.security import ClientSecurity
     from dispatchd.sdk.defaults import DEFAULT_TARGET
     from dispatchd.sdk.registration import RegistrationRejected
     from dispatchd.sdk.registry import Handler
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from dispatchd.sdk.worker import Worker
 
 _HOMES = {
-    "ClientSecurity": "dispatchd.platform.security.client",
+    "ClientSecurity": "dispatchd.common.security",
     "DEFAULT_TARGET": "dispatchd.sdk.defaults",
     "Handler": "dispatchd.sdk.registry",
     "HandlerFailed": "dispatchd.sdk.task",

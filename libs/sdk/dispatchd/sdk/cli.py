@@ -17,9 +17,10 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dispatchd.common import security as credentials
+
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
-from dispatchd.platform.observability import configure_logging
-from dispatchd.platform.security import client as credentials
+from dispatchd.common.observability import configure_logging
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dispatchd.platform import routing
+from dispatchd.common import routing
 from dispatchd.sdk.task import Task
 
 # Handlers should be coroutine functions; a plain function's return value is used as is

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 from dispatchd.sdk.connection import EOF, ConnectCall, connect, open_channel
 from dispatchd.sdk.executions import Executions
 from dispatchd.sdk.outbox import Outbox

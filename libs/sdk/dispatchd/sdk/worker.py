@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 from dispatchd.sdk.registration import RegistrationRejected
 from dispatchd.sdk.registry import Handler, Registry

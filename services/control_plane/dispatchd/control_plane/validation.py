@@ -11,7 +11,8 @@ import uuid
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from dispatchd.platform import queues, routing
+from dispatchd.common import routing
+from dispatchd.platform import queues
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy

@@ -19,7 +19,8 @@ from typing import Any
 import asyncpg
 import grpc
 
-from dispatchd.platform import interceptors, routing
+from dispatchd.common import routing
+from dispatchd.platform import interceptors
 from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
 from dispatchd.v1 import worker_service_pb2 as pb

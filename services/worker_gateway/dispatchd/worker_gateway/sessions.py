@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from dispatchd.platform import routing
+from dispatchd.common import routing
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.lanes import Lanes
 

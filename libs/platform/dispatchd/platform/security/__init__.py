@@ -12,8 +12,7 @@
 - `access`: what the interceptor decided, for handlers that scope reads to their caller.
 - `settings` / `guardrail`: validated security configuration; production refuses to start
   without auth, TLS and client certificates.
-- `client`: how the CLI and the worker SDK present a token and certificates.
 
-This module imports nothing heavy, so clients can import `dispatchd.platform.security.client`
-without pulling in the server side.
+How clients present a token and certificates (`ClientSecurity`) lives in the client
+distribution, `dispatchd.common.security`, which the server side never needs.
 """

@@ -99,7 +99,7 @@ def is_audited(method: str, unaudited: Sequence[str]) -> bool:
 
 def configure(stream: Any = None) -> None:
     """Give the audit logger its own JSON handler: its lines stay JSON whatever DISPATCHD_LOG_JSON says."""
-    from dispatchd.platform.observability import JsonFormatter
+    from dispatchd.common.observability import JsonFormatter
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

@@ -1,6 +1,6 @@
-"""Client credentials for `dispatchctl` and workers: a bearer token and TLS files.
+"""Client credentials for `dispatchctl`, workers and `dispatchd.client`: a bearer token and TLS files.
 
-Options and their environment variables (the same for both tools):
+Options and their environment variables (the same for every tool):
 
     --token JWT          DISPATCHD_TOKEN
     --token-file PATH    DISPATCHD_TOKEN_FILE   re-read for every call/stream (rotated tokens)
@@ -10,7 +10,8 @@ Options and their environment variables (the same for both tools):
     --server-name NAME   DISPATCHD_SERVER_NAME  expected name in the server's certificate (default: the host)
 
 Files are read when a channel is opened, so a worker picks up rotated certificates when it
-reconnects. The token travels as `authorization: Bearer <token>` metadata; without TLS
+reconnects. Channels to a loopback address bypass any proxy from the environment. The token
+travels as `authorization: Bearer <token>` metadata; without TLS
 it is sent in the clear, which is only acceptable on a development machine.
 
 gRPC is imported only when a channel is made, so the worker CLI can parse its options
@@ -37,6 +38,9 @@ ENV = {
     "key": "DISPATCHD_KEY",
     "server_name": "DISPATCHD_SERVER_NAME",
 }
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
 class CredentialsError(ValueError):
@@ -123,13 +127,20 @@ class ClientSecurity:
             raise CredentialsError(f"cannot read {exc.filename}: {exc.strerror}") from None
         return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
 
-    def channel_options(self) -> list[tuple[str, Any]]:
-        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name and self.tls else []
+    def channel_options(self, target: str = "") -> list[tuple[str, Any]]:
+        options: list[tuple[str, Any]] = []
+        if self.server_name and self.tls:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        host = target.rsplit(":", 1)[0] if ":" in target else target
+        if host.lower() in _LOOPBACK_HOSTS:
+            # A proxy from the environment can never reach this machine's loopback.
+            options.append(("grpc.enable_http_proxy", 0))
+        return options
 
     def sync_channel(self, target: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
         import grpc
 
-        opts = [*(options or []), *self.channel_options()]
+        opts = [*(options or []), *self.channel_options(target)]
         credentials = self.channel_credentials()
         if credentials is None:
             return grpc.insecure_channel(target, options=opts)
@@ -138,7 +149,7 @@ class ClientSecurity:
     def aio_channel(self, target: str, options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
         import grpc
 
-        opts = [*(options or []), *self.channel_options()]
+        opts = [*(options or []), *self.channel_options(target)]
         credentials = self.channel_credentials()
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=opts)

@@ -1,0 +1,73 @@
+"""dispatchd's Python client for applications: submit jobs and follow them.
+
+    from dispatchd.client import Client
+
+    with Client("127.0.0.1:50051") as client:
+        job = client.submit("email.send", {"to": "a@example.com"}).job
+        done = client.wait(job.job_id)
+        print(done.status, done.result_json())
+
+`AsyncClient` has the same methods for asyncio code. Failures raise a `DispatchdError`
+subclass; `ClientSecurity` holds the token, token file and TLS files (default: the
+DISPATCHD_* environment, as for dispatchctl). Everything public is listed in `__all__`; the
+`_`-prefixed modules are private.
+"""
+
+from dispatchd.client._async import DEFAULT_TARGET, TARGET_ENV, AsyncClient
+from dispatchd.client._errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DispatchdError,
+    FailedPrecondition,
+    InvalidArgument,
+    JobNotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from dispatchd.client._models import (
+    DeadLetter,
+    Execution,
+    ExecutionStatus,
+    Job,
+    JobStatus,
+    Page,
+    Redrive,
+    RetryPolicy,
+    Skipped,
+    Submission,
+)
+from dispatchd.client._retry import Retries
+from dispatchd.client._sync import Client
+from dispatchd.common.security import ClientSecurity, CredentialsError
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "TARGET_ENV",
+    "AlreadyExists",
+    "AsyncClient",
+    "Client",
+    "ClientSecurity",
+    "CredentialsError",
+    "DeadLetter",
+    "DeadlineExceeded",
+    "DispatchdError",
+    "Execution",
+    "ExecutionStatus",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "Job",
+    "JobNotFound",
+    "JobStatus",
+    "Page",
+    "PermissionDenied",
+    "Redrive",
+    "ResourceExhausted",
+    "Retries",
+    "RetryPolicy",
+    "Skipped",
+    "Submission",
+    "Unauthenticated",
+    "Unavailable",
+]

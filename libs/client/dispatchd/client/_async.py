@@ -1,0 +1,271 @@
+"""`AsyncClient`: the control plane's JobService for asyncio applications.
+
+Invariants: every call carries the bearer token (re-read for each call), a deadline and the
+retry policy; a failure leaves as a `DispatchdError` translated in `_call` only; a submit
+generates its idempotency key once, before the first try, so a retried submit can never
+make a second job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from typing import TypedDict, TypeVar, Unpack, cast
+
+import grpc
+
+from dispatchd.client import _requests
+from dispatchd.client._errors import Unavailable, translate
+from dispatchd.client._models import DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
+from dispatchd.client._requests import Payload
+from dispatchd.client._retry import Retries
+from dispatchd.common.security import ClientSecurity
+from dispatchd.v1 import job_service_pb2 as pb
+from dispatchd.v1 import job_service_pb2_grpc as pb_grpc
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+T = TypeVar("T")
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_ENV = "DISPATCHD_CONTROL_PLANE_TARGET"
+# Well below the server's 300 s cap, so idle proxies and load balancers keep the call open.
+_WAIT_CHUNK = dt.timedelta(seconds=60)
+_CHANNEL_OPTIONS = [
+    # Our retries pace the reconnects; gRPC's own backoff (up to 120 s) would outlast them.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class Options(TypedDict, total=False):
+    """How a client connects; the keyword arguments of `AsyncClient` and `Client` after the target."""
+
+    security: ClientSecurity
+    timeout: dt.timedelta
+    retries: Retries
+
+
+class AsyncClient:
+    """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters.
+
+    `target` defaults to $DISPATCHD_CONTROL_PLANE_TARGET, then 127.0.0.1:50051; `security`
+    (token, token file, CA, client certificate) to the DISPATCHD_* environment. `timeout`
+    bounds each call; `retries` repeats calls the control plane was not available for.
+    """
+
+    def __init__(self, target: str | None = None, **options: Unpack[Options]) -> None:
+        self.target = target or os.environ.get(TARGET_ENV) or DEFAULT_TARGET
+        self.security = options.get("security") or ClientSecurity.from_env()
+        self.timeout = options.get("timeout", dt.timedelta(seconds=30))
+        self.retries = options.get("retries") or Retries()
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.JobServiceStub | None = None
+
+    def _jobs(self) -> pb_grpc.JobServiceStub:
+        # The channel belongs to the running event loop, so it is made on first use, not in __init__.
+        if self._stub is None:
+            self._channel = self.security.aio_channel(self.target, options=_CHANNEL_OPTIONS)
+            self._stub = pb_grpc.JobServiceStub(self._channel)
+        return self._stub
+
+    async def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Req, Resp],
+        request: Req,
+        *,
+        extra: dt.timedelta = dt.timedelta(0),
+        retry: bool = True,
+    ) -> Resp:
+        delays = self.retries.delays() if retry else iter(())
+        while True:
+            timeout = (self.timeout + extra).total_seconds()
+            try:
+                # grpc-stubs type the synchronous stub; the aio one returns an awaitable call.
+                call = cast(Awaitable[Resp], method(request, timeout=timeout, metadata=self.security.metadata()))
+                return await call
+            except grpc.RpcError as exc:
+                error = translate(exc)
+                delay = next(delays, None) if isinstance(error, Unavailable) else None
+                if delay is None:
+                    raise error from exc
+            await asyncio.sleep(delay)
+
+    async def submit(
+        self,
+        job_type: str,
+        payload: Payload = None,
+        *,
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        max_attempts: int | None = None,
+        initial_backoff: dt.timedelta | None = None,
+        max_backoff: dt.timedelta | None = None,
+        execution_timeout: dt.timedelta | None = None,
+        delay: dt.timedelta | None = None,
+        run_at: dt.datetime | None = None,
+    ) -> Submission:
+        """Submit one job. Without an `idempotency_key` one is generated (and kept across retries)."""
+        request = _requests.submit(
+            job_type,
+            payload,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            priority=priority,
+            metadata=metadata,
+            max_attempts=max_attempts,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+            execution_timeout=execution_timeout,
+            delay=delay,
+            run_at=run_at,
+        )
+        reply = await self._call(self._jobs().SubmitJob, request)
+        return Submission(Job.from_proto(reply.job), reply.deduplicated)
+
+    async def get(self, job_id: str) -> Job:
+        reply = await self._call(self._jobs().GetJob, pb.GetJobRequest(job_id=job_id))
+        return Job.from_proto(reply.job)
+
+    async def cancel(self, job_id: str, *, reason: str = "") -> Job:
+        reply = await self._call(self._jobs().CancelJob, pb.CancelJobRequest(job_id=job_id, reason=reason))
+        return Job.from_proto(reply.job)
+
+    async def wait(self, job_id: str, timeout: dt.timedelta | None = None) -> Job:
+        """The job once it is terminal, or as it is when `timeout` passed (None: no limit);
+        check `job.status.terminal`. Long waits are a series of calls (the server caps one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+        while True:
+            chunk = _WAIT_CHUNK
+            if deadline is not None:
+                chunk = min(chunk, dt.timedelta(seconds=max(0.0, deadline - time.monotonic())))
+            request = pb.WaitJobRequest(job_id=job_id, timeout=_requests.duration(chunk))
+            reply = await self._call(self._jobs().WaitJob, request, extra=chunk)
+            if reply.terminal or (deadline is not None and time.monotonic() >= deadline):
+                return Job.from_proto(reply.job)
+
+    async def list_jobs(
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        job_type: str | None = None,
+        page_size: int | None = None,
+        page_token: str = "",
+    ) -> Page[Job]:
+        """One page of jobs, newest first; `status` is a JobStatus or its name ("running")."""
+        request = pb.ListJobsRequest(
+            status=_requests.job_status(status),
+            job_type=job_type or "",
+            page_size=page_size or 0,
+            page_token=page_token,
+        )
+        reply = await self._call(self._jobs().ListJobs, request)
+        return Page(tuple(Job.from_proto(j) for j in reply.jobs), reply.next_page_token)
+
+    async def iter_jobs(
+        self, *, status: JobStatus | str | None = None, job_type: str | None = None, page_size: int | None = None
+    ) -> AsyncGenerator[Job, None]:
+        """Every matching job, newest first, fetching one keyset page at a time."""
+        async for job in _follow(
+            lambda token: self.list_jobs(status=status, job_type=job_type, page_size=page_size, page_token=token)
+        ):
+            yield job
+
+    async def executions(self, job_id: str) -> list[Execution]:
+        """Every attempt of the job, first attempt first."""
+        request = pb.ListExecutionsRequest(job_id=job_id)
+        found: list[Execution] = []
+        while True:
+            reply = await self._call(self._jobs().ListExecutions, request)
+            found.extend(Execution.from_proto(e) for e in reply.executions)
+            if not reply.next_page_token:
+                return found
+            request.page_token = reply.next_page_token
+
+    async def dead_letters(
+        self,
+        *,
+        job_type: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        page_size: int | None = None,
+        page_token: str = "",
+    ) -> Page[DeadLetter]:
+        """One page of dead-lettered jobs, newest first (`since` inclusive, `until` exclusive)."""
+        request = pb.ListDeadLettersRequest(
+            filter=_requests.dead_letter_filter(job_type, since, until),
+            page_size=page_size or 0,
+            page_token=page_token,
+        )
+        reply = await self._call(self._jobs().ListDeadLetters, request)
+        return Page(tuple(DeadLetter.from_proto(d) for d in reply.dead_letters), reply.next_page_token)
+
+    async def iter_dead_letters(
+        self,
+        *,
+        job_type: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        page_size: int | None = None,
+    ) -> AsyncGenerator[DeadLetter, None]:
+        """Every matching dead letter, newest first, one page at a time."""
+        async for letter in _follow(
+            lambda token: self.dead_letters(
+                job_type=job_type, since=since, until=until, page_size=page_size, page_token=token
+            )
+        ):
+            yield letter
+
+    async def redrive(self, job_ids: Iterable[str], *, reason: str = "") -> Redrive:
+        """A new attempt, with a fresh attempt budget, for each named dead-lettered job.
+
+        Not retried: had a lost reply's redrive happened, the retry would report its jobs as skipped.
+        """
+        request = pb.RedriveJobsRequest(job_ids=list(job_ids), reason=reason)
+        if not request.job_ids:
+            raise ValueError("name at least one job; redrive_matching selects dead letters by filter")
+        return Redrive.from_proto(await self._call(self._jobs().RedriveJobs, request, retry=False))
+
+    async def redrive_matching(
+        self,
+        *,
+        job_type: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int | None = None,
+        reason: str = "",
+    ) -> Redrive:
+        """Redrive the dead letters the filter selects (no filter: every one), oldest first, at
+        most `limit`; `Redrive.more` says whether matching ones remain."""
+        request = pb.RedriveJobsRequest(
+            filter=_requests.dead_letter_filter(job_type, since, until), limit=limit or 0, reason=reason
+        )
+        return Redrive.from_proto(await self._call(self._jobs().RedriveJobs, request, retry=False))
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = self._stub = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def _follow(fetch: Callable[[str], Awaitable[Page[T]]]) -> AsyncGenerator[T, None]:
+    """The items of every page, from the first: `fetch(token)` returns the page at `token`."""
+    token = ""
+    while True:
+        page = await fetch(token)
+        for item in page.items:
+            yield item
+        if not page.next_page_token:
+            return
+        token = page.next_page_token

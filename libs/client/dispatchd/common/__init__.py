@@ -1,0 +1,6 @@
+"""What the client distribution's packages and the services share: job type routing rules,
+log formatting and how a client presents credentials.
+
+Invariant: nothing here imports gRPC (or anything of the server) at import time, so
+`dispatchd-worker` can configure gRPC through the environment before it is loaded.
+"""
