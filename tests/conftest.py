@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # make `tests.support` importable however pytest is launched
     sys.path.insert(0, str(ROOT))
 
+from dispatchd.devtools.stack import ServiceProcess  # noqa: E402
 from dispatchd.devtools.stores import PostgresInstance, RedisInstance  # noqa: E402
 from dispatchd.platform.db import create_pool  # noqa: E402
 from tests.support.databases import PgServer, template_name  # noqa: E402
-from tests.support.processes import ServiceProcess  # noqa: E402
 
 # Safety net: fixture finalizers stop the servers, but if pytest dies halfway (e.g. an
 # exception in session teardown) these are killed at interpreter exit regardless.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stores import free_port, port_free
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -41,17 +41,6 @@ def launcher_env(private_stores: bool = True, **stores: str) -> dict[str, str]:
 
 def listen_addresses(env: dict[str, str]) -> list[str]:
     return [v for k, v in env.items() if k.startswith("DISPATCHD_") and k.endswith("_LISTEN")]
-
-
-def port_free(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
 
 
 def run_up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,10 +13,10 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import executions
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = pytest.mark.integration
 

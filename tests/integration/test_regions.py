@@ -15,13 +15,13 @@ import grpc
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import Keys
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 from dispatchd.v1 import worker_service_pb2 as wpb
 from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc
 from tests.support.gateway import submit
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

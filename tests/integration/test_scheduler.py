@@ -18,13 +18,13 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import Keys, ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import executions, jobs, workers
 from dispatchd.platform.store.rows import QueuedRef
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import Keys, ReadyQueues
@@ -27,7 +28,6 @@ from dispatchd.platform.store.fence import Fenced
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
 from tests.support.gateway import PREFIX, WorkerStream, eventually, start_gateway
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

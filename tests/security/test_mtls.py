@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 
 from dispatchd.devtools import certs
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
 from tests.support.security import Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

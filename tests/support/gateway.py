@@ -12,13 +12,13 @@ import asyncpg
 import grpc
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
 
 PREFIX = "dispatchd"
 EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs predates it

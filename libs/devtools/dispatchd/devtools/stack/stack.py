@@ -23,12 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+import grpc
+
 from dispatchd.devtools.stack.backing import Backing
 from dispatchd.devtools.stack.database import connected_workers, database_now
+from dispatchd.devtools.stack.health import CHANNEL_OPTIONS
 from dispatchd.devtools.stack.process import STOP_GRACE, ServiceFailed, ServiceProcess, python_module_argv
-from dispatchd.devtools.stack.topology import CONTROL_PLANE, GATEWAY, SCHEDULER, Topology, Workers, kind_of
+from dispatchd.devtools.stack.topology import CONTROL_PLANE, GATEWAY, SCHEDULER, SERVICES, Topology, Workers, kind_of
 from dispatchd.devtools.stores import PostgresInstance, RedisInstance, free_port
 from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.v1 import job_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,7 @@ class Stack:
         self.worker_ids: dict[str, str] = {}  # worker process name -> worker id
         self.restarts: Counter[str] = Counter()  # by kind (worker, scheduler, postgres...)
         self.started_at: dt.datetime | None = None
+        self._channels: list[grpc.Channel] = []
 
     # -- what clients need
 
@@ -99,16 +104,30 @@ class Stack:
         security = self.topology.security
         return security.cli() if security is not None else ClientSecurity()
 
+    def channel(self, security: ClientSecurity | None = None, target: str | None = None) -> grpc.Channel:
+        """A channel to `target` (default: the control plane) as `security` (default: the admin); closed by stop()."""
+        channel = (security or self.client_security()).sync_channel(
+            target or self.control_plane_target, options=CHANNEL_OPTIONS
+        )
+        self._channels.append(channel)
+        return channel
+
+    def jobs(self, security: ClientSecurity | None = None) -> job_service_pb2_grpc.JobServiceStub:
+        return job_service_pb2_grpc.JobServiceStub(self.channel(security))
+
     @property
     def env(self) -> dict[str, str]:
-        """Settings every process gets: stores, the first control plane and gateway, security, extras."""
+        """Settings every process gets: stores, where the (first) control plane and gateway listen, security, extras."""
         topo = self.topology
         return {
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             **({"DISPATCHD_REDIS_PREFIX": topo.redis_prefix} if topo.redis_prefix else {}),
-            "DISPATCHD_CONTROL_PLANE_LISTEN": self.control_plane_target,
-            "DISPATCHD_GATEWAY_LISTEN": self.gateway_target,
+            **{
+                service.listen_variable: self.targets_of(service.kind)[0]
+                for service in SERVICES[:2]
+                if self.targets_of(service.kind)
+            },
             **(topo.security.server_env() if topo.security is not None else {}),
             **topo.settings,
         }
@@ -181,6 +200,9 @@ class Stack:
         return process.start() if start else process
 
     def stop(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
         for process in reversed(list(self.processes.values())):
             if process.is_running():
                 self.say(f"stopping {process.name}")
