@@ -6,17 +6,17 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import executions
+from tests.support.processes import Spawner
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +64,9 @@ def _base_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def ctl(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Iterator[Ctl]:
-    target = f"127.0.0.1:{free_port()}"
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DISPATCHD_CONTROL_PLANE_LISTEN": target,
-        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
-    }
-    process = spawn_service("control-plane", python_module_argv("dispatchd.control_plane.main"), env)
-    process.wait_healthy(target, timeout=30)
-    yield Ctl(target)
+def ctl(database_url: str, redis_url: str, spawn_service: Spawner) -> Iterator[Ctl]:
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2"}
+    yield Ctl(spawn_service.service("control-plane", env).address)
 
 
 async def submitted_id(ctl: Ctl, *args: str) -> str:

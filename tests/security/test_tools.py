@@ -15,9 +15,9 @@ from cryptography import x509
 
 from dispatchd.cli.main import main as dispatchctl
 from dispatchd.devtools.stack import ServiceProcess, python_module_argv
-from dispatchd.devtools.stores import free_port
 from dispatchd.platform.security.keys import KeySet
 from dispatchd.platform.security.tokens import TokenVerifier
+from tests.support.launcher import launcher_env, run_up
 from tests.support.security import AUDIENCE, ISSUER, Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -142,24 +142,8 @@ def test_a_worker_whose_identity_is_refused_exits(
 
 
 def test_make_up_secure_check(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        {
-            "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_PG_PORT": str(free_port()),
-            "DISPATCHD_LOCAL_REDIS_PORT": str(free_port()),
-            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
-            "DISPATCHD_SECURE": "1",
-            "APP_ENV": "production",
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "dispatchd.devtools.up", "--check", "--data-dir", str(tmp_path / "up")],
-        env=env, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+    env = launcher_env(DISPATCHD_SECURE="1", APP_ENV="production")
+    result = run_up(env, "--check", "--data-dir", str(tmp_path / "up"), timeout=150)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "secure mode: auth, TLS 1.3 and client certificates on" in result.stdout
     assert "check passed" in result.stdout

@@ -83,6 +83,13 @@ class ServiceProcess:
         return None if self._proc is None else self._proc.poll()
 
     @property
+    def address(self) -> str:
+        """Where it listens (for services; a worker has no address)."""
+        if self.listen is None:
+            raise RuntimeError(f"{self.name} listens nowhere")
+        return self.listen
+
+    @property
     def started(self) -> bool:
         return self._proc is not None
 

@@ -29,8 +29,9 @@ from dispatchd.devtools.stack.backing import Backing
 from dispatchd.devtools.stack.database import connected_workers, database_now
 from dispatchd.devtools.stack.health import CHANNEL_OPTIONS
 from dispatchd.devtools.stack.process import STOP_GRACE, ServiceFailed, ServiceProcess, python_module_argv
+from dispatchd.devtools.stack.service import free_listen, service_process
 from dispatchd.devtools.stack.topology import CONTROL_PLANE, GATEWAY, SCHEDULER, SERVICES, Topology, Workers, kind_of
-from dispatchd.devtools.stores import PostgresInstance, RedisInstance, free_port
+from dispatchd.devtools.stores import PostgresInstance, RedisInstance
 from dispatchd.platform.security.client import ClientSecurity
 from dispatchd.v1 import job_service_pb2_grpc
 
@@ -154,24 +155,17 @@ class Stack:
     def _define_services(self) -> None:
         topo = self.topology
         names = topo.service_names()
-        self.targets = {name: topo.listen.get(name) or _free_listen() for name, _ in names}
+        self.targets = {name: topo.listen.get(name) or free_listen() for name, _ in names}
         env = self.env
         for name, service in names:
-            listen = self.targets[name]
-            process_env = {**env, service.listen_variable: listen}
-            health: str | None = None
-            security = self.client_security()
-            if topo.health_ports:
-                health = process_env["DISPATCHD_HEALTH_LISTEN"] = _free_listen()
-                security = ClientSecurity()
-            self.processes[name] = ServiceProcess(
-                name,
-                python_module_argv(service.module),
-                process_env,
+            self.processes[name] = service_process(
+                service.kind,
+                env,
                 self.log_dir,
-                listen=listen,
-                health=health,
-                security=security,
+                name=name,
+                listen=self.targets[name],
+                health=free_listen() if topo.health_ports else None,
+                security=self.client_security(),
             )
 
     def add_worker(self, name: str, *args: str, group: Workers | None = None, start: bool = True) -> ServiceProcess:
@@ -284,7 +278,3 @@ class Stack:
                 tails = "\n".join(f"--- {n}\n{self.processes[n].log_tail(15)}" for n in names)
                 raise ServiceFailed(f"workers {names} did not connect within {timeout:.0f}s\n{tails}")
             time.sleep(0.1)
-
-
-def _free_listen() -> str:
-    return f"127.0.0.1:{free_port()}"

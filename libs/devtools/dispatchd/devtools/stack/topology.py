@@ -50,6 +50,7 @@ SERVICES = (
     Service(GATEWAY, "dispatchd.worker_gateway.main", "DISPATCHD_GATEWAY_LISTEN"),
     Service(SCHEDULER, "dispatchd.scheduler.main", "DISPATCHD_SCHEDULER_LISTEN"),
 )
+SERVICE_BY_KIND = {service.kind: service for service in SERVICES}
 
 
 @dataclass(frozen=True)
