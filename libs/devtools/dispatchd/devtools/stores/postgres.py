@@ -19,8 +19,7 @@ from typing import Any
 
 from dispatchd.devtools.stores.discovery import find_postgres_bin, is_root
 from dispatchd.devtools.stores.placement import chown_tree, data_dir_for, socket_dir_for
-from dispatchd.devtools.stores.ports import free_port
-from dispatchd.devtools.stores.server import Server, tail, terminate
+from dispatchd.devtools.stores.server import Server, tail
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,7 @@ class PostgresInstance(Server):
     """
 
     name = "postgres"
+    stop_signal = signal.SIGINT  # postgres' "fast" shutdown
     database = "dispatchd"
 
     def __init__(
@@ -47,11 +47,10 @@ class PostgresInstance(Server):
         fast: bool = False,
         async_commit: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(port)
         self.async_commit = async_commit
         self.requested_data_dir = Path(data_dir).absolute()
         self.data_dir = self.requested_data_dir
-        self._port = port if port is not None else free_port()
         self.fast = fast
         self.bin_dir = find_postgres_bin()
         self._user: pwd.struct_passwd | None = None
@@ -64,10 +63,6 @@ class PostgresInstance(Server):
         self.socket_dir = socket_dir_for(self.data_dir)
 
     # -- properties
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def url(self) -> str:
@@ -226,16 +221,7 @@ class PostgresInstance(Server):
             if self.async_commit:
                 # Not crash-safe even for kill(): the last ~0.6 s of commits can vanish.
                 cmd += ["-c", "synchronous_commit=off"]
-        log.info("starting postgres on 127.0.0.1:%d (data %s)", self._port, self.data_dir)
-        logfile = self._open_log(self.log_path)
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            **self._server_kwargs(),
-        )
+        self._spawn(cmd, self.log_path, **self._server_kwargs())
         try:
             self._wait_ready(timeout)
             if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"):
@@ -261,17 +247,6 @@ class PostgresInstance(Server):
                     f"{timeout:.0f}s; log {self.log_path}:\n{tail(self.log_path)}"
                 )
             time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 15) -> None:
-        """Shut down (SIGINT = postgres "fast" shutdown by default); SIGKILL after `timeout`."""
-        if self._proc is not None:
-            terminate(self._proc, sig, timeout, self.name)
-        self._close_log()
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same port with the same data."""
-        self.stop()
-        self.start()
 
     @property
     def relocated(self) -> bool:

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 from dispatchd.devtools.stores.discovery import find_redis_server
-from dispatchd.devtools.stores.ports import free_port
-from dispatchd.devtools.stores.server import Server, tail, terminate
+from dispatchd.devtools.stores.server import Server, tail
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +18,13 @@ class RedisInstance(Server):
     """A private redis-server on 127.0.0.1:`port` with its working dir in `data_dir`."""
 
     name = "redis"
+    stop_signal = signal.SIGTERM  # redis flushes the AOF (if enabled) first
 
     def __init__(self, data_dir: Path, port: int | None = None, persist: bool = False) -> None:
-        super().__init__()
+        super().__init__(port)
         self.data_dir = Path(data_dir).absolute()
-        self._port = port if port is not None else free_port()
         self.persist = persist
         self.binary = find_redis_server()
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def url(self) -> str:
@@ -63,16 +57,8 @@ class RedisInstance(Server):
             "--protected-mode", "no",
             "--daemonize", "no",
         ]  # fmt: skip
-        log.info("starting redis on 127.0.0.1:%d (dir %s)", self._port, self.data_dir)
-        logfile = self._open_log(self.log_path)
-        self._proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            cwd=str(self.data_dir),
-            start_new_session=True,
-        )
+        self._spawn(cmd, self.log_path, cwd=str(self.data_dir))
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while not self._ping():
             if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -87,13 +73,3 @@ class RedisInstance(Server):
                 )
             time.sleep(0.05)
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        """Shut down (SIGTERM: redis flushes the AOF if enabled); SIGKILL after `timeout`."""
-        if self._proc is not None:
-            terminate(self._proc, sig, timeout, self.name)
-        self._close_log()
-
-    def restart(self) -> None:
-        """Stop (if running) and start again on the same port."""
-        self.stop()
-        self.start()

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Self
 
+from dispatchd.devtools.stores.ports import free_port
+
 log = logging.getLogger(__name__)
 
 
@@ -50,10 +52,17 @@ class Server:
     """Common child-process bookkeeping for the two server kinds."""
 
     name = "server"
+    stop_signal: int = signal.SIGTERM
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None) -> None:
+        self._port = port if port is not None else free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_handle: Any = None
+
+    @property
+    def port(self) -> int:
+        """Where it listens on 127.0.0.1 (chosen free at construction unless given)."""
+        return self._port
 
     @property
     def pid(self) -> int | None:
@@ -74,10 +83,15 @@ class Server:
             self._log_handle.close()
             self._log_handle = None
 
-    def _open_log(self, path: Path) -> Any:
+    def _spawn(self, cmd: list[str], log_path: Path, **popen: Any) -> None:
+        """Start `cmd` in its own session, output appended to `log_path`."""
         self._close_log()
-        self._log_handle = open(path, "ab")  # noqa: SIM115 - lives as long as the child
-        return self._log_handle
+        self._log_handle = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        log.info("starting %s on 127.0.0.1:%d", self.name, self._port)
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=self._log_handle, stderr=subprocess.STDOUT, start_new_session=True,
+            **popen,
+        )  # fmt: skip
 
     def __enter__(self) -> Self:
         self.start()
@@ -89,5 +103,13 @@ class Server:
     def start(self) -> None:
         raise NotImplementedError
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        raise NotImplementedError
+    def stop(self, sig: int | None = None, timeout: float = 15) -> None:
+        """Shut down with `sig` (default: the server's own graceful signal); SIGKILL after `timeout`."""
+        if self._proc is not None:
+            terminate(self._proc, sig or self.stop_signal, timeout, self.name)
+        self._close_log()
+
+    def restart(self) -> None:
+        """Stop (if running) and start again on the same port with the same data."""
+        self.stop()
+        self.start()
