@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import IO, Self
 
@@ -65,7 +66,7 @@ class ServiceProcess:
         self.listen = listen
         self.health = health or listen
         self.security = security
-        directory = log_dir or Path.cwd() / "logs"
+        directory = log_dir or Path(tempfile.mkdtemp(prefix=f"dispatchd-{name}-"))
         directory.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / f"{name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
