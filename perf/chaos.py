@@ -33,13 +33,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dispatchd.devtools.stack import Stack
 from dispatchd.platform.db import create_pool
 from perf.chaos_checks import Check, Snapshot, TerminalWatch, check_all, statistics
 from perf.chaos_driver import KINDS, Driver, DriverReport
 from perf.chaos_handlers import LEDGER_ENV, read_ledger
 from perf.chaos_load import Client, Receipts, cancel_some, make_workload, submit_all
-from perf.cluster import ROOT, Cluster, Topology
-from perf.evidence import header
+from perf.cluster import topology
+from perf.evidence import ROOT, header
 
 
 @dataclass(frozen=True)
@@ -93,20 +94,16 @@ def run(profile: Profile, directory: Path, out: Path | None, seed: int | None = 
     seed = random.randrange(1 << 30) if seed is None else seed
     rng = random.Random(seed)
     ledger = directory / "ledger.txt"
-    topology = Topology(
+    platform = topology(
         workers=profile.workers,
-        worker_concurrency=profile.concurrency,
-        worker_handlers=("--handlers", "perf.chaos_handlers:register"),
+        concurrency=profile.concurrency,
+        handlers=("--handlers", "perf.chaos_handlers:register"),
         settings=SETTINGS,
         worker_env={LEDGER_ENV: str(ledger)},
     )
-    cluster = Cluster(directory, topology)
     wall = time.monotonic()
-    try:
-        cluster.start()
-        evidence = asyncio.run(_chaos(cluster, profile, rng, ledger))
-    finally:
-        cluster.stop()
+    with Stack(platform, directory) as stack:
+        evidence = asyncio.run(_chaos(stack, profile, rng, ledger))
     evidence["timing_seconds"]["wall"] = round(time.monotonic() - wall, 1)
     evidence["seed"] = seed
     passed = all(c["ok"] for c in evidence["invariants"].values())
@@ -114,16 +111,16 @@ def run(profile: Profile, directory: Path, out: Path | None, seed: int | None = 
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(evidence, indent=2, default=str) + "\n")
-    return Outcome(evidence, passed, cluster.log_dir)
+    return Outcome(evidence, passed, stack.log_dir)
 
 
-async def _chaos(cluster: Cluster, profile: Profile, rng: random.Random, ledger: Path) -> dict[str, Any]:
+async def _chaos(stack: Stack, profile: Profile, rng: random.Random, ledger: Path) -> dict[str, Any]:
     specs = make_workload(f"{rng.randrange(1 << 32):08x}", profile.jobs, rng, profile.max_sleep)
     receipts = Receipts()
-    client = Client(cluster.control_plane_target, receipts)
-    driver = Driver(cluster, random.Random(rng.random()), profile.interval)
+    client = Client(stack.control_plane_target, receipts)
+    driver = Driver(stack, random.Random(rng.random()), profile.interval)
     stop = asyncio.Event()
-    watch = TerminalWatch(cluster.database_url)
+    watch = TerminalWatch(stack.database_url)
     began = time.monotonic()
     chaos = asyncio.create_task(driver.run(stop, min_strikes=len(KINDS)))
     watching = asyncio.create_task(watch.run(stop))
@@ -138,9 +135,9 @@ async def _chaos(cluster: Cluster, profile: Profile, rng: random.Random, ledger:
         report = await chaos
         await watching
         chaos_seconds = time.monotonic() - began
-        report.exits += await asyncio.to_thread(cluster.unexpected_exits)
+        report.exits += await asyncio.to_thread(stack.unexpected_exits)
         drained_at = time.monotonic()
-        pool = await create_pool(cluster.database_url, min_size=1, max_size=4)
+        pool = await create_pool(stack.database_url, min_size=1, max_size=4)
         try:
             snap, drained = await _drain(pool, profile.drain_timeout)
             drain_seconds = time.monotonic() - drained_at
@@ -176,7 +173,7 @@ async def _chaos(cluster: Cluster, profile: Profile, rng: random.Random, ledger:
         },
         "cancels": {"requested": sum(receipts.cancel_outcomes.values()), **dict(receipts.cancel_outcomes)},
         "rpc_errors_seen_by_clients": dict(sorted(receipts.errors.items())),
-        "chaos": _chaos_figures(report, cluster),
+        "chaos": _chaos_figures(report, stack),
         "timing_seconds": {
             "submitting": round(submit_seconds, 1),
             "chaos": round(chaos_seconds, 1),
@@ -226,14 +223,14 @@ def _recovered(report: DriverReport, receipts: Receipts) -> Check:
     return check
 
 
-def _chaos_figures(report: DriverReport, cluster: Cluster) -> dict[str, Any]:
+def _chaos_figures(report: DriverReport, stack: Stack) -> dict[str, Any]:
     return {
         "kills_by_kind": dict(sorted(report.kills().items())),
-        "restarts": dict(sorted(cluster.restarts.items())),
+        "restarts": dict(sorted(stack.restarts.items())),
         "strikes": [asdict(s) for s in report.strikes],
         "failures": report.failures,
         "unexpected_exits": [{"name": e.name, "code": e.code, "log_tail": e.log_tail} for e in report.exits],
-        "errors_logged_by_services": _logged_errors(cluster.log_dir),
+        "errors_logged_by_services": _logged_errors(stack.log_dir),
     }
 
 

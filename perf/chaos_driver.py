@@ -22,7 +22,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from perf.cluster import CONTROL_PLANE, GATEWAY, Cluster, Exit
+from dispatchd.devtools.stack import CONTROL_PLANE, GATEWAY, Exit, Stack
+from perf.cluster import leader
 
 KINDS = ("scheduler_leader", "gateway", "control_plane", "worker", "redis", "postgres")
 
@@ -47,9 +48,9 @@ class DriverReport:
 
 class Driver:
     def __init__(
-        self, cluster: Cluster, rng: random.Random, interval: tuple[float, float], max_downtime: float = 1.0
+        self, stack: Stack, rng: random.Random, interval: tuple[float, float], max_downtime: float = 1.0
     ) -> None:
-        self.cluster = cluster
+        self.stack = stack
         self.rng = rng
         self.interval = interval
         self.max_downtime = max_downtime
@@ -81,35 +82,35 @@ class Driver:
             except Exception as exc:  # the part did not come back: note it, bring it back below
                 self.report.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
                 target = "?"
-                await asyncio.to_thread(self.cluster.ensure_stores)
+                await asyncio.to_thread(self.stack.ensure_stores)
             back = round(time.monotonic() - began, 2)
             self.report.strikes.append(Strike(kind, target, round(began - started, 2), back))
-            self.report.exits += await asyncio.to_thread(self.cluster.unexpected_exits)
+            self.report.exits += await asyncio.to_thread(self.stack.unexpected_exits)
         return self.report
 
     def strike(self, kind: str) -> str:
-        cluster = self.cluster
+        stack = self.stack
         downtime = self.rng.uniform(0, self.max_downtime)
         if kind == "scheduler_leader":
             # No leader at this instant (Redis just restarted): any replica will do.
-            leader = cluster.leader()
-            name = leader or self.rng.choice(cluster.schedulers)
-            cluster.restart(name)
-            return name if leader else f"{name} (no leader at the time)"
+            leader_name = leader(stack)
+            name = leader_name or self.rng.choice(stack.schedulers)
+            stack.restart(name)
+            return name if leader_name else f"{name} (no leader at the time)"
         if kind == "gateway":
-            cluster.restart(GATEWAY, downtime)
+            stack.restart(GATEWAY, downtime)
             return GATEWAY
         if kind == "control_plane":
-            cluster.restart(CONTROL_PLANE, downtime)
+            stack.restart(CONTROL_PLANE, downtime)
             return CONTROL_PLANE
         if kind == "worker":
-            name = self.rng.choice(cluster.workers)
-            cluster.restart(name, downtime)
+            name = self.rng.choice(stack.workers)
+            stack.restart(name, downtime)
             return name
         if kind == "redis":
-            cluster.crash_redis(downtime)
+            stack.crash_redis(downtime)
             return "redis"
         if kind == "postgres":
-            cluster.crash_postgres(downtime)
+            stack.crash_postgres(downtime)
             return "postgres"
         raise ValueError(f"unknown strike kind {kind!r}")

@@ -39,12 +39,13 @@ import asyncpg
 import grpc
 import redis.asyncio as aioredis
 
+from dispatchd.devtools.stack import Stack
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from perf.chaos_load import CHANNEL_OPTIONS, millis
-from perf.cluster import ROOT, Cluster, Topology
-from perf.evidence import header
+from perf.cluster import HEARTBEAT_SECONDS, KEYS, holder_of, topology
+from perf.evidence import ROOT, header
 
 POLL = 0.005
 STEP_TIMEOUT = 30.0
@@ -61,11 +62,11 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 class Drills:
-    def __init__(self, cluster: Cluster, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
-        self.cluster = cluster
+    def __init__(self, stack: Stack, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
+        self.stack = stack
         self.pool = pool
         self.redis = redis
-        self.channel = grpc.aio.insecure_channel(cluster.control_plane_target, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(stack.control_plane_target, options=CHANNEL_OPTIONS)
         self.jobs = job_service_pb2_grpc.JobServiceStub(self.channel)
 
     async def close(self) -> None:
@@ -82,7 +83,7 @@ class Drills:
             await asyncio.sleep(POLL)
 
     async def _token(self) -> str | None:
-        value = await self.redis.get(self.cluster.keys.leader)
+        value = await self.redis.get(KEYS.leader)
         return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
     async def _attempt(self, job_id: str, attempt: int, column: str) -> asyncpg.Record | None:
@@ -96,7 +97,7 @@ class Drills:
         return row
 
     def _process_of(self, worker_id: str) -> str:
-        return next(name for name, known in self.cluster.worker_ids.items() if known == worker_id)
+        return next(name for name, known in self.stack.worker_ids.items() if known == worker_id)
 
     async def _submit(self, job_type: str, payload: dict[str, Any], backoff_ms: int) -> str:
         backoff = millis(backoff_ms)
@@ -109,11 +110,11 @@ class Drills:
 
     async def takeover(self) -> dict[str, float | str]:
         token = await self._until("a scheduler leads", self._token)
-        leader = self.cluster.holder_of(token)
+        leader = holder_of(self.stack, token)
         assert leader is not None, f"no scheduler logged leader token {token}"
         killed_at = time.time()
         started = time.monotonic()
-        await asyncio.to_thread(self.cluster.kill, leader)
+        await asyncio.to_thread(self.stack.kill, leader)
         # Its retry is due 0-1 s from now; only a leader promotes it onto a ready queue.
         job_id = await self._submit("builtin.flaky", {"fail_attempts": 1}, backoff_ms=1000)
 
@@ -124,10 +125,10 @@ class Drills:
         successor = await self._until("the standby takes the lease", new_token)
         lease_s = time.monotonic() - started
         retry = await self._until("the retry is claimed", lambda: self._attempt(job_id, 2, "claimed_at"))
-        await asyncio.to_thread(self.cluster.start_again, leader)
+        await asyncio.to_thread(self.stack.start_again, leader)
         return {
             "killed": leader,
-            "successor": self.cluster.holder_of(successor) or "?",
+            "successor": holder_of(self.stack, successor) or "?",
             "lease_takeover_s": round(lease_s, 3),
             "retry_due_after_kill_s": round(float(retry["available_epoch"]) - killed_at, 3),
             "retry_claimed_after_kill_s": round(float(retry["claimed_epoch"]) - killed_at, 3),
@@ -138,15 +139,15 @@ class Drills:
         first = await self._until("the job runs", lambda: self._attempt(job_id, 1, "started_at"))
         victim = self._process_of(first["worker_id"])
         killed_at = time.time()
-        await asyncio.to_thread(self.cluster.kill, victim)
+        await asyncio.to_thread(self.stack.kill, victim)
         second = await self._until("the next attempt starts", lambda: self._attempt(job_id, 2, "started_at"))
         reason = await self.pool.fetchval(
             "SELECT error_message FROM executions WHERE job_id = $1::uuid AND attempt = 1", job_id
         )
         await self.jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job_id, reason="drill over"), timeout=10)
-        since = await asyncio.to_thread(self.cluster.db_now)
-        await asyncio.to_thread(self.cluster.start_again, victim)
-        await asyncio.to_thread(self.cluster.wait_workers, [victim], since)
+        since = await asyncio.to_thread(self.stack.db_now)
+        await asyncio.to_thread(self.stack.start_again, victim)
+        await asyncio.to_thread(self.stack.wait_workers, [victim], since)
         return {
             "killed": victim,
             "taken_over_by": self._process_of(second["worker_id"]),
@@ -156,10 +157,10 @@ class Drills:
         }
 
 
-async def _drill(cluster: Cluster, runs: int) -> dict[str, Any]:
-    pool = await create_pool(cluster.database_url, min_size=1, max_size=2)
-    client = aioredis.from_url(cluster.redis.url)
-    drills = Drills(cluster, pool, client)
+async def _drill(stack: Stack, runs: int) -> dict[str, Any]:
+    pool = await create_pool(stack.database_url, min_size=1, max_size=2)
+    client = aioredis.from_url(stack.redis_url)
+    drills = Drills(stack, pool, client)
     try:
         takeovers = []
         for _ in range(runs):
@@ -187,12 +188,8 @@ async def _drill(cluster: Cluster, runs: int) -> dict[str, Any]:
 
 
 def run(runs: int, directory: Path, out: Path | None) -> dict[str, Any]:
-    cluster = Cluster(directory, Topology(workers=2, worker_concurrency=1, schedulers=2))
-    try:
-        cluster.start()
-        results = asyncio.run(_drill(cluster, runs))
-    finally:
-        cluster.stop()
+    with Stack(topology(workers=2, concurrency=1, schedulers=2), directory) as stack:
+        results = asyncio.run(_drill(stack, runs))
     settings = Settings()
     evidence = {
         **header("failover-drills"),
@@ -201,7 +198,7 @@ def run(runs: int, directory: Path, out: Path | None) -> dict[str, Any]:
             "private Postgres and Redis",
             "leader_ttl_seconds": settings.leader_ttl_seconds,
             "reconcile_seconds": settings.reconcile_seconds,
-            "worker_heartbeat_seconds": cluster.topology.heartbeat_seconds,
+            "worker_heartbeat_seconds": HEARTBEAT_SECONDS,
             "kill": "SIGKILL of the whole process group",
         },
         **results,

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
-import os
-import platform
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +27,9 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2
 
-from dispatchd.devtools.stores import free_port
-from dispatchd.devtools.up import Child, Options, Stack
+from dispatchd.devtools.stack import Stack, Topology, Workers
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
+from perf.evidence import ROOT, header
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,15 +113,6 @@ async def measure_throughput(target: str, count: int, clients: int) -> dict[str,
     }
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-jobs", type=int, default=200)
@@ -136,41 +122,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "evidence" / "perf" / "smoke.json")
     args = parser.parse_args(argv)
 
-    data_dir = Path(tempfile.mkdtemp(prefix="dispatchd-perf-"))
-    listen = {name: f"127.0.0.1:{free_port()}" for name in ("cp", "gw", "s1", "s2")}
-    options = Options(
-        data_dir=data_dir,
-        workers=0,
-        check=False,
-        control_plane=listen["cp"],
-        gateway=listen["gw"],
-        schedulers=[listen["s1"], listen["s2"]],
-        pg_port=free_port(),
-        redis_port=free_port(),
+    # Always private stores (not DATABASE_URL/REDIS_URL): comparable runs.
+    platform = Topology(
+        workers=(Workers(1, ("--builtins",), concurrency=args.concurrency),),
+        settings={"DISPATCHD_LOG_LEVEL": "WARNING"},
     )
-    os.environ.pop("DATABASE_URL", None)  # always private stores: comparable runs
-    os.environ.pop("REDIS_URL", None)
-    os.environ.setdefault("DISPATCHD_LOG_LEVEL", "WARNING")
-    stack = Stack(options)
+    directory = Path(tempfile.mkdtemp(prefix="dispatchd-perf-"))
     try:
-        stack.start()
-        worker_argv = [
-            sys.executable, "-m", "dispatchd.sdk.cli", "--builtins",
-            "--target", options.gateway, "--concurrency", str(args.concurrency),
-        ]  # fmt: skip
-        worker = Child("perf-worker", worker_argv, dict(os.environ), stack.log_dir, None)
-        stack.children.append(worker)
-        worker.start()
-        asyncio.run(measure_latency(options.control_plane, 20))  # warm-up: connections, caches
-        latency = asyncio.run(measure_latency(options.control_plane, args.latency_jobs))
-        throughput = asyncio.run(measure_throughput(options.control_plane, args.burst_jobs, args.clients))
+        with Stack(platform, directory) as stack:
+            target = stack.control_plane_target
+            asyncio.run(measure_latency(target, 20))  # warm-up: connections, caches
+            latency = asyncio.run(measure_latency(target, args.latency_jobs))
+            throughput = asyncio.run(measure_throughput(target, args.burst_jobs, args.clients))
     finally:
-        stack.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     evidence = {
-        "benchmark": "perf-smoke",
-        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        **header("perf-smoke"),
         "setup": {
             "processes": "control plane, worker gateway, 2 schedulers, 1 worker; private Postgres and Redis",
             "job_type": "builtin.echo",

@@ -18,7 +18,7 @@ import asyncio
 import atexit
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # make `tests.support` importable however pytest 
 from dispatchd.devtools.stores import PostgresInstance, RedisInstance  # noqa: E402
 from dispatchd.platform.db import create_pool  # noqa: E402
 from tests.support.databases import PgServer, template_name  # noqa: E402
-from tests.support.processes import ServiceProcess  # noqa: E402
+from tests.support.processes import Spawner  # noqa: E402
 
 # Safety net: fixture finalizers stop the servers, but if pytest dies halfway (e.g. an
 # exception in session teardown) these are killed at interpreter exit regardless.
@@ -185,19 +185,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 
 
 @pytest.fixture
-def spawn_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Factory `spawn_service(name, argv, env=None)` -> started ServiceProcess.
+def spawn_service(tmp_path: Path) -> Iterator[Spawner]:
+    """`spawn_service(name, argv, env=None)` or `spawn_service.service(kind, env)` -> a started process.
 
-    Logs land in the test's tmp_path; every process still alive at teardown is
-    terminated (SIGTERM, then SIGKILL), so tests need not clean up after failures.
+    Logs land in the test's tmp_path; every process still alive at teardown is stopped.
     """
-    started: list[ServiceProcess] = []
-
-    def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
-        process = ServiceProcess(name, argv, env or {}, log_dir=tmp_path / "logs")
-        started.append(process)
-        return process.start()
-
-    yield spawn
-    for process in reversed(started):
-        process.__exit__(None, None, None)
+    spawner = Spawner(tmp_path / "logs")
+    yield spawner
+    spawner.stop_all()

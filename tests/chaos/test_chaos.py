@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from perf.chaos import PROFILES, run
-from perf.cluster import ROOT
+from perf.evidence import ROOT
 
 EVIDENCE = ROOT / "evidence" / "drills"
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from dispatchd.devtools.stack import Stack
 from dispatchd.v1 import common_pb2, job_service_pb2
-from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -38,7 +38,7 @@ def _policy(attempts: int, initial_ms: int, max_ms: int) -> common_pb2.RetryPoli
 
 
 def test_submitted_job_is_pushed_to_a_worker_and_succeeds(stack: Stack) -> None:
-    stack.start_worker("worker-1", "--builtins")
+    stack.add_worker("worker-1", "--builtins")
     jobs = stack.jobs()
     submitted = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=b"hello", metadata={"team": "a"})
@@ -59,7 +59,7 @@ def test_submitted_job_is_pushed_to_a_worker_and_succeeds(stack: Stack) -> None:
 
 
 def test_capability_namespace_routes_jobs(stack: Stack) -> None:
-    stack.start_worker("worker-ns", "--builtins")  # registers the `builtin` namespace handlers
+    stack.add_worker("worker-ns", "--builtins")  # registers the `builtin` namespace handlers
     jobs = stack.jobs()
     ids = [
         jobs.SubmitJob(job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=str(i).encode())).job.job_id
@@ -122,7 +122,7 @@ def test_bad_lookups_get_clear_statuses(stack: Stack, call: object, code: str) -
 
 
 def test_failing_job_is_retried_after_backoff_then_dead_lettered(stack: Stack) -> None:
-    stack.start_worker("worker-fail", "--builtins")
+    stack.add_worker("worker-fail", "--builtins")
     jobs = stack.jobs()
     job_id = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(job_type="builtin.fail", retry_policy=_policy(3, 200, 400))
@@ -140,7 +140,7 @@ def test_failing_job_is_retried_after_backoff_then_dead_lettered(stack: Stack) -
 
 
 def test_flaky_job_succeeds_on_a_later_attempt(stack: Stack) -> None:
-    stack.start_worker("worker-flaky", "--builtins")
+    stack.add_worker("worker-flaky", "--builtins")
     jobs = stack.jobs()
     job_id = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(
@@ -162,7 +162,7 @@ def test_cancel_a_queued_job(stack: Stack) -> None:
 
 
 def test_work_of_a_killed_worker_is_requeued_at_once(stack: Stack) -> None:
-    doomed = stack.start_worker("worker-doomed", "--builtins")
+    doomed = stack.add_worker("worker-doomed", "--builtins")
     jobs = stack.jobs()
     job_id = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(job_type="builtin.sleep", payload=json.dumps({"seconds": 1.0}).encode())
@@ -173,7 +173,7 @@ def test_work_of_a_killed_worker_is_requeued_at_once(stack: Stack) -> None:
         time.sleep(0.02)
     doomed.kill()
     killed_at = time.monotonic()
-    stack.start_worker("worker-heir", "--builtins")
+    stack.add_worker("worker-heir", "--builtins")
     job = _wait(stack, job_id)
     assert job.status == SUCCEEDED
     # Requeued on stream close, not after the 30 s lease: done within a few seconds.
@@ -198,7 +198,7 @@ def _dispatchctl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_shell_command_submitted_with_the_cli_runs_on_a_worker(stack: Stack) -> None:
-    stack.start_worker("worker-shell", "--enable-shell")
+    stack.add_worker("worker-shell", "--enable-shell")
     ok = _dispatchctl(stack, "run", "--", "echo", "hello from dispatchd")
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "hello from dispatchd"
@@ -208,7 +208,7 @@ def test_shell_command_submitted_with_the_cli_runs_on_a_worker(stack: Stack) -> 
 
 
 def test_shell_is_off_unless_enabled(stack: Stack) -> None:
-    stack.start_worker("worker-plain", "--builtins")
+    stack.add_worker("worker-plain", "--builtins")
     jobs = stack.jobs()
     job_id = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(job_type="shell", payload=b'{"command": "echo hi"}')

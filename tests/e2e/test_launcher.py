@@ -1,65 +1,26 @@
 """`make up` works: the launcher starts everything, runs a job through it and stops cleanly.
 
-Every address and store port is a free one, so a developer's running stack is never touched.
+Every address and store port is a free one (tests.support.launcher), so a developer's running
+stack is never touched.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stores import port_free
+from tests.support.launcher import UP, launcher_env, run_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-UP = [sys.executable, "-m", "dispatchd.devtools.up"]
-
-
-def launcher_env(private_stores: bool = True, **stores: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        {
-            "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_PG_PORT": str(free_port()),
-            "DISPATCHD_LOCAL_REDIS_PORT": str(free_port()),
-            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
-            **stores,
-        }
-    )
-    return env
-
-
 def listen_addresses(env: dict[str, str]) -> list[str]:
     return [v for k, v in env.items() if k.startswith("DISPATCHD_") and k.endswith("_LISTEN")]
-
-
-def port_free(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
-
-
-def run_up(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [*UP, *args], env=env, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL, check=False
-    )
-    print(result.stdout, result.stderr, sep="\n")
-    return result
 
 
 def test_check_with_private_stores(tmp_path: Path) -> None:

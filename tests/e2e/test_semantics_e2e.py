@@ -19,8 +19,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from dispatchd.devtools.stack import Stack
 from dispatchd.v1 import common_pb2, job_service_pb2
-from tests.e2e.conftest import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -66,7 +66,7 @@ def _wait_running(stack: Stack, job_id: str) -> None:
 
 
 def test_retries_after_backoff_actually_run_on_time(stack: Stack) -> None:
-    stack.start_worker("worker-flaky", "--builtins")
+    stack.add_worker("worker-flaky", "--builtins")
     policy = common_pb2.RetryPolicy(max_attempts=4, initial_backoff=_ms(400), max_backoff=_ms(400))
     job_id = stack.jobs().SubmitJob(
         job_service_pb2.SubmitJobRequest(
@@ -91,7 +91,7 @@ def test_retries_after_backoff_actually_run_on_time(stack: Stack) -> None:
 
 @pytest.mark.parametrize("how", ["delay", "run_at"])
 def test_delayed_jobs_start_on_time(stack: Stack, how: str) -> None:
-    stack.start_worker("worker-delay", "--builtins")
+    stack.add_worker("worker-delay", "--builtins")
     jobs = stack.jobs()
     # Let the worker register, so the measurement is the platform's, not the worker's start-up.
     warm = jobs.SubmitJob(job_service_pb2.SubmitJobRequest(job_type="builtin.echo")).job.job_id
@@ -137,7 +137,7 @@ def test_bad_schedules_and_timeouts_are_rejected(stack: Stack) -> None:
 
 
 def test_execution_timeout_fails_the_attempt(stack: Stack) -> None:
-    stack.start_worker("worker-slow", "--builtins")
+    stack.add_worker("worker-slow", "--builtins")
     policy = common_pb2.RetryPolicy(max_attempts=2, initial_backoff=_ms(10), max_backoff=_ms(10))
     submitted = stack.jobs().SubmitJob(
         job_service_pb2.SubmitJobRequest(
@@ -162,7 +162,7 @@ def test_execution_timeout_fails_the_attempt(stack: Stack) -> None:
 
 
 def test_a_cancelled_running_job_stays_cancelled(stack: Stack) -> None:
-    worker = stack.start_worker("worker-cancel", "--builtins")
+    worker = stack.add_worker("worker-cancel", "--builtins")
     jobs = stack.jobs()
     job_id = jobs.SubmitJob(
         job_service_pb2.SubmitJobRequest(job_type="builtin.sleep", payload=json.dumps({"seconds": 30}).encode())
@@ -182,7 +182,7 @@ def test_a_cancelled_running_job_stays_cancelled(stack: Stack) -> None:
 
 
 def test_dead_letters_listed_and_redriven_with_dispatchctl(stack: Stack) -> None:
-    stack.start_worker("worker-dl", "--builtins")
+    stack.add_worker("worker-dl", "--builtins")
     jobs = stack.jobs()
     one = common_pb2.RetryPolicy(max_attempts=1)
     failed = [

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 
 pytestmark = pytest.mark.integration
 
@@ -22,19 +22,16 @@ SERVICE = "dispatchd.v1.JobService"
 
 @pytest.fixture
 def control_plane(
-    database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]
+    database_url: str, redis_url: str, spawn_service: Spawner
 ) -> Iterator[tuple[ServiceProcess, str]]:
-    target = f"127.0.0.1:{free_port()}"
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "DISPATCHD_CONTROL_PLANE_LISTEN": target,
         "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "5",
         "DISPATCHD_LOG_JSON": "false",
     }
-    process = spawn_service("control-plane", python_module_argv("dispatchd.control_plane.main"), env)
-    process.wait_healthy(target, timeout=30)
-    yield process, target
+    process = spawn_service.service("control-plane", env)
+    yield process, process.address
 
 
 def test_serves_health_reflection_and_jobs(control_plane: tuple[ServiceProcess, str]) -> None:

@@ -17,11 +17,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
 from tests.support.gateway import Gateway, WorkerStream, start_gateway, submit
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

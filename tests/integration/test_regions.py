@@ -8,24 +8,22 @@ a region that allows mutations without being the primary refuses to start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import asyncpg
 import grpc
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import Keys
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 from dispatchd.v1 import worker_service_pb2 as wpb
 from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc
 from tests.support.gateway import submit
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-Spawn = Callable[..., ServiceProcess]
 PASSIVE = {
     "DISPATCHD_REGION": "region-b",
     "DISPATCHD_PRIMARY_REGION": "region-a",
@@ -36,11 +34,9 @@ PASSIVE = {
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
 
-def start(spawn: Spawn, name: str, module: str, listen_var: str, env: dict[str, str]) -> tuple[ServiceProcess, str]:
-    target = f"127.0.0.1:{free_port()}"
-    process = spawn(name, python_module_argv(module), {**env, listen_var: target})
-    process.wait_healthy(target, timeout=30)
-    return process, target
+def start(spawn: Spawner, kind: str, env: dict[str, str]) -> tuple[ServiceProcess, str]:
+    process = spawn.service(kind, env)
+    return process, process.address
 
 
 def assert_refused(caught: pytest.ExceptionInfo[grpc.RpcError], method: str) -> None:
@@ -51,13 +47,11 @@ def assert_refused(caught: pytest.ExceptionInfo[grpc.RpcError], method: str) -> 
 
 
 async def test_passive_control_plane_serves_reads_and_refuses_mutations(
-    database_url: str, redis_url: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, spawn_service: Spawn
+    database_url: str, redis_url: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, spawn_service: Spawner
 ) -> None:
     job_id = str(await submit(db_pool, redis_client, "email.send", b"replicated"))
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **PASSIVE}
-    process, target = start(
-        spawn_service, "control-plane", "dispatchd.control_plane.main", "DISPATCHD_CONTROL_PLANE_LISTEN", env
-    )
+    process, target = start(spawn_service, "control-plane", env)
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         jobs = job_service_pb2_grpc.JobServiceStub(channel)
         got = await jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id), timeout=5)
@@ -86,13 +80,11 @@ async def test_passive_control_plane_serves_reads_and_refuses_mutations(
 
 
 async def test_passive_gateway_refuses_worker_streams(
-    database_url: str, redis_url: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, spawn_service: Spawn
+    database_url: str, redis_url: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, spawn_service: Spawner
 ) -> None:
     await submit(db_pool, redis_client, "email.send")
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **PASSIVE}
-    process, target = start(
-        spawn_service, "worker-gateway", "dispatchd.worker_gateway.main", "DISPATCHD_GATEWAY_LISTEN", env
-    )
+    process, target = start(spawn_service, "worker-gateway", env)
     registration = wpb.ConnectRequest(
         registration=wpb.WorkerRegistration(worker_id="w-1", capabilities=["email"], max_concurrency=1)
     )
@@ -109,10 +101,10 @@ async def test_passive_gateway_refuses_worker_streams(
 
 
 async def test_passive_scheduler_never_leads(
-    database_url: str, redis_url: str, redis_client: redis.asyncio.Redis, spawn_service: Spawn
+    database_url: str, redis_url: str, redis_client: redis.asyncio.Redis, spawn_service: Spawner
 ) -> None:
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_LEADER_TTL_SECONDS": "0.5", **PASSIVE}
-    process, _ = start(spawn_service, "scheduler", "dispatchd.scheduler.main", "DISPATCHD_SCHEDULER_LISTEN", env)
+    process, _ = start(spawn_service, "scheduler", env)
     await asyncio.sleep(1.5)  # three lease TTLs: an active scheduler would have led long ago
     assert await redis_client.get(Keys("dispatchd").leader) is None
     assert "will not campaign for leadership" in process.log_tail()
@@ -120,15 +112,14 @@ async def test_passive_scheduler_never_leads(
 
 
 def test_a_non_primary_region_allowing_mutations_refuses_to_start(
-    database_url: str, redis_url: str, spawn_service: Spawn
+    database_url: str, redis_url: str, spawn_service: Spawner
 ) -> None:
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         **PASSIVE,
         "DISPATCHD_ALLOW_MUTATIONS": "true",
-        "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{free_port()}",
     }
-    process = spawn_service("control-plane", python_module_argv("dispatchd.control_plane.main"), env)
+    process = spawn_service.service("control-plane", env, wait=False)
     assert process.wait(timeout=30) != 0
     assert "only the primary may allow mutations" in process.log_tail()

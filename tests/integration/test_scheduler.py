@@ -18,18 +18,18 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import Keys, ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import executions, jobs, workers
 from dispatchd.platform.store.rows import QueuedRef
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 KEYS = Keys("dispatchd")
-Spawn = Callable[..., ServiceProcess]
+Spawn = Spawner
 StartScheduler = Callable[..., ServiceProcess]
 
 
@@ -38,17 +38,13 @@ def start_scheduler(database_url: str, redis_url: str, spawn_service: Spawn) -> 
     """`start_scheduler(name, **env)`: a healthy scheduler process; env overrides DISPATCHD_* settings."""
 
     def start(name: str = "scheduler", **settings: str) -> ServiceProcess:
-        port = free_port()
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
             "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
             **{f"DISPATCHD_{key.upper()}": value for key, value in settings.items()},
         }
-        process = spawn_service(name, python_module_argv("dispatchd.scheduler.main"), env)
-        process.wait_healthy(f"127.0.0.1:{port}", timeout=30)
-        return process
+        return spawn_service.service("scheduler", env, name=name)
 
     return start
 

@@ -14,13 +14,13 @@ import pytest
 import pytest_asyncio
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.sdk import HandlerFailed, RegistrationRejected, Task, Worker
 from dispatchd.sdk import handlers as builtin_handlers
 from tests.support.gateway import PREFIX, Gateway, eventually, start_gateway, submit
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.platform.store.rows import JobRow
 from tests.support.gateway import Gateway, eventually, start_gateway, submit
-from tests.support.processes import ServiceProcess, python_module_argv
 
 pytestmark = pytest.mark.integration
 

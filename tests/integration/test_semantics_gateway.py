@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
 from tests.support.gateway import PREFIX, Gateway, WorkerStream, eventually, start_gateway, submit
-from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stores import free_port
 from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import Keys, ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
@@ -27,12 +26,12 @@ from dispatchd.platform.store.fence import Fenced
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
 from tests.support.gateway import PREFIX, WorkerStream, eventually, start_gateway
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 KEYS = Keys(PREFIX)
-Spawn = Callable[..., ServiceProcess]
+Spawn = Spawner
 
 
 async def submit(
@@ -134,17 +133,10 @@ async def test_two_reconcilers_at_once_the_stale_one_changes_nothing(
 async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
     database_url: str, redis_url: str, spawn_service: Spawn, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    port = free_port()
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
-        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
-    }
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2"}
     # Earlier terms reached epoch 41 (recorded in Postgres); Redis starts from nothing.
     await fence.open_term(db_pool, 41)
-    process = spawn_service("scheduler", python_module_argv("dispatchd.scheduler.main"), env)
-    process.wait_healthy(f"127.0.0.1:{port}", timeout=30)
+    spawn_service.service("scheduler", env)
 
     async def recorded(at_least: int) -> bool:
         return await fence.current(db_pool) >= at_least
@@ -170,17 +162,10 @@ def gateway_and_scheduler(
     database_url: str, redis_url: str, spawn_service: Spawn
 ) -> Callable[..., str]:
     def start(**gateway_env: str) -> str:
-        port = free_port()
-        env = {
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_url,
-            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
-            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
-            **gateway_env,
-        }
-        scheduler = spawn_service("scheduler", python_module_argv("dispatchd.scheduler.main"), env)
+        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2"}
+        scheduler = spawn_service.service("scheduler", {**env, **gateway_env}, wait=False)
         gateway = start_gateway(spawn_service, database_url, redis_url, **gateway_env)
-        scheduler.wait_healthy(f"127.0.0.1:{port}", timeout=30)
+        scheduler.wait_healthy()
         return gateway.target
 
     return start

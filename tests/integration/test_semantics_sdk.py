@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import ExecutionStatus, JobStatus
@@ -22,7 +23,6 @@ from dispatchd.platform.store import jobs
 from dispatchd.platform.store.rows import JobRow
 from dispatchd.sdk import Task, Worker
 from tests.support.gateway import PREFIX, Gateway, eventually, start_gateway
-from tests.support.processes import ServiceProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
+from dispatchd.devtools.stack import ServiceFailed, ServiceProcess, python_module_argv
 from dispatchd.devtools.stores import (
     PostgresInstance,
     RedisInstance,
@@ -18,7 +19,6 @@ from dispatchd.devtools.stores import (
     reachable_redis,
 )
 from tests.support.databases import PgServer
-from tests.support.processes import ServiceFailed, ServiceProcess, python_module_argv
 
 pytestmark = pytest.mark.integration
 

@@ -1,22 +1,20 @@
 """Fixtures for the security tests: trust material once per session, a secured stack per module.
 
 Starting three TLS-enabled processes takes a few seconds, so the tests of one module share a
-stack, a database and a Redis key prefix; tests that need their own configuration start
-their own processes with `spawn_service`.
+stack (dispatchd.devtools.stack), a database and a Redis key prefix; tests that need their
+own configuration start their own processes with `spawn_service`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
 from dispatchd.devtools.stores import RedisInstance
 from tests.support.databases import PgServer
-from tests.support.processes import ServiceProcess
-from tests.support.security import Credentials, SecureStack, make_credentials, start_secure_stack
+from tests.support.security import Credentials, SecureStack, make_credentials, secure_topology
 
 
 @pytest.fixture(scope="session")
@@ -45,33 +43,16 @@ def module_redis_url(redis_server: RedisInstance | None) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_spawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServiceProcess]]:
-    log_dir: Path = tmp_path_factory.mktemp("logs")
-    started: list[ServiceProcess] = []
-
-    def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
-        process = ServiceProcess(name, argv, env or {}, log_dir=log_dir)
-        started.append(process)
-        return process.start()
-
-    yield spawn
-    for process in reversed(started):
-        process.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
 def secure_stack(
     creds: Credentials,
     module_database_url: str,
     module_redis_url: str,
-    module_spawn: Callable[..., ServiceProcess],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SecureStack]:
     """Control plane, gateway and scheduler with APP_ENV=production: JWT auth, TLS 1.3, client certs."""
     prefix = f"sec-{uuid.uuid4().hex[:8]}"
-    stack = start_secure_stack(
-        module_spawn, creds, module_database_url, module_redis_url, prefix, DISPATCHD_MAX_STREAMS_PER_IDENTITY="3"
+    topology = secure_topology(
+        creds, module_database_url, module_redis_url, prefix, DISPATCHD_MAX_STREAMS_PER_IDENTITY="3"
     )
-    try:
+    with SecureStack(creds, topology, tmp_path_factory.mktemp("stack")) as stack:
         yield stack
-    finally:
-        stack.close()

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
+from dispatchd.devtools.stack import python_module_argv
 from dispatchd.devtools.stores import free_port
-from tests.support.processes import python_module_argv
 from tests.support.security import Credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -15,9 +15,9 @@ from cryptography import x509
 
 from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import certs
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import free_listen
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 from tests.support.security import Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -108,7 +108,7 @@ def test_a_tls12_connection_is_refused_per_call(secure_stack: SecureStack, creds
 
 @pytest.fixture
 def rotating_control_plane(
-    tmp_path: Path, creds: Credentials, database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]
+    tmp_path: Path, creds: Credentials, database_url: str, redis_url: str, spawn_service: Spawner
 ) -> tuple[str, Path]:
     tls = tmp_path / "tls"
     tls.mkdir()
@@ -116,21 +116,17 @@ def rotating_control_plane(
     shutil.copy(server_cert, tls / "server.pem")
     shutil.copy(server_key, tls / "server.key")
     shutil.copy(creds.pki.ca, tls / "clients-ca.pem")
-    listen, health = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     env = {
         **creds.server_env(),
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "DISPATCHD_CONTROL_PLANE_LISTEN": listen,
-        "DISPATCHD_HEALTH_LISTEN": health,
         "DISPATCHD_TLS_CERT_FILE": str(tls / "server.pem"),
         "DISPATCHD_TLS_KEY_FILE": str(tls / "server.key"),
         "DISPATCHD_TLS_CLIENT_CA_FILE": str(tls / "clients-ca.pem"),
         "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "1",
     }
-    process = spawn_service("control-plane", python_module_argv("dispatchd.control_plane.main"), env)
-    process.wait_healthy(health, timeout=30)
-    return listen, tls
+    process = spawn_service.service("control-plane", env, health=free_listen())
+    return process.address, tls
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:

@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 
 from dispatchd.cli.main import main as dispatchctl
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.platform.security.keys import KeySet
 from dispatchd.platform.security.tokens import TokenVerifier
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.launcher import launcher_env, run_up
 from tests.support.security import AUDIENCE, ISSUER, Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -107,17 +107,10 @@ def test_dispatchctl_with_token_and_certificates(
 
 
 def test_a_secured_worker_runs_jobs(
-    secure_stack: SecureStack, creds: Credentials, tmp_path: Path, module_spawn: Callable[..., ServiceProcess],
-    capsys: pytest.CaptureFixture[str],
+    secure_stack: SecureStack, creds: Credentials, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cert, key = creds.pki.worker("worker-b")
-    token_file = _write(tmp_path / "worker-b.jwt", creds.token("worker-b", "worker"))
-    argv = [
-        *python_module_argv("dispatchd.sdk.cli"), "--builtins", "--target", secure_stack.gateway,
-        "--worker-id", "worker-b", "--token-file", str(token_file),
-        "--ca", str(creds.pki.ca), "--cert", str(cert), "--key", str(key), "--heartbeat-seconds", "1",
-    ]  # fmt: skip
-    worker = module_spawn("secure-worker", argv, {})
+    # The stack hands the worker its token, CA and certificate for worker id "worker-b".
+    worker = secure_stack.add_worker("worker-b", "--builtins", "--heartbeat-seconds", "1")
     try:
         admin_cert, admin_key = creds.pki.client("admin-cli")
         ctl = [
@@ -133,7 +126,7 @@ def test_a_secured_worker_runs_jobs(
 
 
 def test_a_worker_whose_identity_is_refused_exits(
-    secure_stack: SecureStack, creds: Credentials, tmp_path: Path, module_spawn: Callable[..., ServiceProcess]
+    secure_stack: SecureStack, creds: Credentials, tmp_path: Path, spawn_service: Callable[..., ServiceProcess]
 ) -> None:
     cert, key = creds.pki.worker("worker-b")
     token_file = _write(tmp_path / "wrong.jwt", creds.token("worker-a", "worker"))
@@ -142,31 +135,15 @@ def test_a_worker_whose_identity_is_refused_exits(
         "--worker-id", "worker-a", "--token-file", str(token_file),
         "--ca", str(creds.pki.ca), "--cert", str(cert), "--key", str(key),
     ]  # fmt: skip
-    worker = module_spawn("refused-worker", argv, {})
+    worker = spawn_service("refused-worker", argv, {})
     assert worker.wait(timeout=30) == 1
     assert "PERMISSION_DENIED" in worker.log_tail()
     assert "certificate does not name worker 'worker-a'" in worker.log_tail()
 
 
 def test_make_up_secure_check(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        {
-            "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_GATEWAY_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN": f"127.0.0.1:{free_port()}",
-            "DISPATCHD_LOCAL_PG_PORT": str(free_port()),
-            "DISPATCHD_LOCAL_REDIS_PORT": str(free_port()),
-            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
-            "DISPATCHD_SECURE": "1",
-            "APP_ENV": "production",
-        }
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "dispatchd.devtools.up", "--check", "--data-dir", str(tmp_path / "up")],
-        env=env, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
+    env = launcher_env(DISPATCHD_SECURE="1", APP_ENV="production")
+    result = run_up(env, "--check", "--data-dir", str(tmp_path / "up"), timeout=150)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "secure mode: auth, TLS 1.3 and client certificates on" in result.stdout
     assert "check passed" in result.stdout

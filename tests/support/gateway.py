@@ -12,13 +12,13 @@ import asyncpg
 import grpc
 import redis.asyncio
 
-from dispatchd.devtools.stores import free_port
+from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.processes import Spawner
 
 PREFIX = "dispatchd"
 EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs predates it
@@ -32,24 +32,19 @@ class Gateway:
 
     def restart(self) -> None:
         self.process.start()
-        self.process.wait_healthy(self.target, timeout=30)
+        self.process.wait_healthy()
 
 
-def start_gateway(
-    spawn: Callable[..., ServiceProcess], database_url: str, redis_url: str, **extra: str
-) -> Gateway:
-    target = f"127.0.0.1:{free_port()}"
+def start_gateway(spawn: Spawner, database_url: str, redis_url: str, **extra: str) -> Gateway:
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
-        "DISPATCHD_GATEWAY_LISTEN": target,
         "DISPATCHD_LOG_LEVEL": "INFO",
         "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
         **extra,
     }
-    process = spawn("worker-gateway", python_module_argv("dispatchd.worker_gateway.main"), env)
-    process.wait_healthy(target, timeout=30)
-    return Gateway(process, target, env)
+    process = spawn.service("worker-gateway", env)
+    return Gateway(process, process.address, process.env)
 
 
 async def submit(

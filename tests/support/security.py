@@ -2,9 +2,9 @@
 
 `Credentials` holds a development CA with server, client and worker certificates, a second CA
 nobody trusts, and signing keys: `es-1` (ES256, published in a JWKS file), `rs-1` (RS256, a
-PEM file) and `rogue` (ES256, trusted by nobody). `SecureStack` runs the control plane,
-the worker gateway and a scheduler as separate processes with APP_ENV=production, each with a
-plaintext health-only port for readiness.
+PEM file) and `rogue` (ES256, trusted by nobody); it is the `Security` of a devtools stack.
+`SecureStack` is that stack: the control plane, the worker gateway and a scheduler as separate
+processes with APP_ENV=production, each with a plaintext health-only port for readiness.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,9 @@ import grpc
 from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
-from dispatchd.devtools.stores import free_port
-from dispatchd.v1 import job_service_pb2_grpc
+from dispatchd.devtools.stack import Stack, Stores, Topology
 from dispatchd.v1 import worker_service_pb2 as wpb
 from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc
-from tests.support.processes import ServiceProcess, python_module_argv
 
 ISSUER = "https://issuer.dispatchd.test"
 AUDIENCE = "dispatchd-test"
@@ -94,6 +92,17 @@ class Credentials:
         cert, key = self.pki.worker(worker_id)
         return ClientSecurity(token=token, ca=self.pki.ca, cert=cert, key=key)
 
+    def cli(self) -> ClientSecurity:
+        return self.client()
+
+    def worker_args(self, worker_id: str) -> list[str]:
+        """A worker process's options: a fresh `worker` token for `worker_id`, its certificate."""
+        token_file = self.root / "tokens" / f"{worker_id}.jwt"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(self.token(worker_id, "worker"))
+        cert, key = self.pki.worker(worker_id)
+        return ["--token-file", str(token_file), "--ca", str(self.pki.ca), "--cert", str(cert), "--key", str(key)]
+
 
 def make_credentials(root: Path) -> Credentials:
     pki = DevPki(root / "pki")
@@ -116,73 +125,39 @@ def add_jwks_key(creds: Credentials, kid: str) -> None:
     assert json.loads(creds.jwks_file.read_text())["keys"][-1]["kid"] == kid
 
 
-@dataclass
-class SecureStack:
-    creds: Credentials
-    env: dict[str, str]
-    control_plane: str
-    gateway: str
-    health: dict[str, str]
-    processes: dict[str, ServiceProcess] = field(default_factory=dict)
-    _channels: list[grpc.Channel] = field(default_factory=list)
+class SecureStack(Stack):
+    """A stack secured by `creds`; `health` names each service's plaintext health port."""
 
-    def channel(self, security: ClientSecurity, target: str | None = None) -> grpc.Channel:
-        channel = security.sync_channel(target or self.control_plane, options=[("grpc.enable_http_proxy", 0)])
-        self._channels.append(channel)
-        return channel
+    def __init__(self, creds: Credentials, topology: Topology, directory: Path) -> None:
+        super().__init__(topology, directory)
+        self.creds = creds
 
-    def jobs(self, client: str = "admin-cli") -> job_service_pb2_grpc.JobServiceStub:
-        return job_service_pb2_grpc.JobServiceStub(self.channel(self.creds.client(client)))
+    @property
+    def control_plane(self) -> str:
+        return self.control_plane_target
 
-    def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
-        self._channels.clear()
+    @property
+    def gateway(self) -> str:
+        return self.gateway_target
+
+    @property
+    def health(self) -> dict[str, str]:
+        return {name: process.health for name, process in self.processes.items() if process.health is not None}
 
 
-def start_secure_stack(
-    spawn: Callable[[str, list[str], dict[str, str]], ServiceProcess],
-    creds: Credentials,
-    database_url: str,
-    redis_url: str,
-    redis_prefix: str,
-    **extra: str,
-) -> SecureStack:
-    ports = {name: free_port() for name in ("cp", "gw", "sch", "cp_h", "gw_h", "sch_h")}
-    env = {
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "DISPATCHD_REDIS_PREFIX": redis_prefix,
-        "DISPATCHD_CONTROL_PLANE_LISTEN": f"127.0.0.1:{ports['cp']}",
-        "DISPATCHD_GATEWAY_LISTEN": f"127.0.0.1:{ports['gw']}",
-        "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{ports['sch']}",
-        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
-        "DISPATCHD_LOG_LEVEL": "INFO",
-        **creds.server_env(),
-        **extra,
-    }
-    stack = SecureStack(
-        creds=creds,
-        env=env,
-        control_plane=env["DISPATCHD_CONTROL_PLANE_LISTEN"],
-        gateway=env["DISPATCHD_GATEWAY_LISTEN"],
-        health={
-            "control-plane": f"127.0.0.1:{ports['cp_h']}",
-            "worker-gateway": f"127.0.0.1:{ports['gw_h']}",
-            "scheduler": f"127.0.0.1:{ports['sch_h']}",
-        },
+def secure_topology(
+    creds: Credentials, database_url: str, redis_url: str, redis_prefix: str, **settings: str
+) -> Topology:
+    """Control plane, gateway and one scheduler with APP_ENV=production (in creds' settings); no workers."""
+    return Topology(
+        schedulers=1,
+        workers=(),
+        stores=Stores(database_url=database_url, redis_url=redis_url, migrate=False),
+        security=creds,
+        health_ports=True,
+        redis_prefix=redis_prefix,
+        settings={"DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2", "DISPATCHD_LOG_LEVEL": "INFO", **settings},
     )
-    modules = {
-        "control-plane": "dispatchd.control_plane.main",
-        "worker-gateway": "dispatchd.worker_gateway.main",
-        "scheduler": "dispatchd.scheduler.main",
-    }
-    for name, module in modules.items():
-        process_env = {**env, "DISPATCHD_HEALTH_LISTEN": stack.health[name]}
-        stack.processes[name] = spawn(name, python_module_argv(module), process_env)
-    for name in modules:
-        stack.processes[name].wait_healthy(stack.health[name], timeout=30)
-    return stack
 
 
 # --------------------------------------------------------------------------- worker streams

@@ -76,7 +76,6 @@ class SecureSetup:
     def worker_args(self, worker_id: str) -> list[str]:
         cert, key = self.pki.worker(worker_id)
         return [
-            "--worker-id", worker_id,
             "--token-file", str(self.worker_token(worker_id)),
             "--ca", str(self.pki.ca),
             "--cert", str(cert),

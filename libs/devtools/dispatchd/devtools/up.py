@@ -33,43 +33,26 @@ use to prove that `make up` works.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
-import asyncpg
 import grpc
-from google.protobuf import duration_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import secure as secure_mode
-from dispatchd.devtools.stores import PostgresInstance, RedisInstance, reachable_postgres, reachable_redis
+from dispatchd.devtools.stack import CONTROL_PLANE, GATEWAY, Stack, Stores, Topology, Workers, redact, run_check
 from dispatchd.platform.config import Settings
-from dispatchd.platform.db import asyncpg_dsn
-from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 
 STOP_TIMEOUT = 15.0
-HEALTH_TIMEOUT = 60.0
-WORKER_TIMEOUT = 30.0
-CHECK_TIMEOUT = 60.0
 DEFAULT_PG_PORT = 54329
 DEFAULT_REDIS_PORT = 63799
-
-
-class LaunchError(Exception):
-    """Startup cannot go on; the message says why (with a log tail where there is one)."""
 
 
 class Interrupted(Exception):
@@ -88,102 +71,6 @@ def tail(path: Path, lines: int = 30) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:]) or "    <no output>"
 
 
-# --------------------------------------------------------------------------- processes
-
-
-class Child:
-    """One service or worker in its own process group, output to `<log_dir>/<name>.log`."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, listen: str | None) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.listen = listen
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.reported = False
-        self._log: IO[bytes] | None = None
-        # How to reach `listen` when the stack is secured (TLS and a client certificate).
-        self.security: ClientSecurity | None = None
-
-    def start(self) -> None:
-        if self.listen is not None and not port_free(self.listen):
-            raise LaunchError(
-                f"{self.name}: {self.listen} is already in use (another `make up` still running?); "
-                "stop it or choose another address with the DISPATCHD_*_LISTEN variables"
-            )
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the child
-        self.proc = subprocess.Popen(
-            self.argv,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
-        )
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def failure(self, what: str) -> LaunchError:
-        return LaunchError(f"{self.name} {what}; last lines of {self.log_path}:\n{tail(self.log_path)}")
-
-    def wait_serving(self, timeout: float = HEALTH_TIMEOUT) -> None:
-        """Until grpc.health.v1 says SERVING at `listen`."""
-        assert self.listen is not None
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while True:
-            if not self.running():
-                code = self.proc.returncode if self.proc else None
-                raise self.failure(f"exited with status {code} before becoming healthy")
-            # A fresh channel each time: a long-lived one backs off for seconds after a refusal.
-            with (self.security or ClientSecurity()).sync_channel(
-                self.listen, options=[("grpc.enable_http_proxy", 0)]
-            ) as channel:
-                try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                    last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-                except grpc.RpcError as exc:
-                    last = f"{exc.code().name}: {exc.details()}"
-            if time.monotonic() > deadline:
-                raise self.failure(f"not SERVING at {self.listen} within {timeout:.0f}s ({last})")
-            time.sleep(0.1)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} did not stop within {timeout:.0f}s; killing it")
-                # The whole group, while its leader is unreaped (so the id cannot be reused).
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-
-def port_free(listen: str) -> bool:
-    host, _, port = listen.rpartition(":")
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # As the gRPC server binds: sockets in TIME_WAIT do not count, listeners do.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host.strip("[]") or "127.0.0.1", int(port)))
-        except OSError:
-            return False
-    return True
-
-
-# --------------------------------------------------------------------------- the stack
-
-
 @dataclass
 class Options:
     data_dir: Path
@@ -196,250 +83,64 @@ class Options:
     redis_port: int
     secure: bool = False
 
-
-@dataclass
-class Stack:
-    options: Options
-    database_url: str = ""
-    redis_url: str = ""
-    stores: list[PostgresInstance | RedisInstance] = field(default_factory=list)
-    children: list[Child] = field(default_factory=list)
-    started_at: dt.datetime | None = None
-    secure: secure_mode.SecureSetup | None = None
-
-    @property
-    def log_dir(self) -> Path:
-        return self.options.data_dir / "logs"
-
-    def start(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.database_url = self._postgres()
-        self.redis_url = self._redis()
-        self._migrate()
-        self.started_at = asyncio.run(_database_now(self.database_url))
-        opts = self.options
-        if opts.secure:
-            worker_ids = [f"worker-{i + 1}" for i in range(opts.workers)]
-            self.secure = secure_mode.prepare(opts.data_dir / "secure", worker_ids)
-            say(f"secure mode: auth, TLS 1.3 and client certificates on (material in {self.secure.root})")
-        services = [
-            ("control-plane", "dispatchd.control_plane.main", opts.control_plane, "DISPATCHD_CONTROL_PLANE_LISTEN"),
-            ("worker-gateway", "dispatchd.worker_gateway.main", opts.gateway, "DISPATCHD_GATEWAY_LISTEN"),
-        ]
-        services += [
-            (f"scheduler-{i + 1}", "dispatchd.scheduler.main", listen, "DISPATCHD_SCHEDULER_LISTEN")
-            for i, listen in enumerate(opts.schedulers)
-        ]
-        # Start all, then wait: they come up in parallel.
-        for name, module, listen, variable in services:
-            child = Child(name, [sys.executable, "-m", module], self._env({variable: listen}), self.log_dir, listen)
-            child.security = self.secure.cli() if self.secure else None
-            self.children.append(child)
-            child.start()
-        for child in self.children:
-            child.wait_serving()
-            say(f"{child.name} is serving on {child.listen}")
-        for i in range(opts.workers):
-            argv = [
-                sys.executable, "-m", "dispatchd.sdk.cli",
-                "--enable-shell", "--builtins",
-                "--target", opts.gateway,
-                "--grace-seconds", str(STOP_TIMEOUT - 5),
-            ]  # fmt: skip
-            if self.secure is not None:
-                argv += self.secure.worker_args(f"worker-{i + 1}")
-            child = Child(f"worker-{i + 1}", argv, self._env({}), self.log_dir, None)
-            self.children.append(child)
-            child.start()
-        if opts.workers:
-            self._wait_workers()
-
-    def _env(self, extra: dict[str, str]) -> dict[str, str]:
-        return {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
-            "DISPATCHD_CONTROL_PLANE_LISTEN": self.options.control_plane,
-            "DISPATCHD_GATEWAY_LISTEN": self.options.gateway,
-            **(self.secure.server_env() if self.secure else {}),
-            **extra,
-        }
-
-    def _postgres(self) -> str:
-        url = os.environ.get("DATABASE_URL")
-        if url:
-            if asyncio.run(reachable_postgres(url)):
-                say(f"postgres: using DATABASE_URL ({_redact(url)})")
-                return url
-            say(f"postgres: DATABASE_URL ({_redact(url)}) is not reachable; starting a private one")
-        port = self.options.pg_port
-        if not port_free(f"127.0.0.1:{port}"):
-            raise LaunchError(
-                f"port {port} for the private postgres is in use (another `make up`?); "
-                "stop it, or set DISPATCHD_LOCAL_PG_PORT or DATABASE_URL"
-            )
-        instance = PostgresInstance(self.options.data_dir / "postgres", port=port, fast=self.options.check)
-        say(f"postgres: starting a private server on 127.0.0.1:{port} (data in {instance.data_dir})")
-        self.stores.append(instance)
-        instance.start()
-        return instance.url
-
-    def _redis(self) -> str:
-        url = os.environ.get("REDIS_URL")
-        if url:
-            if asyncio.run(reachable_redis(url)):
-                say(f"redis: using REDIS_URL ({_redact(url)})")
-                return url
-            say(f"redis: REDIS_URL ({_redact(url)}) is not reachable; starting a private one")
-        port = self.options.redis_port
-        if not port_free(f"127.0.0.1:{port}"):
-            raise LaunchError(
-                f"port {port} for the private redis is in use (another `make up`?); "
-                "stop it, or set DISPATCHD_LOCAL_REDIS_PORT or REDIS_URL"
-            )
-        instance = RedisInstance(self.options.data_dir / "redis", port=port, persist=not self.options.check)
-        say(f"redis: starting a private server on 127.0.0.1:{port} (data in {instance.data_dir})")
-        self.stores.append(instance)
-        instance.start()
-        return instance.url
-
-    def _migrate(self) -> None:
-        # A separate process: Alembic runs its own event loop and configures logging globally.
-        log_path = self.log_dir / "migrate.log"
-        argv = [sys.executable, "-m", "dispatchd.platform.migrate", "--database-url", self.database_url]
-        with open(log_path, "wb") as log:
-            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, timeout=300)
-        if result.returncode != 0:
-            raise LaunchError(f"migrations failed ({result.returncode}); {log_path}:\n{tail(log_path)}")
-        say("database schema is up to date")
-
-    def _wait_workers(self) -> None:
-        """Until every worker we started has registered with the gateway (it is in Postgres)."""
-        assert self.started_at is not None
-        deadline = time.monotonic() + WORKER_TIMEOUT
-        workers = [c for c in self.children if c.listen is None]
-        while True:
-            for child in workers:
-                if not child.running():
-                    code = child.proc.returncode if child.proc else None
-                    raise child.failure(f"exited with status {code} before connecting")
-            connected = asyncio.run(_connected_workers(self.database_url, self.started_at))
-            if connected >= len(workers):
-                say(f"{connected} worker(s) connected to the gateway")
-                return
-            if time.monotonic() > deadline:
-                raise workers[0].failure(f"not connected to the gateway within {WORKER_TIMEOUT:.0f}s")
-            time.sleep(0.1)
-
-    def dead_store(self) -> PostgresInstance | RedisInstance | None:
-        return next((s for s in self.stores if not s.is_running()), None)
-
-    def report_dead_children(self) -> None:
-        for child in self.children:
-            if not child.reported and not child.running():
-                child.reported = True
-                code = child.proc.returncode if child.proc else None
-                say(
-                    f"{child.name} exited unexpectedly with status {code}; the rest keeps running "
-                    f"(restart `make up` to bring it back). Last lines of {child.log_path}:\n{tail(child.log_path)}"
-                )
-
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.running():
-                say(f"stopping {child.name}")
-            child.stop()
-        for store in reversed(self.stores):
-            say(f"stopping private {store.name}")
-            store.stop(timeout=STOP_TIMEOUT)
-
-    def banner(self) -> str:
-        opts = self.options
-        target = "" if opts.control_plane == "127.0.0.1:50051" else f" --target {opts.control_plane}"
-        ctl = f".venv/bin/dispatchctl{target}"
-        lines = [
-            "",
-            "dispatchd is up",
-            f"  control plane    {opts.control_plane}",
-            f"  worker gateway   {opts.gateway}",
-            f"  schedulers       {', '.join(opts.schedulers)} (one leads, one stands by)",
-            f"  workers          {opts.workers} (job types: shell, builtin.*)",
-            f"  postgres         {_redact(self.database_url)}",
-            f"  redis            {_redact(self.redis_url)}",
-            f"  logs             {self.log_dir}/",
-            "",
-            *(
-                [f"  security         auth + TLS 1.3 + client certificates; first: source {self.secure.env_file}"]
-                if self.secure
-                else []
+    def topology(self) -> Topology:
+        """The stack `make up` runs: shell + builtin workers, fixed addresses, stores kept between runs."""
+        security = None
+        if self.secure:
+            worker_ids = [f"worker-{i + 1}" for i in range(self.workers)]
+            security = secure_mode.prepare(self.data_dir / "secure", worker_ids)
+            say(f"secure mode: auth, TLS 1.3 and client certificates on (material in {security.root})")
+        workers = Workers(self.workers, ("--enable-shell", "--builtins"), grace_seconds=STOP_TIMEOUT - 5)
+        return Topology(
+            schedulers=len(self.schedulers),
+            workers=(workers,) if self.workers else (),
+            stores=Stores(
+                database_url=os.environ.get("DATABASE_URL"),
+                redis_url=os.environ.get("REDIS_URL"),
+                fallback=True,
+                pg_port=self.pg_port,
+                redis_port=self.redis_port,
+                fast_postgres=self.check,
+                persist_redis=not self.check,
+                keep_data=True,
             ),
-            "Try:",
-            f"  {ctl} run -- echo hello",
-            f"  {ctl} submit builtin.echo --payload hi --wait",
-            f"  {ctl} list",
-            "",
-            "Ctrl-C stops everything.",
-        ]
-        return "\n".join(lines)
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in creds:
-        return url
-    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-
-
-async def _database_now(url: str) -> dt.datetime:
-    conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
-    try:
-        now: dt.datetime = await conn.fetchval("SELECT clock_timestamp()")
-        return now
-    finally:
-        await conn.close()
-
-
-async def _connected_workers(url: str, since: dt.datetime) -> int:
-    conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM workers WHERE status <> 4 AND connected_at >= $1", since
+            security=security,
+            listen={
+                CONTROL_PLANE: self.control_plane,
+                GATEWAY: self.gateway,
+                **{f"scheduler-{i + 1}": listen for i, listen in enumerate(self.schedulers)},
+            },
         )
-        return count
-    finally:
-        await conn.close()
 
 
-# --------------------------------------------------------------------------- check
-
-
-def run_check(control_plane: str, security: ClientSecurity | None = None) -> float:
-    """Submit one builtin.echo job and wait for it; returns submit-to-succeeded seconds."""
-    payload = b"dispatchd up --check"
-    security = security or ClientSecurity()
-    metadata = security.metadata()
-    with security.sync_channel(control_plane, options=[("grpc.enable_http_proxy", 0)]) as channel:
-        jobs = job_service_pb2_grpc.JobServiceStub(channel)
-        started = time.perf_counter()
-        request = job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=payload)
-        job = jobs.SubmitJob(request, timeout=10, metadata=metadata).job
-        wait = duration_pb2.Duration(seconds=int(CHECK_TIMEOUT))
-        reply = jobs.WaitJob(
-            job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=wait),
-            timeout=CHECK_TIMEOUT + 5,
-            metadata=metadata,
-        )
-        job = reply.job
-        elapsed = time.perf_counter() - started
-    if job.status != common_pb2.JOB_STATUS_SUCCEEDED or job.result != payload:
-        status = common_pb2.JobStatus.Name(job.status)
-        raise LaunchError(f"check job {job.job_id} ended {status} ({job.error_message or 'no error'})")
-    return elapsed
-
-
-# --------------------------------------------------------------------------- main
+def banner(stack: Stack, options: Options) -> str:
+    target = "" if options.control_plane == "127.0.0.1:50051" else f" --target {options.control_plane}"
+    ctl = f".venv/bin/dispatchctl{target}"
+    security = stack.topology.security
+    lines = [
+        "",
+        "dispatchd is up",
+        f"  control plane    {options.control_plane}",
+        f"  worker gateway   {options.gateway}",
+        f"  schedulers       {', '.join(options.schedulers)} (one leads, one stands by)",
+        f"  workers          {options.workers} (job types: shell, builtin.*)",
+        f"  postgres         {redact(stack.database_url)}",
+        f"  redis            {redact(stack.redis_url)}",
+        f"  logs             {stack.log_dir}/",
+        "",
+        *(
+            [f"  security         auth + TLS 1.3 + client certificates; first: source {security.env_file}"]
+            if isinstance(security, secure_mode.SecureSetup)
+            else []
+        ),
+        "Try:",
+        f"  {ctl} run -- echo hello",
+        f"  {ctl} submit builtin.echo --payload hi --wait",
+        f"  {ctl} list",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
 
 
 def _next_port(listen: str) -> str:
@@ -500,37 +201,52 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def watch(stack: Stack) -> int:
+    """Until a private store dies (fatal: 1); a service or worker dying is reported, the rest runs on."""
+    reported: set[str] = set()
+    while True:
+        store = stack.backing.dead()
+        if store is not None:
+            say(f"private {store.name} died; last lines of {store.log_path}:\n{tail(store.log_path)}")
+            return 1
+        for exit in stack.unexpected_exits(restart=False):
+            if exit.name not in reported:
+                reported.add(exit.name)
+                log_path = stack.processes[exit.name].log_path
+                say(
+                    f"{exit.name} exited unexpectedly with status {exit.code}; the rest keeps running "
+                    f"(restart `make up` to bring it back). Last lines of {log_path}:\n{tail(log_path)}"
+                )
+        time.sleep(0.5)
+
+
 def run(options: Options) -> int:
-    stack = Stack(options)
     with _signals_interrupt():
+        stack: Stack | None = None
         try:
+            stack = Stack(options.topology(), options.data_dir, say=say)
             stack.start()
             if options.check:
-                latency = run_check(options.control_plane, stack.secure.cli() if stack.secure else None)
+                latency = run_check(options.control_plane, stack.client_security())
                 say(f"check passed: builtin.echo went from submit to SUCCEEDED in {latency * 1000:.0f} ms")
                 return 0
-            print(stack.banner(), flush=True)
-            while True:
-                store = stack.dead_store()
-                if store is not None:
-                    say(f"private {store.name} died; last lines of {store.log_path}:\n{tail(store.log_path)}")
-                    return 1
-                stack.report_dead_children()
-                time.sleep(0.5)
+            print(banner(stack, options), flush=True)
+            return watch(stack)
         except Interrupted as exc:
             say(f"{exc}: stopping everything")
             return 0 if not options.check else 1
         except grpc.RpcError as exc:
             say(f"error: the control plane answered {exc.code().name}: {exc.details()}")
             return 1
-        except (LaunchError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             say(f"error: {exc}")
             return 1
         except Exception as exc:  # anything else: still stop what we started, and say what broke
             say(f"error: {type(exc).__name__}: {exc}")
             return 1
         finally:
-            stack.stop()
+            if stack is not None:
+                stack.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
