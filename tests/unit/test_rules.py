@@ -70,13 +70,13 @@ def test_guards_derive_from_transitions() -> None:
 
 def test_named_guards_are_the_sets_the_readme_describes() -> None:
     # Read off the transition tables; pinned here so a table edit that changes a guard is seen.
-    assert EXECUTION_CLAIMABLE == {ExecutionStatus.QUEUED}
-    assert JOB_CLAIMABLE == {JobStatus.PENDING}
-    assert EXECUTION_STARTABLE == {ExecutionStatus.CLAIMED}
-    assert JOB_STARTABLE == {JobStatus.PENDING, JobStatus.DISPATCHING}
+    assert {ExecutionStatus.QUEUED} == EXECUTION_CLAIMABLE
+    assert {JobStatus.PENDING} == JOB_CLAIMABLE
+    assert {ExecutionStatus.CLAIMED} == EXECUTION_STARTABLE
+    assert {JobStatus.PENDING, JobStatus.DISPATCHING} == JOB_STARTABLE
     assert EXECUTION_SETTLEABLE == EXECUTION_OWNED
-    assert JOB_SUCCEEDABLE == {JobStatus.DISPATCHING, JobStatus.RUNNING}
-    assert JOB_RETRYABLE == {JobStatus.DISPATCHING, JobStatus.RUNNING}
+    assert {JobStatus.DISPATCHING, JobStatus.RUNNING} == JOB_SUCCEEDABLE
+    assert {JobStatus.DISPATCHING, JobStatus.RUNNING} == JOB_RETRYABLE
     assert JOB_FAILABLE == JOB_CANCELLABLE == JOB_ACTIVE
     assert EXECUTION_CANCELLABLE == EXECUTION_ACTIVE
 

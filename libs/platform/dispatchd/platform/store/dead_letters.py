@@ -15,7 +15,13 @@ from dataclasses import dataclass
 import asyncpg
 
 from dispatchd.platform import paging
-from dispatchd.platform.states import JOB_REDRIVE_SOURCE, JOB_REDRIVE_TARGET, REDRIVE_LAST_EXECUTION, ExecutionStatus, JobStatus
+from dispatchd.platform.states import (
+    JOB_REDRIVE_SOURCE,
+    JOB_REDRIVE_TARGET,
+    REDRIVE_LAST_EXECUTION,
+    ExecutionStatus,
+    JobStatus,
+)
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
 

@@ -83,7 +83,9 @@ WITH n AS (SELECT clock_timestamp() AS now), j AS (
     RETURNING *
 ), e AS (
     INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
-    SELECT $12, j.job_id, 1, {value(ExecutionStatus.QUEUED)}, j.job_type, j.priority, j.created_at, GREATEST(j.created_at, j.run_at) FROM j
+    SELECT $12, j.job_id, 1, {value(ExecutionStatus.QUEUED)}, j.job_type, j.priority, j.created_at,
+           GREATEST(j.created_at, j.run_at)
+    FROM j
     RETURNING execution_id, available_at
 )
 SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
