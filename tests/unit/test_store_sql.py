@@ -76,8 +76,10 @@ def _strings(tree: ast.AST) -> Iterator[tuple[int, str]]:
             text = ""
             for part in node.values:
                 parts_of_fstrings.add(id(part))
-                is_text = isinstance(part, ast.Constant) and isinstance(part.value, str)
-                text += part.value if is_text else "{}"  # type: ignore[union-attr]
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    text += part.value
+                else:
+                    text += "{}"  # a formatted value: derived, never a literal
             yield node.lineno, text
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts_of_fstrings:
