@@ -21,8 +21,8 @@ import redis.asyncio
 from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import Keys, ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.states import ExecutionStatus, JobStatus
-from dispatchd.platform.store import executions, jobs, workers
+from dispatchd.platform.states import ExecutionStatus, JobStatus, WorkerStatus
+from dispatchd.platform.store import executions, jobs, repairs, workers
 from dispatchd.platform.store.rows import QueuedRef
 from tests.support.processes import Spawner
 
@@ -327,7 +327,7 @@ async def test_silent_worker_goes_offline_and_its_executions_are_released(
 
     took = await eventually(released, 3, "the silent worker's execution is released and re-queued")
     print(f"\nreleased {took * 1000:.0f} ms after claim (offline after 500 ms of silence)")
-    assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'quiet'") == workers.WORKER_OFFLINE
+    assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'quiet'") == WorkerStatus.OFFLINE
     first, second = await execution_rows(db_pool, job_id)
     assert (ExecutionStatus(first["status"]), first["error_message"]) == (
         ExecutionStatus.FAILED,
@@ -359,7 +359,7 @@ async def test_requeue_pages_through_a_backlog_larger_than_a_page(db_pool: async
     seen: list[QueuedRef] = []
     after = None
     while True:
-        page = await executions.due_queued(db_pool, 3, after=after)
+        page = await repairs.due_queued(db_pool, 3, after=after)
         seen += page
         if len(page) < 3:
             break

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import uuid
 
 import asyncpg
@@ -17,8 +18,14 @@ import pytest
 
 from dispatchd.platform.errors import FailedPrecondition
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.states import ExecutionStatus, JobStatus
-from dispatchd.platform.store import dead_letters, executions, fence, jobs, workers
+from dispatchd.platform.states import (
+    EXECUTION_CLAIMABLE,
+    EXECUTION_OWNED,
+    JOB_REDRIVE_SOURCE,
+    ExecutionStatus,
+    JobStatus,
+)
+from dispatchd.platform.store import dead_letters, executions, fence, jobs, repairs, workers
 from dispatchd.platform.store.dead_letters import DeadLetterFilter
 from dispatchd.platform.store.executions import Owner
 from dispatchd.platform.store.fence import Fenced
@@ -107,7 +114,7 @@ async def test_result_first_then_the_expiry_changes_nothing(db_pool: asyncpg.Poo
 async def test_renewed_lease_is_not_failed_as_expired(db_pool: asyncpg.Pool) -> None:
     claim = await claimed(db_pool, lease=0.05)
     await asyncio.sleep(0.1)
-    assert await executions.expired_leases(db_pool, 10) == [claim.execution_id]
+    assert await repairs.expired_leases(db_pool, 10) == [claim.execution_id]
     # A heartbeat lands between the scheduler's SELECT and its guarded UPDATE.
     assert await executions.renew_leases(db_pool, SESSION, 30) == 1
     assert not (await executions.fail(db_pool, claim.execution_id, SCHEDULER, "lease expired")).applied
@@ -261,21 +268,21 @@ async def test_deadline_is_set_at_claim_and_moves_to_the_start(db_pool: asyncpg.
     assert row["deadline_at"] - row["started_at"] == dt.timedelta(milliseconds=300)
     untimed = await claimed(db_pool)
     assert untimed.deadline_at is None
-    assert await executions.timed_out(db_pool, 10) == []
+    assert await repairs.timed_out(db_pool, 10) == []
     await asyncio.sleep(0.35)
     # Heartbeats renew leases, never deadlines.
     await executions.renew_leases(db_pool, SESSION, 60)
-    assert await executions.timed_out(db_pool, 10) == [claim.execution_id]
+    assert await repairs.timed_out(db_pool, 10) == [claim.execution_id]
     settled = await executions.fail(db_pool, claim.execution_id, Owner(deadline_passed=True), "execution timed out")
     assert settled.applied and settled.worker_id == "w1" and settled.retry is not None
     assert not (await executions.succeed(db_pool, claim.execution_id, WORKER, b"late")).applied
-    assert await executions.timed_out(db_pool, 10) == []
+    assert await repairs.timed_out(db_pool, 10) == []
 
 
 async def test_timeout_guard_refuses_an_execution_not_yet_past_its_deadline(db_pool: asyncpg.Pool) -> None:
     claim = await claimed(db_pool, timeout_ms=60_000)
     assert not (await executions.fail(db_pool, claim.execution_id, Owner(deadline_passed=True), "t")).applied
-    next_due = await executions.seconds_until_next_due(db_pool)
+    next_due = await repairs.seconds_until_next_due(db_pool)
     assert next_due is not None and 59 < next_due <= 60
 
 
@@ -293,12 +300,12 @@ async def test_delay_and_run_at_set_when_the_first_attempt_is_due(db_pool: async
     past = await submit(db_pool, run_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     assert past.queued is not None and past.queued.available_at == past.job.created_at
     # Not due yet: not in due_queued, and not claimable even if someone pushed it early.
-    due = {r.execution_id for r in await executions.due_queued(db_pool, 100)}
+    due = {r.execution_id for r in await repairs.due_queued(db_pool, 100)}
     assert delayed.queued.execution_id not in due and past.queued.execution_id in due
     assert await executions.claim(
         db_pool, [delayed.queued.execution_id], worker_id="w", session_id=SESSION, lease_seconds=5
     ) == []
-    next_due = await executions.seconds_until_next_due(db_pool)
+    next_due = await repairs.seconds_until_next_due(db_pool)
     assert next_due is not None and next_due < 1.5
 
 
@@ -420,7 +427,7 @@ async def test_a_stale_epoch_changes_nothing(db_pool: asyncpg.Pool) -> None:
     with pytest.raises(Fenced):
         await executions.fail(db_pool, claim.execution_id, SCHEDULER, "lease expired", epoch=old)
     with pytest.raises(Fenced):
-        await executions.cancel_orphans(db_pool, epoch=old)
+        await repairs.cancel_orphans(db_pool, epoch=old)
     with pytest.raises(Fenced):
         await workers.mark_silent_offline(db_pool, 0, epoch=old)
     assert await statuses(db_pool, claim.job_id) == [ExecutionStatus.CLAIMED]
@@ -441,3 +448,50 @@ async def test_a_new_term_waits_for_the_old_leaders_transaction(db_pool: asyncpg
     async with db_pool.acquire() as conn, conn.transaction():
         with pytest.raises(Fenced):
             await fence.check(conn, old)
+
+
+def _numbers(predicate: str) -> set[int]:
+    return {int(n) for n in re.findall(r"\b\d+\b", predicate)}
+
+
+async def test_partial_indexes_cover_the_named_guards(db_pool: asyncpg.Pool) -> None:
+    # The migrations spell their predicates in numbers (a migration is history, never edited);
+    # this keeps them equal to the sets the statements use.
+    expected = {
+        "executions_queued_idx": EXECUTION_CLAIMABLE,
+        "executions_owned_lease_idx": EXECUTION_OWNED,
+        "executions_owned_session_idx": EXECUTION_OWNED,
+        "executions_owned_deadline_idx": EXECUTION_OWNED,
+        "jobs_dead_letters_idx": {JOB_REDRIVE_SOURCE},
+    }
+    rows = await db_pool.fetch(
+        "SELECT indexname, pg_get_expr(i.indpred, i.indrelid) AS predicate FROM pg_indexes p"
+        " JOIN pg_class c ON c.relname = p.indexname JOIN pg_index i ON i.indexrelid = c.oid"
+        " WHERE p.indexname = ANY($1::text[])",
+        list(expected),
+    )
+    predicates = {r["indexname"]: r["predicate"] for r in rows}
+    assert set(predicates) == set(expected)
+    for name, statuses in expected.items():
+        assert _numbers(predicates[name].split("deadline_at")[0]) == {int(s) for s in statuses}, name
+
+
+@pytest.mark.parametrize(
+    ("statement", "types", "call", "index"),
+    [
+        (executions._OWNED_BY_SESSION, "uuid", f"'{SESSION}'", "executions_owned_session_idx"),
+        (repairs._EXPIRED, "int", "10", "executions_owned_"),  # any index of the owned set
+        (repairs._DUE, "int, timestamptz, uuid", "10, NULL, NULL", "executions_queued_idx"),
+    ],
+)
+async def test_a_generic_plan_still_uses_the_partial_index(
+    db_pool: asyncpg.Pool, statement: str, types: str, call: str, index: str
+) -> None:
+    # Why the guards are constants, not parameters: the generic plan of a prepared statement
+    # can prove that a literal set implies an index predicate, never that a `$n` array does.
+    async with db_pool.acquire() as conn:
+        await conn.execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+        await conn.execute(f"PREPARE probe({types}) AS {statement}")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN EXECUTE probe({call})"))
+        await conn.execute("DEALLOCATE probe; RESET plan_cache_mode; RESET enable_seqscan")
+    assert index in plan and "Seq Scan" not in plan, plan

@@ -13,16 +13,30 @@ from dispatchd.platform import paging
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import (
+    EXECUTION_ACTIVE,
+    EXECUTION_CANCELLABLE,
+    EXECUTION_CLAIMABLE,
+    EXECUTION_OWNED,
+    EXECUTION_SETTLEABLE,
+    EXECUTION_STARTABLE,
     EXECUTION_TERMINAL,
     EXECUTION_TRANSITIONS,
+    JOB_ACTIVE,
+    JOB_CANCELLABLE,
+    JOB_CLAIMABLE,
+    JOB_FAILABLE,
+    JOB_RETRYABLE,
+    JOB_STARTABLE,
+    JOB_SUCCEEDABLE,
     JOB_TERMINAL,
     JOB_TRANSITIONS,
     ExecutionStatus,
     JobStatus,
+    WorkerStatus,
     execution_sources,
     job_sources,
 )
-from dispatchd.v1 import common_pb2
+from dispatchd.v1 import common_pb2, worker_service_pb2
 
 
 def test_state_values_equal_the_wire_enums() -> None:
@@ -30,6 +44,8 @@ def test_state_values_equal_the_wire_enums() -> None:
         assert common_pb2.JobStatus.Value(f"JOB_STATUS_{status.name}") == status
     for execution_status in ExecutionStatus:
         assert common_pb2.ExecutionStatus.Value(f"EXECUTION_STATUS_{execution_status.name}") == execution_status
+    for worker_status in WorkerStatus:
+        assert worker_service_pb2.WorkerStatus.Value(f"WORKER_STATUS_{worker_status.name}") == worker_status
 
 
 def test_terminal_states_are_final() -> None:
@@ -50,6 +66,19 @@ def test_guards_derive_from_transitions() -> None:
     assert execution_sources(ExecutionStatus.CLAIMED) == [1]
     assert execution_sources(ExecutionStatus.SUCCEEDED) == [2, 3]
     assert execution_sources(ExecutionStatus.CANCELED) == [1, 2, 3]
+
+
+def test_named_guards_are_the_sets_the_readme_describes() -> None:
+    # Read off the transition tables; pinned here so a table edit that changes a guard is seen.
+    assert {ExecutionStatus.QUEUED} == EXECUTION_CLAIMABLE
+    assert {JobStatus.PENDING} == JOB_CLAIMABLE
+    assert {ExecutionStatus.CLAIMED} == EXECUTION_STARTABLE
+    assert {JobStatus.PENDING, JobStatus.DISPATCHING} == JOB_STARTABLE
+    assert EXECUTION_SETTLEABLE == EXECUTION_OWNED
+    assert {JobStatus.DISPATCHING, JobStatus.RUNNING} == JOB_SUCCEEDABLE
+    assert {JobStatus.DISPATCHING, JobStatus.RUNNING} == JOB_RETRYABLE
+    assert JOB_FAILABLE == JOB_CANCELLABLE == JOB_ACTIVE
+    assert EXECUTION_CANCELLABLE == EXECUTION_ACTIVE
 
 
 @pytest.mark.parametrize(

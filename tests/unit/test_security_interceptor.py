@@ -10,6 +10,7 @@ import pytest
 
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import NotFound
+from dispatchd.platform.methods import rule_for
 from dispatchd.platform.security import settings as security_settings
 from dispatchd.platform.security.access import ANONYMOUS, Access, check_owner, current, owner_filter
 from dispatchd.platform.security.interceptor import (
@@ -20,7 +21,7 @@ from dispatchd.platform.security.interceptor import (
     StreamCounter,
     _tolerant,
 )
-from dispatchd.platform.security.roles import Scope, rule_for
+from dispatchd.platform.security.roles import Scope
 from dispatchd.platform.security.tls import PeerCertificate, peer_certificate
 from dispatchd.platform.security.tokens import Principal
 from dispatchd.v1 import job_service_pb2

@@ -1,4 +1,4 @@
-"""The authorization table: complete, fail-closed, and the README shows exactly it."""
+"""The method table's authorization column: complete, fail-closed, and the README shows exactly it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from dispatchd.platform import methods
+from dispatchd.platform.methods import DENY_ALL, TABLE, rule_for
 from dispatchd.platform.security import roles
-from dispatchd.platform.security.roles import DENY_ALL, TABLE, Role, Scope, roles_from_claims, rule_for
+from dispatchd.platform.security.roles import Role, Scope, roles_from_claims
 from dispatchd.v1 import job_service_pb2, worker_service_pb2
 
 README = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -36,7 +38,7 @@ def test_unknown_methods_are_refused_to_everyone() -> None:
 
 
 def test_readme_shows_the_table_and_the_roles() -> None:
-    assert roles.markdown_table() in README, "regenerate the README table: print(roles.markdown_table())"
+    assert methods.markdown_table() in README, "regenerate the README table: print(methods.markdown_table())"
     assert roles.markdown_roles() in README, "regenerate the README roles: print(roles.markdown_roles())"
 
 

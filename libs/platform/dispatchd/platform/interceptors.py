@@ -1,16 +1,20 @@
-"""Server interceptors: domain errors become gRPC statuses here, once, at the edge."""
+"""Server interceptors: domain errors become gRPC statuses here, once, at the edge.
+
+`STATUS_OF` is the only place a domain error meets a status code; anything it does not
+name is INTERNAL with a generic message (the details go to the log, never to the caller).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
 import grpc
 import redis.exceptions
 
-from dispatchd.platform.errors import DispatchdError
+from dispatchd.platform.errors import AlreadyExists, DispatchdError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("dispatchd.rpc")
 
@@ -33,10 +37,28 @@ STORE_UNAVAILABLE = (
 )
 
 
+STATUS_OF: Mapping[type[DispatchdError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def status_of(exc: DispatchdError) -> grpc.StatusCode | None:
+    """The status of a domain error (its nearest mapped class), or None when none is mapped."""
+    for cls in type(exc).__mro__:
+        code = STATUS_OF.get(cls)
+        if code is not None:
+            return code
+    return None
+
+
 async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     """Translate an exception raised by a handler into the matching status and abort."""
-    if isinstance(exc, DispatchdError):
-        await context.abort(exc.code, str(exc))
+    code = status_of(exc) if isinstance(exc, DispatchdError) else None
+    if code is not None:
+        await context.abort(code, str(exc))
     if isinstance(exc, STORE_UNAVAILABLE):
         log.warning("backing store unavailable: %s", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")

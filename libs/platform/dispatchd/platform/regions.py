@@ -12,8 +12,10 @@ an unhelpful error anyway). So, in a passive region:
 - the scheduler never campaigns for leadership, so nothing is repaired or re-queued here.
 
 Both refusals are made by one server interceptor, installed on every service by
-`server.serve`. Promotion is a configuration change (ALLOW_MUTATIONS, PRIMARY_REGION) that
-rolls the pods; see `scripts/promote-region.sh`.
+`server.serve`; which calls change work is a column of the one method table
+(`methods.is_mutating`), so a new RPC is refused here until the table says it only reads.
+Promotion is a configuration change (ALLOW_MUTATIONS, PRIMARY_REGION) that rolls the pods;
+see `scripts/promote-region.sh`.
 """
 
 from __future__ import annotations
@@ -25,40 +27,12 @@ from typing import Any, TypeAlias
 import grpc
 
 from dispatchd.platform.config import Settings
+from dispatchd.platform.methods import is_mutating
 from dispatchd.platform.streams import await_first_message
-
-JOB_SERVICE = "dispatchd.v1.JobService"
-WORKER_SERVICE = "dispatchd.v1.WorkerService"
-
-# Calls that change work. Any other JobService method whose name does not start with a read
-# verb (a redrive, say) is treated as mutating too, so a new RPC is refused in a passive
-# region until someone decides otherwise: failing closed beats writing to a replica.
-MUTATING_METHODS = frozenset(
-    {
-        f"/{JOB_SERVICE}/SubmitJob",
-        f"/{JOB_SERVICE}/CancelJob",
-        f"/{JOB_SERVICE}/RedriveJobs",
-        # Every message on a worker stream (registration, started, results) changes work.
-        f"/{WORKER_SERVICE}/Connect",
-    }
-)
-READ_VERBS = ("Get", "List", "Wait", "Watch", "Describe")
 
 
 class RegionConfigError(ValueError):
     """The region settings contradict each other; the process must not start."""
-
-
-def is_mutating(full_method: str) -> bool:
-    """Whether `/package.Service/Method` may change work (health and reflection never do)."""
-    if full_method in MUTATING_METHODS:
-        return True
-    service, _, method = full_method.lstrip("/").rpartition("/")
-    if service == WORKER_SERVICE:
-        return True
-    if service == JOB_SERVICE:
-        return not method.startswith(READ_VERBS)
-    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
-"""The job and execution state machine, in one place for every service.
+"""The job, execution and worker states, in one place for every service.
 
 Values equal the protobuf enum numbers so they are stored as-is in Postgres. Every
 transition in the store is a guarded UPDATE whose WHERE clause names the states it may
-leave; the sets below are those guards.
+leave; the sets below are those guards, and the named guard sets are derived from the
+transition tables, so the store cannot allow a move the tables do not. No store statement
+spells a status number itself (`store.guards` renders these sets; a test enforces it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ class ExecutionStatus(IntEnum):
     FAILED = 5
     DEAD_LETTERED = 6
     CANCELED = 7
+
+
+class WorkerStatus(IntEnum):
+    """A worker's last reported state; OFFLINE once its stream ended or its heartbeats stopped."""
+
+    READY = 1
+    BUSY = 2
+    DRAINING = 3
+    OFFLINE = 4
 
 
 JOB_ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.PENDING, JobStatus.DISPATCHING, JobStatus.RUNNING})
@@ -98,3 +109,31 @@ def job_sources(target: JobStatus) -> list[int]:
 def execution_sources(target: ExecutionStatus) -> list[int]:
     """States an execution may be in for a transition to `target`."""
     return sorted(int(s) for s, targets in EXECUTION_TRANSITIONS.items() if target in targets)
+
+
+def _job_sources(target: JobStatus) -> frozenset[JobStatus]:
+    return frozenset(JobStatus(s) for s in job_sources(target))
+
+
+def _execution_sources(target: ExecutionStatus) -> frozenset[ExecutionStatus]:
+    return frozenset(ExecutionStatus(s) for s in execution_sources(target))
+
+
+# The named guards, each read off the transition tables (a test pins them to the sets above).
+# A queued execution may be claimed, and its job leaves PENDING for DISPATCHING with it.
+EXECUTION_CLAIMABLE = _execution_sources(ExecutionStatus.CLAIMED)
+JOB_CLAIMABLE = _job_sources(JobStatus.DISPATCHING)
+# A claimed execution may start; its job follows to RUNNING.
+EXECUTION_STARTABLE = _execution_sources(ExecutionStatus.RUNNING)
+JOB_STARTABLE = _job_sources(JobStatus.RUNNING)
+# An attempt may end (succeed, fail, be dead-lettered) only while a stream owns it.
+EXECUTION_SETTLEABLE = (
+    _execution_sources(ExecutionStatus.SUCCEEDED)
+    & _execution_sources(ExecutionStatus.FAILED)
+    & _execution_sources(ExecutionStatus.DEAD_LETTERED)
+)
+JOB_SUCCEEDABLE = _job_sources(JobStatus.SUCCEEDED)
+JOB_FAILABLE = _job_sources(JobStatus.FAILED)
+JOB_RETRYABLE = _job_sources(JobStatus.PENDING)
+EXECUTION_CANCELLABLE = _execution_sources(ExecutionStatus.CANCELED)
+JOB_CANCELLABLE = _job_sources(JobStatus.CANCELED)

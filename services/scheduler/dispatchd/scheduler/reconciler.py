@@ -37,7 +37,7 @@ import asyncpg
 from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
-from dispatchd.platform.store import executions, workers
+from dispatchd.platform.store import executions, repairs, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import QueuedRef, Settlement
 from dispatchd.platform.subscription import Subscription
@@ -110,12 +110,12 @@ class Reconciler:
         await self._fail_expired(report)
         await self._fail_timed_out(report)
         await self._release_silent_workers(report)
-        report.orphans_cancelled = await executions.cancel_orphans(self.pool, epoch=self.epoch)
-        report.next_due = await executions.seconds_until_next_due(self.pool)
+        report.orphans_cancelled = await repairs.cancel_orphans(self.pool, epoch=self.epoch)
+        report.next_due = await repairs.seconds_until_next_due(self.pool)
         return report
 
     async def _requeue_due(self, report: PassReport) -> None:
-        refs = await executions.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
+        refs = await repairs.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
         # Continue after this page next time while pages are full; start over once one is not.
         self._requeue_after = refs[-1] if len(refs) == REQUEUE_PAGE else None
         report.more |= self._requeue_after is not None
@@ -133,7 +133,7 @@ class Reconciler:
         await pipe.execute()
 
     async def _fail_expired(self, report: PassReport) -> None:
-        ids = await executions.expired_leases(self.pool, EXPIRED_PAGE)
+        ids = await repairs.expired_leases(self.pool, EXPIRED_PAGE)
         report.more |= len(ids) == EXPIRED_PAGE
         settled = []
         for execution_id in ids:
@@ -147,7 +147,7 @@ class Reconciler:
         await self._announce(settled, report, stop_reason=LEASE_EXPIRED)
 
     async def _fail_timed_out(self, report: PassReport) -> None:
-        ids = await executions.timed_out(self.pool, EXPIRED_PAGE)
+        ids = await repairs.timed_out(self.pool, EXPIRED_PAGE)
         report.more |= len(ids) == EXPIRED_PAGE
         settled = []
         for execution_id in ids:
@@ -169,7 +169,7 @@ class Reconciler:
             )
         # Everything still held by an offline worker's session: just marked, or left over by a
         # pass (or a gateway) that died between marking and releasing. Idempotent either way.
-        held = await executions.owned_by_offline_workers(self.pool, EXPIRED_PAGE)
+        held = await repairs.owned_by_offline_workers(self.pool, EXPIRED_PAGE)
         report.more |= len(held) == EXPIRED_PAGE
         settled = []
         for execution_id, worker_id, session_id in held:
@@ -236,9 +236,9 @@ class Reconciler:
                 backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
                 continue
             backoff = ERROR_BACKOFF_MIN
-            repairs = report.repairs()
-            if repairs:
-                log.info("reconcile pass repaired", extra={"fields": repairs})
+            repaired = report.repairs()
+            if repaired:
+                log.info("reconcile pass repaired", extra={"fields": repaired})
             if report.more:
                 continue
             delay = self.settings.reconcile_seconds

@@ -1,7 +1,7 @@
 """Security: JWT authentication, role-based authorization, mTLS, worker identity, audit.
 
-- `roles`: the authorization table (method -> roles), defined once; the README's table is
-  generated from it.
+- `roles`: the roles a token may hold and what granting them means; which roles may call
+  which method is a column of the one method table, `dispatchd.platform.methods`.
 - `tokens` / `keys`: JWT verification (RS256/ES256 from PEM files or a JWKS file, HS256 for
   development only) into a `Principal`.
 - `tls`: server credentials that pick up rotated certificate files, and the identity a client

@@ -26,9 +26,10 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit
 from dispatchd.platform.security.access import Access, current
-from dispatchd.platform.security.roles import HEALTH_SERVICE, WORKER_SERVICE, Role, Rule, Scope, rule_for
+from dispatchd.platform.security.roles import Role, Rule, Scope
 from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token

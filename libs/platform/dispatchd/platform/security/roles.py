@@ -1,9 +1,7 @@
-"""The authorization table: which roles may call which method. Defined here, once.
+"""The roles a token may hold, and what a grant of them means (`Rule`).
 
-The interceptor enforces it for every service; the README's table is generated from it
-(`markdown_table`) and a test keeps the two equal. A method missing from the table is
-refused to everyone (fail closed), and a test checks that every method a service serves is
-in it.
+Which roles may call which method is a column of the one method table,
+`dispatchd.platform.methods`; the interceptor enforces it for every service.
 
 Scopes: `ALL` lets the role act on every job; `OWN` restricts it to jobs its subject
 submitted (the control plane applies that filter; others' jobs read as NOT_FOUND).
@@ -64,48 +62,11 @@ class Rule:
         return [role for role in Role if role in self.grants]
 
 
-def _grant(*roles: Role, own: Iterable[Role] = ()) -> Rule:
+def grant(*roles: Role, own: Iterable[Role] = ()) -> Rule:
+    """A rule letting `roles` act on every job and the `own` roles on the jobs they submitted."""
     grants = {role: Scope.ALL for role in roles}
     grants.update({role: Scope.OWN for role in own})
     return Rule(grants)
-
-
-JOB_SERVICE = "dispatchd.v1.JobService"
-WORKER_SERVICE = "dispatchd.v1.WorkerService"
-HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
-
-_SUBMIT = _grant(Role.SUBMITTER, Role.OPERATOR, Role.ADMIN)
-_READ_JOBS = _grant(Role.VIEWER, Role.OPERATOR, Role.ADMIN, own=[Role.SUBMITTER])
-_READ_ALL = _grant(Role.VIEWER, Role.OPERATOR, Role.ADMIN)
-_OPERATE = _grant(Role.OPERATOR, Role.ADMIN)
-_WORK = _grant(Role.WORKER, Role.SERVICE)
-_PUBLIC = Rule({}, public=True)
-
-# Keys are gRPC full method names, exactly as they arrive on the wire.
-TABLE: Mapping[str, Rule] = {
-    f"/{JOB_SERVICE}/SubmitJob": _SUBMIT,
-    f"/{JOB_SERVICE}/GetJob": _READ_JOBS,
-    f"/{JOB_SERVICE}/ListJobs": _READ_JOBS,
-    f"/{JOB_SERVICE}/ListExecutions": _READ_JOBS,
-    f"/{JOB_SERVICE}/WaitJob": _READ_JOBS,
-    f"/{JOB_SERVICE}/CancelJob": _OPERATE,
-    f"/{JOB_SERVICE}/ListDeadLetters": _READ_ALL,
-    f"/{JOB_SERVICE}/RedriveJobs": _OPERATE,
-    f"/{WORKER_SERVICE}/Connect": _WORK,
-    f"/{HEALTH_SERVICE}/Check": _PUBLIC,
-    f"/{HEALTH_SERVICE}/Watch": _PUBLIC,
-    f"/{HEALTH_SERVICE}/List": _PUBLIC,
-    # Registered only with DISPATCHD_REFLECTION_ENABLED; then admin-only.
-    f"/{REFLECTION_SERVICE}/ServerReflectionInfo": _grant(Role.ADMIN),
-}
-
-# What an unknown method gets: nobody may call it until it is added to the table.
-DENY_ALL = Rule({})
-
-
-def rule_for(method: str) -> Rule:
-    return TABLE.get(method, DENY_ALL)
 
 
 def roles_from_claims(claims: Mapping[str, object]) -> frozenset[str]:
@@ -134,23 +95,6 @@ def roles_from_claims(claims: Mapping[str, object]) -> frozenset[str]:
                 if name:
                     names.add(name)
     return frozenset(names)
-
-
-def markdown_table() -> str:
-    """The README's authorization table (a test keeps README.md equal to this)."""
-    roles = list(Role)
-    header = "| Method | " + " | ".join(f"`{r.value}`" for r in roles) + " |"
-    lines = [header, "| --- |" + " :---: |" * len(roles)]
-    for method, rule in TABLE.items():
-        if rule.public:
-            cells = ["public"] * len(roles)
-        else:
-            cells = []
-            for role in roles:
-                scope = rule.grants.get(role)
-                cells.append("" if scope is None else ("own" if scope is Scope.OWN else "yes"))
-        lines.append(f"| `{method.lstrip('/')}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def markdown_roles() -> str:

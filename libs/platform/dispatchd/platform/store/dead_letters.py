@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import asyncpg
 
 from dispatchd.platform import paging
-from dispatchd.platform.states import JOB_REDRIVE_SOURCE, REDRIVE_LAST_EXECUTION, JobStatus
+from dispatchd.platform.states import (
+    JOB_REDRIVE_SOURCE,
+    JOB_REDRIVE_TARGET,
+    REDRIVE_LAST_EXECUTION,
+    ExecutionStatus,
+    JobStatus,
+)
+from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
 
 
@@ -46,8 +53,22 @@ CROSS JOIN LATERAL (
 """
 
 
+_IS_DEAD_LETTER = f"{one_of('j.status', [JOB_REDRIVE_SOURCE])} AND {one_of('last.status', [REDRIVE_LAST_EXECUTION])}"
+
+_REDRIVE_JOB = f"""
+UPDATE jobs SET status = {value(JOB_REDRIVE_TARGET)}, attempts = $2 + 1, attempt_base = $2, result = NULL,
+       error_message = '', finished_at = NULL, updated_at = clock_timestamp()
+WHERE job_id = $1 AND {one_of("status", [JOB_REDRIVE_SOURCE])} RETURNING *
+"""
+
+_QUEUE_REDRIVEN = f"""
+INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority)
+VALUES ($1, $2, $3, {value(ExecutionStatus.QUEUED)}, $4, $5) RETURNING execution_id, available_at
+"""
+
+
 def _where(flt: DeadLetterFilter, args: list[object]) -> list[str]:
-    where = [f"j.status = {int(JOB_REDRIVE_SOURCE)}", f"last.status = {int(REDRIVE_LAST_EXECUTION)}"]
+    where = [_IS_DEAD_LETTER]
     if flt.job_type:
         args.append(flt.job_type)
         where.append(f"j.job_type = ${len(args)}")
@@ -114,24 +135,11 @@ async def redrive(pool: asyncpg.Pool, job_id: uuid.UUID) -> Redriven | str:
         )
         if last is None or last["status"] != REDRIVE_LAST_EXECUTION:
             return "its last attempt was not dead-lettered"
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = $3, attempts = $2 + 1, attempt_base = $2, result = NULL, error_message = '',
-                   finished_at = NULL, updated_at = clock_timestamp()
-            WHERE job_id = $1 AND status = $4 RETURNING *
-            """,
-            job_id,
-            last["attempt"],
-            int(JobStatus.PENDING),
-            int(JOB_REDRIVE_SOURCE),
-        )
+        row = await conn.fetchrow(_REDRIVE_JOB, job_id, last["attempt"])
         assert row is not None  # locked and FAILED
         job = JobRow.from_record(row)
         queued = await conn.fetchrow(
-            """
-            INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority)
-            VALUES ($1, $2, $3, 1, $4, $5) RETURNING execution_id, available_at
-            """,
+            _QUEUE_REDRIVEN,
             uuid.uuid4(),
             job_id,
             last["attempt"] + 1,

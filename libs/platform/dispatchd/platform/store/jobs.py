@@ -13,10 +13,15 @@ import asyncpg
 from dispatchd.platform import paging
 from dispatchd.platform.errors import AlreadyExists, FailedPrecondition, NotFound
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.states import JOB_ACTIVE, JOB_TERMINAL, ExecutionStatus, JobStatus, execution_sources
+from dispatchd.platform.states import (
+    EXECUTION_CANCELLABLE,
+    JOB_CANCELLABLE,
+    JOB_TERMINAL,
+    ExecutionStatus,
+    JobStatus,
+)
+from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
-
-_ACTIVE = [int(s) for s in JOB_ACTIVE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +68,12 @@ class Submitted:
     deduplicated: bool
 
 
-_INSERT_JOB = """
+_INSERT_JOB = f"""
 WITH n AS (SELECT clock_timestamp() AS now), j AS (
     INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
                       metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set,
                       execution_timeout_ms, run_at, submitted_by, created_at, updated_at)
-    SELECT $1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $10, $11, $13,
+    SELECT $1, $2, $3, {value(JobStatus.PENDING)}, $4, $5, $6, $7, $8, $9, $10, $11, $13,
            -- One clock reading, so a run_at in the past is exactly the creation time.
            CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, n.now)
                 WHEN $15::bigint IS NOT NULL THEN n.now + make_interval(secs => $15::float8 / 1000)
@@ -78,7 +83,9 @@ WITH n AS (SELECT clock_timestamp() AS now), j AS (
     RETURNING *
 ), e AS (
     INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
-    SELECT $12, j.job_id, 1, 1, j.job_type, j.priority, j.created_at, GREATEST(j.created_at, j.run_at) FROM j
+    SELECT $12, j.job_id, 1, {value(ExecutionStatus.QUEUED)}, j.job_type, j.priority, j.created_at,
+           GREATEST(j.created_at, j.run_at)
+    FROM j
     RETURNING execution_id, available_at
 )
 SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
@@ -200,6 +207,20 @@ class Cancelled:
     changed: bool
 
 
+_CANCEL_EXECUTIONS = f"""
+UPDATE executions SET status = {value(ExecutionStatus.CANCELED)}, finished_at = clock_timestamp(),
+       lease_expires_at = NULL, error_message = $2
+WHERE job_id = $1 AND {one_of("status", EXECUTION_CANCELLABLE)}
+RETURNING execution_id, worker_id
+"""
+
+_CANCEL_JOB = f"""
+UPDATE jobs SET status = {value(JobStatus.CANCELED)}, error_message = $2, finished_at = clock_timestamp(),
+       updated_at = clock_timestamp()
+WHERE job_id = $1 AND {one_of("status", JOB_CANCELLABLE)} RETURNING *
+"""
+
+
 async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelled:
     """Cancel a job that is not terminal yet; cancelling a cancelled job is a no-op."""
     async with pool.acquire() as conn, conn.transaction():
@@ -212,29 +233,8 @@ async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelle
             if job.status is JobStatus.CANCELED:
                 return Cancelled(job, [], changed=False)
             raise FailedPrecondition(f"job {job_id} is already {job.status.name.lower()}; it cannot be cancelled")
-        owned = await conn.fetch(
-            """
-            UPDATE executions SET status = $2, finished_at = clock_timestamp(), lease_expires_at = NULL,
-                   error_message = $3
-            WHERE job_id = $1 AND status = ANY($4::smallint[])
-            RETURNING execution_id, worker_id
-            """,
-            job_id,
-            int(ExecutionStatus.CANCELED),
-            reason or "cancelled",
-            execution_sources(ExecutionStatus.CANCELED),
-        )
-        row = await conn.fetchrow(
-            """
-            UPDATE jobs SET status = $2, error_message = $3, finished_at = clock_timestamp(),
-                   updated_at = clock_timestamp()
-            WHERE job_id = $1 AND status = ANY($4::smallint[]) RETURNING *
-            """,
-            job_id,
-            int(JobStatus.CANCELED),
-            reason or "cancelled",
-            _ACTIVE,
-        )
+        owned = await conn.fetch(_CANCEL_EXECUTIONS, job_id, reason or "cancelled")
+        row = await conn.fetchrow(_CANCEL_JOB, job_id, reason or "cancelled")
         assert row is not None  # the row is locked and active
         stopped = [(r["execution_id"], r["worker_id"]) for r in owned if r["worker_id"]]
         return Cancelled(JobRow.from_record(row), stopped, changed=True)

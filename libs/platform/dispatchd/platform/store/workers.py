@@ -1,4 +1,4 @@
-"""Workers: registration, heartbeats, offline marking."""
+"""Workers: registration, heartbeats, offline marking, and the logs of the work they own."""
 
 from __future__ import annotations
 
@@ -6,10 +6,35 @@ import uuid
 
 import asyncpg
 
+from dispatchd.platform.states import EXECUTION_OWNED, WorkerStatus
 from dispatchd.platform.store import fence
+from dispatchd.platform.store.guards import one_of, value
 
-WORKER_READY = 1
-WORKER_OFFLINE = 4
+_REGISTER = f"""
+INSERT INTO workers (worker_id, session_id, gateway_id, capabilities, max_concurrency, labels,
+                     status, connected_at, last_heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6, {value(WorkerStatus.READY)}, clock_timestamp(), clock_timestamp())
+ON CONFLICT (worker_id) DO UPDATE SET
+    session_id = EXCLUDED.session_id, gateway_id = EXCLUDED.gateway_id,
+    capabilities = EXCLUDED.capabilities, max_concurrency = EXCLUDED.max_concurrency,
+    labels = EXCLUDED.labels, status = EXCLUDED.status, connected_at = EXCLUDED.connected_at,
+    last_heartbeat_at = EXCLUDED.last_heartbeat_at
+"""
+
+_DISCONNECT = f"UPDATE workers SET status = {value(WorkerStatus.OFFLINE)} WHERE worker_id = $1 AND session_id = $2"
+
+_SILENT_OFFLINE = f"""
+UPDATE workers SET status = {value(WorkerStatus.OFFLINE)}
+WHERE NOT {one_of("status", [WorkerStatus.OFFLINE])}
+  AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
+RETURNING worker_id, session_id
+"""
+
+_APPEND_LOG = f"""
+INSERT INTO execution_logs (execution_id, stream, message, emitted_at)
+SELECT execution_id, $3, $4, COALESCE($5::timestamptz, clock_timestamp()) FROM executions
+WHERE execution_id = $1 AND session_id = $2 AND {one_of("status", EXECUTION_OWNED)}
+"""
 
 
 async def register(
@@ -23,16 +48,7 @@ async def register(
     labels: dict[str, str],
 ) -> None:
     await conn.execute(
-        """
-        INSERT INTO workers (worker_id, session_id, gateway_id, capabilities, max_concurrency, labels,
-                             status, connected_at, last_heartbeat_at)
-        VALUES ($1, $2, $3, $4, $5, $6, 1, clock_timestamp(), clock_timestamp())
-        ON CONFLICT (worker_id) DO UPDATE SET
-            session_id = EXCLUDED.session_id, gateway_id = EXCLUDED.gateway_id,
-            capabilities = EXCLUDED.capabilities, max_concurrency = EXCLUDED.max_concurrency,
-            labels = EXCLUDED.labels, status = 1, connected_at = EXCLUDED.connected_at,
-            last_heartbeat_at = EXCLUDED.last_heartbeat_at
-        """,
+        _REGISTER,
         worker_id,
         session_id,
         gateway_id,
@@ -51,15 +67,13 @@ async def heartbeat(
         " WHERE worker_id = $1 AND session_id = $2",
         worker_id,
         session_id,
-        status or WORKER_READY,
+        status or int(WorkerStatus.READY),
     )
     return result.endswith(" 1")
 
 
 async def disconnect(conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, session_id: uuid.UUID) -> None:
-    await conn.execute(
-        "UPDATE workers SET status = 4 WHERE worker_id = $1 AND session_id = $2", worker_id, session_id
-    )
+    await conn.execute(_DISCONNECT, worker_id, session_id)
 
 
 async def mark_silent_offline(
@@ -74,14 +88,7 @@ async def mark_silent_offline(
             return await mark_silent_offline(acquired, silent_seconds, epoch=epoch)
     async with conn.transaction():
         await fence.check(conn, epoch)
-        rows = await conn.fetch(
-            """
-            UPDATE workers SET status = 4
-            WHERE status <> 4 AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
-            RETURNING worker_id, session_id
-            """,
-            silent_seconds,
-        )
+        rows = await conn.fetch(_SILENT_OFFLINE, silent_seconds)
     return [(r["worker_id"], r["session_id"]) for r in rows]
 
 
@@ -95,11 +102,7 @@ async def append_log(
 ) -> bool:
     """Store a log chunk of an execution this stream owns; False (nothing stored) otherwise."""
     result: str = await conn.execute(
-        """
-        INSERT INTO execution_logs (execution_id, stream, message, emitted_at)
-        SELECT execution_id, $3, $4, COALESCE($5::timestamptz, clock_timestamp()) FROM executions
-        WHERE execution_id = $1 AND session_id = $2 AND status = ANY(ARRAY[2, 3]::smallint[])
-        """,
+        _APPEND_LOG,
         execution_id,
         session_id,
         stream,
