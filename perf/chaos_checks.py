@@ -17,8 +17,10 @@ from typing import Any
 import asyncpg
 
 from dispatchd.platform.db import asyncpg_dsn
+from dispatchd.platform.states import JOB_TERMINAL
 from dispatchd.platform.states import ExecutionStatus as E
 from dispatchd.platform.states import JobStatus as J
+from dispatchd.platform.store.guards import one_of
 from perf.chaos_handlers import Entry
 from perf.chaos_load import JobSpec, Receipts
 
@@ -67,7 +69,7 @@ class Snapshot:
 
     @staticmethod
     async def count_active(pool: asyncpg.Pool) -> int:
-        return int(await pool.fetchval("SELECT count(*) FROM jobs WHERE status <> ALL(ARRAY[4, 5, 6]::smallint[])"))
+        return int(await pool.fetchval(f"SELECT count(*) FROM jobs WHERE NOT {one_of('status', JOB_TERMINAL)}"))
 
 
 class TerminalWatch:
@@ -90,7 +92,7 @@ class TerminalWatch:
         conn = await asyncpg.connect(asyncpg_dsn(self.database_url), timeout=2)
         try:
             rows = await conn.fetch(
-                "SELECT job_id, status, finished_at FROM jobs WHERE status = ANY(ARRAY[4, 5, 6]::smallint[])",
+                f"SELECT job_id, status, finished_at FROM jobs WHERE {one_of('status', JOB_TERMINAL)}",
                 timeout=5,
             )
         finally:
