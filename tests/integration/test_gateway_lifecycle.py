@@ -7,12 +7,10 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 import redis.asyncio
 
 from dispatchd.devtools.stores import PostgresInstance
@@ -20,33 +18,13 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, Gateway, WorkerStream, eventually, start_gateway, submit
-from tests.support.processes import ServiceProcess
+from tests.support.factories import Spawn, Streams
+from tests.support.gateway import start_gateway
+from tests.support.polling import eventually
+from tests.support.streams import WorkerStream
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = pytest.mark.integration
-
-Streams = Callable[[], WorkerStream]
-
-
-@pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    # spawn_service last: the gateway is stopped before the database is dropped.
-    return start_gateway(spawn_service, database_url, redis_url)
-
-
-@pytest_asyncio.fixture
-async def streams(gateway: Gateway) -> AsyncIterator[Streams]:
-    opened: list[WorkerStream] = []
-
-    def open_stream() -> WorkerStream:
-        stream = WorkerStream(gateway.target)
-        opened.append(stream)
-        return stream
-
-    yield open_stream
-    for stream in opened:
-        await stream.close()
-
 
 async def _statuses(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[int, int, str]]:
     rows = await pool.fetch(
@@ -60,7 +38,7 @@ async def _statuses(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[int, in
 async def test_closed_stream_requeues_to_another_worker(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "video.encode", max_attempts=3)
+    job_id = (await submit(db_pool, redis_client, "video.encode", max_attempts=3)).job.job_id
     first = streams()
     await first.register("w1", ["video"])
     assignment = await first.expect("assignment")
@@ -87,7 +65,7 @@ async def test_closed_stream_requeues_to_another_worker(
 async def test_half_closed_stream_ends_and_releases(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"])
     assignment = await stream.expect("assignment")
@@ -102,7 +80,7 @@ async def test_half_closed_stream_ends_and_releases(
 async def test_reregistration_releases_old_claims(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_ids = [await submit(db_pool, redis_client, "echo") for _ in range(2)]
+    job_ids = [(await submit(db_pool, redis_client, "echo")).job.job_id for _ in range(2)]
     old = streams()
     await old.register("w1", ["echo"], max_concurrency=2)
     await old.assignments(2)
@@ -129,7 +107,7 @@ async def test_reregistration_releases_old_claims(
 async def test_cancel_reaches_the_worker(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"], max_concurrency=1)
     assignment = await stream.expect("assignment")
@@ -162,14 +140,14 @@ async def test_cancel_of_unknown_execution_is_ignored(
 async def test_sigterm_drains_streams(
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url)
     stream = WorkerStream(gateway.target)
     try:
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         await stream.register("w1", ["echo"])
         assignment = await stream.expect("assignment")
         os.kill(gateway.process.pid, signal.SIGTERM)
@@ -189,14 +167,14 @@ async def test_sigterm_drains_streams(
 async def test_drain_grace_then_release(
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_SHUTDOWN_GRACE_SECONDS="1")
     stream = WorkerStream(gateway.target)
     try:
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         await stream.register("w1", ["echo"])
         await stream.expect("assignment")
         os.kill(gateway.process.pid, signal.SIGTERM)
@@ -212,7 +190,7 @@ async def test_drain_grace_then_release(
 async def test_new_streams_are_refused_while_draining(
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
@@ -240,7 +218,7 @@ async def test_postgres_outage_ends_streams_until_it_is_back(
     pg_instance: PostgresInstance,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
 ) -> None:
     if os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() not in ("0", "false"):
         # Restarting Postgres forks this process, whose gRPC threads make gRPC's at-fork

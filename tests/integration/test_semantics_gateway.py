@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -18,8 +17,10 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, Gateway, WorkerStream, eventually, start_gateway, submit
-from tests.support.processes import ServiceProcess
+from tests.support.gateway import Gateway
+from tests.support.polling import eventually
+from tests.support.streams import WorkerStream
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -27,10 +28,8 @@ HEARTBEAT_SECONDS = 0.4
 
 
 @pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    return start_gateway(
-        spawn_service, database_url, redis_url, DISPATCHD_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS)
-    )
+def gateway_env() -> dict[str, str]:
+    return {"DISPATCHD_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS)}
 
 
 async def execution(pool: asyncpg.Pool, execution_id: str) -> asyncpg.Record:
@@ -64,7 +63,7 @@ async def test_results_carrying_a_claim_token_must_match_the_claim(
     stream = WorkerStream(gateway.target)
     try:
         await stream.register("w1", ["echo"], max_concurrency=2)
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         assignment = await stream.expect("assignment")
         row = await execution(db_pool, assignment.execution_id)
         assert assignment.claim_token == str(row["claim_token"])
@@ -92,7 +91,7 @@ async def test_a_result_for_a_cancelled_job_never_changes_it(
     stream = WorkerStream(gateway.target)
     try:
         await stream.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         assignment = await stream.expect("assignment")
         await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
         await stream.expect("ack", ack_kind="started")
@@ -144,7 +143,7 @@ async def test_heartbeat_list_renews_listed_releases_forgotten_and_cancels_forei
     stream = WorkerStream(gateway.target)
     try:
         await stream.register("w1", ["echo"], max_concurrency=2)
-        kept_job = await submit(db_pool, redis_client, "echo")
+        kept_job = (await submit(db_pool, redis_client, "echo")).job.job_id
         kept = await stream.expect("assignment")
         await submit(db_pool, redis_client, "echo")
         forgotten = await stream.expect("assignment")
@@ -189,7 +188,7 @@ async def test_listing_an_execution_it_lost_gets_the_worker_a_cancel(
     stream = WorkerStream(gateway.target)
     try:
         await stream.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         assignment = await stream.expect("assignment")
         # Its lease expired and the scheduler failed it (a GC pause on the worker, say).
         await db_pool.execute(
@@ -220,7 +219,7 @@ async def test_a_worker_restarted_under_the_same_id_does_not_keep_old_claims(
     new = WorkerStream(gateway.target)
     try:
         await old.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         first = await old.expect("assignment")
         await new.register("w1", ["echo"], max_concurrency=1)
         retried = await new.expect("assignment")
@@ -246,7 +245,7 @@ async def test_late_results_after_a_stream_ends_are_stale_on_the_next_stream(
 ) -> None:
     first = WorkerStream(gateway.target)
     await first.register("w1", ["echo"], max_concurrency=1)
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     assignment = await first.expect("assignment")
     await first.close()  # the stream drops: its execution is released at once
 

@@ -18,8 +18,10 @@ import redis.asyncio
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, WorkerStream, start_gateway, submit
+from tests.support.gateway import start_gateway
 from tests.support.processes import ServiceProcess
+from tests.support.streams import WorkerStream
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -74,7 +76,7 @@ async def test_a_worker_receives_queued_work_in_priority_order(
     gateway = start_gateway(spawn_service, database_url, redis_url)
     submitted = {}
     for priority in (0, 7, 3, 7, 0, 1000, 3):
-        job_id = await submit(db_pool, redis_client, "prio", priority=priority)
+        job_id = (await submit(db_pool, redis_client, "prio", priority=priority)).job.job_id
         submitted[str(job_id)] = priority
         await asyncio.sleep(0.002)  # distinct due times (ms resolution) keep FIFO well defined
     stream = WorkerStream(gateway.target)

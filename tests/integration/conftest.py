@@ -1,0 +1,95 @@
+"""Fixtures shared by the integration tests: a gateway process, raw streams, SDK workers, schedulers.
+
+Invariant: whatever a fixture starts is stopped at teardown before the test's database is
+dropped (process fixtures depend on `spawn_service`, which is torn down first), so a test
+never needs its own cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import pytest_asyncio
+
+from dispatchd.devtools.stores import free_port
+from dispatchd.sdk import Worker
+from tests.support.factories import Spawn, StartScheduler, Streams, Workers
+from tests.support.gateway import Gateway, start_gateway
+from tests.support.processes import ServiceProcess, python_module_argv
+from tests.support.streams import WorkerStream
+
+
+@pytest.fixture
+def gateway_env() -> dict[str, str]:
+    """Extra environment of the `gateway` process; a module overrides it to tune the gateway."""
+    return {}
+
+
+@pytest.fixture
+def gateway(database_url: str, redis_url: str, spawn_service: Spawn, gateway_env: dict[str, str]) -> Gateway:
+    # spawn_service last: the gateway is stopped before the database is dropped.
+    return start_gateway(spawn_service, database_url, redis_url, **gateway_env)
+
+
+@pytest_asyncio.fixture
+async def streams(gateway: Gateway) -> AsyncIterator[Streams]:
+    """Factory of raw worker streams to `gateway`, all closed at teardown."""
+    opened: list[WorkerStream] = []
+
+    def open_stream() -> WorkerStream:
+        stream = WorkerStream(gateway.target)
+        opened.append(stream)
+        return stream
+
+    yield open_stream
+    for stream in opened:
+        await stream.close()
+
+
+@pytest_asyncio.fixture
+async def workers(gateway: Gateway) -> AsyncIterator[Workers]:
+    """Factory `workers(register, **options)`: an SDK Worker on `gateway`, run in this process.
+
+    `register(worker)` registers its handlers; every worker is stopped at teardown.
+    """
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(register: Callable[[Worker], None], **options: object) -> Worker:
+        options.setdefault("heartbeat_seconds", 1.0)
+        worker = Worker(gateway.target, **options)  # type: ignore[arg-type]
+        register(worker)
+        running.append((worker, asyncio.create_task(worker.run())))
+        return worker
+
+    yield start
+    for worker, _ in running:
+        worker.request_stop(grace=1.0)
+    for _, task in running:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+def start_scheduler(database_url: str, redis_url: str, spawn_service: Spawn) -> StartScheduler:
+    """`start_scheduler(name, **settings)`: a healthy scheduler process.
+
+    Each setting `x="v"` becomes DISPATCHD_X=v in its environment.
+    """
+
+    def start(name: str = "scheduler", **settings: str) -> ServiceProcess:
+        port = free_port()
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "DISPATCHD_SCHEDULER_LISTEN": f"127.0.0.1:{port}",
+            "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2",
+            **{f"DISPATCHD_{key.upper()}": value for key, value in settings.items()},
+        }
+        process = spawn_service(name, python_module_argv("dispatchd.scheduler.main"), env)
+        process.wait_healthy(f"127.0.0.1:{port}", timeout=30)
+        return process
+
+    return start

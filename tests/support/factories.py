@@ -1,0 +1,18 @@
+"""Types of the factory fixtures that the conftest files hand out, for test annotations.
+
+Invariant: test modules import these names from here, never from a conftest (pytest imports
+conftest files itself; importing one again would load it twice under two names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dispatchd.sdk import Worker
+from tests.support.processes import ServiceProcess
+from tests.support.streams import WorkerStream
+
+Spawn = Callable[..., ServiceProcess]  # spawn_service(name, argv, env=None)
+Streams = Callable[[], WorkerStream]  # streams(): a new raw stream to the `gateway` fixture
+Workers = Callable[..., Worker]  # workers(register, **options): a running SDK worker
+StartScheduler = Callable[..., ServiceProcess]  # start_scheduler(name, **settings)
