@@ -35,12 +35,16 @@ def gateway(database_url: str, redis_url: str, spawn_service: Spawn, gateway_env
 
 
 @pytest_asyncio.fixture
-async def streams(gateway: Gateway) -> AsyncIterator[Streams]:
-    """Factory of raw worker streams to `gateway`, all closed at teardown."""
+async def streams(request: pytest.FixtureRequest) -> AsyncIterator[Streams]:
+    """Factory `streams(target=None)` of raw worker streams, all closed at teardown.
+
+    Without a target a stream goes to the `gateway` fixture, started on first use (a test
+    that starts its own gateways does not also start that one).
+    """
     opened: list[WorkerStream] = []
 
-    def open_stream() -> WorkerStream:
-        stream = WorkerStream(gateway.target)
+    def open_stream(target: str | None = None) -> WorkerStream:
+        stream = WorkerStream(target or request.getfixturevalue("gateway").target)
         opened.append(stream)
         return stream
 

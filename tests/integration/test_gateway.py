@@ -21,7 +21,6 @@ from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import SAFETY_NET_SECONDS
 from tests.support.factories import Spawn, Streams
 from tests.support.gateway import start_gateway
-from tests.support.streams import WorkerStream
 from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
@@ -243,6 +242,7 @@ async def test_duplicate_late_and_malformed_results(
 
 
 async def test_oversized_result_is_rejected(
+    streams: Streams,
     database_url: str,
     redis_url: str,
     spawn_service: Spawn,
@@ -250,17 +250,14 @@ async def test_oversized_result_is_rejected(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_MAX_PAYLOAD_BYTES="10")
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"])
-        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-        assignment = await stream.expect("assignment")
-        ack = await stream.result(assignment.execution_id, result=b"x" * 11)
-        assert ack.status == pb.ACK_STATUS_REJECTED and "exceeds" in ack.message
-        assert (await stream.result(assignment.execution_id, result=b"x" * 10)).status == pb.ACK_STATUS_ACCEPTED
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"])
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment = await stream.expect("assignment")
+    ack = await stream.result(assignment.execution_id, result=b"x" * 11)
+    assert ack.status == pb.ACK_STATUS_REJECTED and "exceeds" in ack.message
+    assert (await stream.result(assignment.execution_id, result=b"x" * 10)).status == pb.ACK_STATUS_ACCEPTED
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
 
 
 async def test_log_chunks_are_stored_while_owned(
@@ -290,6 +287,7 @@ async def test_log_chunks_are_stored_while_owned(
 
 
 async def test_heartbeat_renews_leases(
+    streams: Streams,
     database_url: str,
     redis_url: str,
     spawn_service: Spawn,
@@ -297,21 +295,18 @@ async def test_heartbeat_renews_leases(
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_LEASE_SECONDS="5")
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"])
-        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-        await stream.expect("assignment")
-        before = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
-        await asyncio.sleep(0.3)
-        await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1", status=pb.WORKER_STATUS_BUSY))
-        ack = await stream.expect("ack", ack_kind="heartbeat")
-        assert ack.status == pb.ACK_STATUS_ACCEPTED
-        after = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
-        assert (after - before).total_seconds() >= 0.25
-        assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'w1'") == pb.WORKER_STATUS_BUSY
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"])
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    await stream.expect("assignment")
+    before = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
+    await asyncio.sleep(0.3)
+    await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1", status=pb.WORKER_STATUS_BUSY))
+    ack = await stream.expect("ack", ack_kind="heartbeat")
+    assert ack.status == pb.ACK_STATUS_ACCEPTED
+    after = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
+    assert (after - before).total_seconds() >= 0.25
+    assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'w1'") == pb.WORKER_STATUS_BUSY
 
 
 async def test_draining_heartbeat_stops_assignments(

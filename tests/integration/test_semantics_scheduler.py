@@ -24,11 +24,10 @@ from dispatchd.platform.store import executions, fence, jobs, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.factories import Spawn, StartScheduler
+from tests.support.factories import Spawn, StartScheduler, Streams
 from tests.support.gateway import start_gateway
 from tests.support.leadership import KEYS, wait_leading
 from tests.support.polling import eventually
-from tests.support.streams import WorkerStream
 from tests.support.submissions import PREFIX, first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -144,65 +143,61 @@ def gateway_and_scheduler(
 
 
 async def test_expired_lease_release_tells_the_worker_to_stop(
+    streams: Streams,
     gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     target = gateway_and_scheduler(lease_seconds="0.5")
     await wait_leading(redis_client)
-    stream = WorkerStream(target)
-    try:
-        await stream.register("frozen", ["work"], max_concurrency=1)
-        submitted = await submit(db_pool, redis_client)
-        assignment = await stream.expect("assignment")
-        # No heartbeats: the worker is stuck, but its stream is open.
-        cancel = await stream.expect("cancel", timeout=5)
-        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "lease expired")
-        assert await history(db_pool, submitted.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
-    finally:
-        await stream.close()
+    stream = streams(target)
+    await stream.register("frozen", ["work"], max_concurrency=1)
+    submitted = await submit(db_pool, redis_client)
+    assignment = await stream.expect("assignment")
+    # No heartbeats: the worker is stuck, but its stream is open.
+    cancel = await stream.expect("cancel", timeout=5)
+    assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "lease expired")
+    assert await history(db_pool, submitted.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
 
 
 async def test_timeout_is_enforced_server_side_on_a_worker_that_ignores_cancel(
+    streams: Streams,
     gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     # No reconcile pass within the test: only the gateway's wake-up at the due timeout can
     # make the scheduler enforce it in time.
     target = gateway_and_scheduler(reconcile_seconds="30")
     await wait_leading(redis_client)
-    stream = WorkerStream(target)
-    try:
-        await stream.register("stubborn", ["work"], max_concurrency=1)
-        submitted = await submit(db_pool, redis_client, max_attempts=2, timeout_ms=500)
-        assignment = await stream.expect("assignment")
-        assert assignment.execution_timeout.ToMilliseconds() == 500
-        await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
-        await stream.expect("ack", ack_kind="started")
-        cancel = await stream.expect("cancel", timeout=5)
-        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "execution timed out")
-        row = await db_pool.fetchrow(
-            "SELECT status, error_message, finished_at - started_at AS ran FROM executions WHERE execution_id = $1",
-            uuid.UUID(assignment.execution_id),
-        )
-        assert row is not None and ExecutionStatus(row["status"]) is ExecutionStatus.FAILED
-        assert row["error_message"] == "execution timed out"
-        print(f"\nserver-side timeout: the attempt ran {row['ran'].total_seconds() * 1000:.0f} ms (timeout 500 ms)")
-        assert row["ran"] >= dt.timedelta(milliseconds=500), "failed before its timeout"
-        # Ignoring the cancel, it reports success much later: stale, the attempt stays failed.
-        await asyncio.sleep(0.2)
-        await stream.send(
-            result=pb.TaskResult(execution_id=assignment.execution_id, success=True, claim_token=assignment.claim_token)
-        )
-        assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
-        # The retry (a failed attempt counts) comes back, times out too, and the job dead-letters.
-        retry = await stream.expect("assignment")
-        assert retry.attempt == 2
-        await stream.expect("cancel", timeout=5)
-        job = await jobs.get(db_pool, submitted.job.job_id)
+    stream = streams(target)
+    await stream.register("stubborn", ["work"], max_concurrency=1)
+    submitted = await submit(db_pool, redis_client, max_attempts=2, timeout_ms=500)
+    assignment = await stream.expect("assignment")
+    assert assignment.execution_timeout.ToMilliseconds() == 500
+    await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
+    await stream.expect("ack", ack_kind="started")
+    cancel = await stream.expect("cancel", timeout=5)
+    assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "execution timed out")
+    row = await db_pool.fetchrow(
+        "SELECT status, error_message, finished_at - started_at AS ran FROM executions WHERE execution_id = $1",
+        uuid.UUID(assignment.execution_id),
+    )
+    assert row is not None and ExecutionStatus(row["status"]) is ExecutionStatus.FAILED
+    assert row["error_message"] == "execution timed out"
+    print(f"\nserver-side timeout: the attempt ran {row['ran'].total_seconds() * 1000:.0f} ms (timeout 500 ms)")
+    assert row["ran"] >= dt.timedelta(milliseconds=500), "failed before its timeout"
+    # Ignoring the cancel, it reports success much later: stale, the attempt stays failed.
+    await asyncio.sleep(0.2)
+    await stream.send(
+        result=pb.TaskResult(execution_id=assignment.execution_id, success=True, claim_token=assignment.claim_token)
+    )
+    assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
+    # The retry (a failed attempt counts) comes back, times out too, and the job dead-letters.
+    retry = await stream.expect("assignment")
+    assert retry.attempt == 2
+    await stream.expect("cancel", timeout=5)
+    job = await jobs.get(db_pool, submitted.job.job_id)
 
-        async def failed() -> bool:
-            return (await jobs.get(db_pool, submitted.job.job_id)).status is JobStatus.FAILED
+    async def failed() -> bool:
+        return (await jobs.get(db_pool, submitted.job.job_id)).status is JobStatus.FAILED
 
-        await eventually(failed, 3)
-        job = await jobs.get(db_pool, submitted.job.job_id)
-        assert (job.error_message, job.attempts) == ("execution timed out", 2)
-    finally:
-        await stream.close()
+    await eventually(failed, 3)
+    job = await jobs.get(db_pool, submitted.job.job_id)
+    assert (job.error_message, job.attempts) == ("execution timed out", 2)

@@ -13,6 +13,6 @@ from tests.support.processes import ServiceProcess
 from tests.support.streams import WorkerStream
 
 Spawn = Callable[..., ServiceProcess]  # spawn_service(name, argv, env=None)
-Streams = Callable[[], WorkerStream]  # streams(): a new raw stream to the `gateway` fixture
+Streams = Callable[..., WorkerStream]  # streams(target=None): a new raw stream, closed at teardown
 Workers = Callable[..., Worker]  # workers(register, **options): a running SDK worker
 StartScheduler = Callable[..., ServiceProcess]  # start_scheduler(name, **settings)
