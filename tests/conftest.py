@@ -18,10 +18,13 @@ import asyncio
 import atexit
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import hypothesis
+import hypothesis.configuration
 import pytest
 import pytest_asyncio
 import redis
@@ -51,7 +54,18 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _keep_hypothesis_out_of_the_tree() -> None:
+    # Hypothesis writes its example database and caches under ./.hypothesis by default, which
+    # is the repository root; the suite must leave the tree as it found it. Nothing here relies
+    # on replaying saved failures (a failing example is printed), so no database at all.
+    home = Path(tempfile.gettempdir()) / f"dispatchd-hypothesis-{os.getuid()}"
+    hypothesis.configuration.set_hypothesis_home_dir(home)
+    hypothesis.settings.register_profile("dispatchd", database=None)
+    hypothesis.settings.load_profile("dispatchd")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _keep_hypothesis_out_of_the_tree()
     # A cancelled CI job sends SIGTERM, which would kill pytest without running fixture
     # finalizers (or atexit) and leak the servers; treat it like Ctrl-C instead.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:

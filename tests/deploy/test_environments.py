@@ -15,6 +15,7 @@ import pytest
 
 from dispatchd.platform.config import Settings
 from dispatchd.platform.regions import Region
+from dispatchd.platform.security.settings import guardrail
 from tests.support.manifests import DEPLOY, OVERLAYS, PROD_REGIONS, ROOT, Render, kustomize
 
 CLUSTER_SCOPED_ALLOWED = {("", "Namespace")}
@@ -53,8 +54,7 @@ def test_production_overlays_pass_the_security_guardrail(renders: dict[str, Rend
     if settings.app_env != "production":
         assert overlay == "dev", "only dev may run without APP_ENV=production"
         return
-    security = pytest.importorskip("dispatchd.platform.security.settings")
-    assert security.guardrail(settings) == []
+    assert guardrail(settings) == []
 
 
 def test_exactly_one_production_region_is_primary(renders: dict[str, Render]) -> None:

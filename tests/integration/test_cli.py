@@ -15,7 +15,7 @@ import redis.asyncio
 from dispatchd.devtools.stores import free_port
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import executions
-from tests.integration.conftest import StartControlPlane
+from tests.support.factories import StartControlPlane
 
 pytestmark = pytest.mark.integration
 

@@ -9,44 +9,21 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import Gateway, WorkerStream, start_gateway, submit
+from dispatchd.worker_gateway.dispatcher import SAFETY_NET_SECONDS
+from tests.support.factories import Spawn, Streams
+from tests.support.gateway import start_gateway
+from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
-
-Streams = Callable[[], WorkerStream]
-
-
-@pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    # spawn_service last: the gateway is stopped before the database is dropped.
-    return start_gateway(spawn_service, database_url, redis_url)
-
-
-@pytest_asyncio.fixture
-async def streams(gateway: Gateway) -> AsyncIterator[Streams]:
-    opened: list[WorkerStream] = []
-
-    def open_stream() -> WorkerStream:
-        stream = WorkerStream(gateway.target)
-        opened.append(stream)
-        return stream
-
-    yield open_stream
-    for stream in opened:
-        await stream.close()
-
 
 async def _execution(pool: asyncpg.Pool, job_id: uuid.UUID, attempt: int) -> asyncpg.Record:
     row = await pool.fetchrow("SELECT * FROM executions WHERE job_id = $1 AND attempt = $2", job_id, attempt)
@@ -106,20 +83,25 @@ async def test_work_is_pushed_at_once_without_heartbeats(
 ) -> None:
     stream = streams()
     await stream.register("w1", ["email.send"], max_concurrency=0)  # 0 means 1
-    await asyncio.sleep(0.2)  # the dispatcher is idle now, waiting for a notification
-    latencies = []
-    for i in range(3):
-        started = time.monotonic()
-        job_id = await submit(db_pool, redis_client, "email.send", f"hello {i}".encode(), metadata={"k": "v"})
+    rounds = 6
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for i in range(rounds):
+        # Let the pass woken by the freed slot find nothing: from here on only the queue's
+        # notification (or the 1 s safety-net tick) can wake the dispatcher.
+        await asyncio.sleep(0.05)
+        submitted = await submit(db_pool, redis_client, "email.send", f"hello {i}".encode(), metadata={"k": "v"})
         assignment = await stream.expect("assignment", 2)
-        latencies.append(time.monotonic() - started)
-        assert assignment.job_id == str(job_id) and assignment.payload == f"hello {i}".encode()
+        assert assignment.job_id == str(submitted.job.job_id) and assignment.payload == f"hello {i}".encode()
         assert assignment.attempt == 1 and assignment.job_type == "email.send"
         assert dict(assignment.metadata) == {"k": "v"}
         assert assignment.lease_expires_at.seconds > time.time()
         assert (await stream.result(assignment.execution_id)).status == pb.ACK_STATUS_ACCEPTED
-    assert min(latencies) < 0.1, latencies
-    assert max(latencies) < 0.5, latencies
+    took = loop.time() - started
+    print(f"\n{rounds} submit-to-assignment rounds in {took * 1000:.0f} ms")
+    # Each round waiting for the safety-net tick would take about a second: only the push
+    # can finish them all in half that (the latency itself is measured in perf/).
+    assert took < rounds * SAFETY_NET_SECONDS / 2
 
 
 async def test_capabilities_route_by_namespace(
@@ -127,13 +109,13 @@ async def test_capabilities_route_by_namespace(
 ) -> None:
     narrow = streams()
     await narrow.register("narrow", ["email.send"], max_concurrency=10)
-    weekly = await submit(db_pool, redis_client, "email.digest.weekly")
+    weekly = (await submit(db_pool, redis_client, "email.digest.weekly")).job.job_id
     await submit(db_pool, redis_client, "sms.send")
     await narrow.nothing("assignment", 0.5)
     broad = streams()
     await broad.register("broad", ["email"], max_concurrency=10)
     assert (await broad.expect("assignment")).job_id == str(weekly)
-    send = await submit(db_pool, redis_client, "email.send")
+    send = (await submit(db_pool, redis_client, "email.send")).job.job_id
     # Either stream may take email.send; the narrow one must never see the digest or sms.
     got = await asyncio.wait(
         [asyncio.create_task(narrow.expect("assignment")), asyncio.create_task(broad.expect("assignment"))],
@@ -168,7 +150,7 @@ async def test_success_result_completes_the_job(
 ) -> None:
     pubsub = redis_client.pubsub()
     await pubsub.subscribe("dispatchd:events:job")
-    job_id = await submit(db_pool, redis_client, "echo", b"ping")
+    job_id = (await submit(db_pool, redis_client, "echo", b"ping")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"])
     assignment = await stream.expect("assignment")
@@ -194,7 +176,7 @@ async def test_success_result_completes_the_job(
 async def test_failures_retry_then_dead_letter(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "flaky", max_attempts=2, initial_backoff_ms=0)
+    job_id = (await submit(db_pool, redis_client, "flaky", max_attempts=2, initial_backoff_ms=0)).job.job_id
     stream = streams()
     await stream.register("w1", ["flaky"])
     first = await stream.expect("assignment")
@@ -213,7 +195,7 @@ async def test_failures_retry_then_dead_letter(
 async def test_delayed_retry_is_not_pushed_early(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "slow", max_attempts=3, initial_backoff_ms=60_000)
+    job_id = (await submit(db_pool, redis_client, "slow", max_attempts=3, initial_backoff_ms=60_000)).job.job_id
     stream = streams()
     await stream.register("w1", ["slow"])
     first = await stream.expect("assignment")
@@ -233,7 +215,7 @@ async def test_delayed_retry_is_not_pushed_early(
 async def test_duplicate_late_and_malformed_results(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"], max_concurrency=1)
     assignment = await stream.expect("assignment")
@@ -253,31 +235,29 @@ async def test_duplicate_late_and_malformed_results(
     job = await jobs.get(db_pool, job_id)
     assert job.status is JobStatus.SUCCEEDED and job.result == b"a"
     # The stream still works: new work arrives and is accepted.
-    second = await submit(db_pool, redis_client, "echo")
+    second = (await submit(db_pool, redis_client, "echo")).job.job_id
     assignment = await stream.expect("assignment")
     assert assignment.job_id == str(second)
     assert (await stream.result(assignment.execution_id)).status == pb.ACK_STATUS_ACCEPTED
 
 
 async def test_oversized_result_is_rejected(
+    streams: Streams,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_MAX_PAYLOAD_BYTES="10")
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"])
-        job_id = await submit(db_pool, redis_client, "echo")
-        assignment = await stream.expect("assignment")
-        ack = await stream.result(assignment.execution_id, result=b"x" * 11)
-        assert ack.status == pb.ACK_STATUS_REJECTED and "exceeds" in ack.message
-        assert (await stream.result(assignment.execution_id, result=b"x" * 10)).status == pb.ACK_STATUS_ACCEPTED
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"])
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment = await stream.expect("assignment")
+    ack = await stream.result(assignment.execution_id, result=b"x" * 11)
+    assert ack.status == pb.ACK_STATUS_REJECTED and "exceeds" in ack.message
+    assert (await stream.result(assignment.execution_id, result=b"x" * 10)).status == pb.ACK_STATUS_ACCEPTED
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
 
 
 async def test_log_chunks_are_stored_while_owned(
@@ -307,28 +287,26 @@ async def test_log_chunks_are_stored_while_owned(
 
 
 async def test_heartbeat_renews_leases(
+    streams: Streams,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_LEASE_SECONDS="5")
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"])
-        job_id = await submit(db_pool, redis_client, "echo")
-        await stream.expect("assignment")
-        before = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
-        await asyncio.sleep(0.3)
-        await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1", status=pb.WORKER_STATUS_BUSY))
-        ack = await stream.expect("ack", ack_kind="heartbeat")
-        assert ack.status == pb.ACK_STATUS_ACCEPTED
-        after = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
-        assert (after - before).total_seconds() >= 0.25
-        assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'w1'") == pb.WORKER_STATUS_BUSY
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"])
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    await stream.expect("assignment")
+    before = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
+    await asyncio.sleep(0.3)
+    await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1", status=pb.WORKER_STATUS_BUSY))
+    ack = await stream.expect("ack", ack_kind="heartbeat")
+    assert ack.status == pb.ACK_STATUS_ACCEPTED
+    after = (await _execution(db_pool, job_id, 1))["lease_expires_at"]
+    assert (after - before).total_seconds() >= 0.25
+    assert await db_pool.fetchval("SELECT status FROM workers WHERE worker_id = 'w1'") == pb.WORKER_STATUS_BUSY
 
 
 async def test_draining_heartbeat_stops_assignments(

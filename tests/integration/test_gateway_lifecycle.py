@@ -7,46 +7,23 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import grpc
 import pytest
-import pytest_asyncio
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.devtools.stores import PostgresInstance
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, Gateway, WorkerStream, eventually, start_gateway, submit
+from tests.support.factories import Spawn, Streams
+from tests.support.gateway import start_gateway
+from tests.support.polling import eventually
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = pytest.mark.integration
-
-Streams = Callable[[], WorkerStream]
-
-
-@pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    # spawn_service last: the gateway is stopped before the database is dropped.
-    return start_gateway(spawn_service, database_url, redis_url)
-
-
-@pytest_asyncio.fixture
-async def streams(gateway: Gateway) -> AsyncIterator[Streams]:
-    opened: list[WorkerStream] = []
-
-    def open_stream() -> WorkerStream:
-        stream = WorkerStream(gateway.target)
-        opened.append(stream)
-        return stream
-
-    yield open_stream
-    for stream in opened:
-        await stream.close()
-
 
 async def _statuses(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[int, int, str]]:
     rows = await pool.fetch(
@@ -60,7 +37,7 @@ async def _statuses(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[int, in
 async def test_closed_stream_requeues_to_another_worker(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "video.encode", max_attempts=3)
+    job_id = (await submit(db_pool, redis_client, "video.encode", max_attempts=3)).job.job_id
     first = streams()
     await first.register("w1", ["video"])
     assignment = await first.expect("assignment")
@@ -87,7 +64,7 @@ async def test_closed_stream_requeues_to_another_worker(
 async def test_half_closed_stream_ends_and_releases(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"])
     assignment = await stream.expect("assignment")
@@ -102,7 +79,7 @@ async def test_half_closed_stream_ends_and_releases(
 async def test_reregistration_releases_old_claims(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_ids = [await submit(db_pool, redis_client, "echo") for _ in range(2)]
+    job_ids = [(await submit(db_pool, redis_client, "echo")).job.job_id for _ in range(2)]
     old = streams()
     await old.register("w1", ["echo"], max_concurrency=2)
     await old.assignments(2)
@@ -129,7 +106,7 @@ async def test_reregistration_releases_old_claims(
 async def test_cancel_reaches_the_worker(
     streams: Streams, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     stream = streams()
     await stream.register("w1", ["echo"], max_concurrency=1)
     assignment = await stream.expect("assignment")
@@ -160,109 +137,88 @@ async def test_cancel_of_unknown_execution_is_ignored(
 
 
 async def test_sigterm_drains_streams(
+    streams: Streams,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url)
-    stream = WorkerStream(gateway.target)
-    try:
-        job_id = await submit(db_pool, redis_client, "echo")
-        await stream.register("w1", ["echo"])
-        assignment = await stream.expect("assignment")
-        os.kill(gateway.process.pid, signal.SIGTERM)
-        drain = await stream.expect("drain_signal", 5)
-        assert drain.reason == "gateway shutting down"
-        await submit(db_pool, redis_client, "echo")
-        await stream.nothing("assignment", 0.3)
-        # In-flight work may still finish during the grace period.
-        assert (await stream.result(assignment.execution_id, result=b"ok")).status == pb.ACK_STATUS_ACCEPTED
-        assert await stream.ended() == grpc.StatusCode.OK
-        assert await asyncio.to_thread(gateway.process.wait, 10) == 0
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    await stream.register("w1", ["echo"])
+    assignment = await stream.expect("assignment")
+    os.kill(gateway.process.pid, signal.SIGTERM)
+    drain = await stream.expect("drain_signal", 5)
+    assert drain.reason == "gateway shutting down"
+    await submit(db_pool, redis_client, "echo")
+    await stream.nothing("assignment", 0.3)
+    # In-flight work may still finish during the grace period.
+    assert (await stream.result(assignment.execution_id, result=b"ok")).status == pb.ACK_STATUS_ACCEPTED
+    assert await stream.ended() == grpc.StatusCode.OK
+    assert await asyncio.to_thread(gateway.process.wait, 10) == 0
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
 
 
 async def test_drain_grace_then_release(
+    streams: Streams,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_SHUTDOWN_GRACE_SECONDS="1")
-    stream = WorkerStream(gateway.target)
-    try:
-        job_id = await submit(db_pool, redis_client, "echo")
-        await stream.register("w1", ["echo"])
-        await stream.expect("assignment")
-        os.kill(gateway.process.pid, signal.SIGTERM)
-        await stream.expect("drain_signal", 5)
-        assert await stream.ended(10) == grpc.StatusCode.OK
-        assert await asyncio.to_thread(gateway.process.wait, 10) == 0
-        history = await _statuses(db_pool, job_id)
-        assert [h[:2] for h in history] == [(1, ExecutionStatus.FAILED), (2, ExecutionStatus.QUEUED)]
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    await stream.register("w1", ["echo"])
+    await stream.expect("assignment")
+    os.kill(gateway.process.pid, signal.SIGTERM)
+    await stream.expect("drain_signal", 5)
+    assert await stream.ended(10) == grpc.StatusCode.OK
+    assert await asyncio.to_thread(gateway.process.wait, 10) == 0
+    history = await _statuses(db_pool, job_id)
+    assert [h[:2] for h in history] == [(1, ExecutionStatus.FAILED), (2, ExecutionStatus.QUEUED)]
 
 
 async def test_new_streams_are_refused_while_draining(
+    streams: Streams,
     database_url: str,
     redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    spawn_service: Spawn,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
     gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_SHUTDOWN_GRACE_SECONDS="3")
-    busy = WorkerStream(gateway.target)
-    late = None
-    try:
-        await submit(db_pool, redis_client, "echo")
-        await busy.register("w1", ["echo"])
-        await busy.expect("assignment")
-        os.kill(gateway.process.pid, signal.SIGTERM)
-        await busy.expect("drain_signal", 5)
-        late = WorkerStream(gateway.target)
-        await late.send(registration=pb.WorkerRegistration(worker_id="w2", capabilities=["echo"]))
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await late.read(5)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        await busy.close()
-        if late is not None:
-            await late.close()
+    busy = streams(gateway.target)
+    await submit(db_pool, redis_client, "echo")
+    await busy.register("w1", ["echo"])
+    await busy.expect("assignment")
+    os.kill(gateway.process.pid, signal.SIGTERM)
+    await busy.expect("drain_signal", 5)
+    late = streams(gateway.target)
+    await late.offer("w2", ["echo"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await late.read(5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_postgres_outage_ends_streams_until_it_is_back(
-    pg_instance: PostgresInstance,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
-) -> None:
+async def test_postgres_outage_ends_streams_until_it_is_back(pg_instance: PostgresInstance, streams: Streams) -> None:
     if os.environ.get("GRPC_ENABLE_FORK_SUPPORT", "").lower() not in ("0", "false"):
         # Restarting Postgres forks this process, whose gRPC threads make gRPC's at-fork
         # handlers crash the child now and then.
         pytest.skip("needs GRPC_ENABLE_FORK_SUPPORT=false in the test process")
-    gateway = start_gateway(spawn_service, database_url, redis_url)
-    stream = WorkerStream(gateway.target)
-    retry = WorkerStream(gateway.target)
-    again = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"])
-        await asyncio.to_thread(pg_instance.stop)
-        await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1"))
-        assert await stream.ended(10) == grpc.StatusCode.UNAVAILABLE
-        await retry.send(registration=pb.WorkerRegistration(worker_id="w1", capabilities=["echo"]))
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await retry.read(10)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        await asyncio.to_thread(pg_instance.start)
-        await again.register("w1", ["echo"])
-        await again.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1"))
-        assert (await again.expect("ack", ack_kind="heartbeat")).status == pb.ACK_STATUS_ACCEPTED
-    finally:
-        for s in (stream, retry, again):
-            await s.close()
+    stream, retry, again = streams(), streams(), streams()
+    await stream.register("w1", ["echo"])
+    await asyncio.to_thread(pg_instance.stop)
+    await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1"))
+    assert await stream.ended(10) == grpc.StatusCode.UNAVAILABLE
+    await retry.offer("w1", ["echo"])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await retry.read(10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    await asyncio.to_thread(pg_instance.start)
+    await again.register("w1", ["echo"])
+    await again.send(heartbeat=pb.WorkerHeartbeat(worker_id="w1"))
+    assert (await again.expect("ack", ack_kind="heartbeat")).status == pb.ACK_STATUS_ACCEPTED

@@ -17,10 +17,9 @@ import redis.asyncio
 from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import Keys
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
-from dispatchd.v1 import worker_service_pb2 as wpb
-from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc
-from tests.support.gateway import submit
 from tests.support.processes import Spawner
+from tests.support.streams import WorkerStream
+from tests.support.submissions import submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -49,7 +48,7 @@ def assert_refused(caught: pytest.ExceptionInfo[grpc.RpcError], method: str) -> 
 async def test_passive_control_plane_serves_reads_and_refuses_mutations(
     database_url: str, redis_url: str, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, spawn_service: Spawner
 ) -> None:
-    job_id = str(await submit(db_pool, redis_client, "email.send", b"replicated"))
+    job_id = str((await submit(db_pool, redis_client, "email.send", b"replicated")).job.job_id)
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **PASSIVE}
     process, target = start(spawn_service, "control-plane", env)
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
@@ -85,15 +84,15 @@ async def test_passive_gateway_refuses_worker_streams(
     await submit(db_pool, redis_client, "email.send")
     env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **PASSIVE}
     process, target = start(spawn_service, "worker-gateway", env)
-    registration = wpb.ConnectRequest(
-        registration=wpb.WorkerRegistration(worker_id="w-1", capabilities=["email"], max_concurrency=1)
-    )
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        call = wpb_grpc.WorkerServiceStub(channel).Connect(iter([registration]), timeout=5)
+    stream = WorkerStream(target)
+    try:
+        await stream.offer("w-1", ["email"], max_concurrency=1)
         with pytest.raises(grpc.RpcError) as caught:
-            async for _ in call:
-                pytest.fail("a passive gateway sent something on a worker stream")
+            message = await stream.read(5)
+            pytest.fail(f"a passive gateway sent something on a worker stream: {message}")
         assert_refused(caught, "Connect")
+    finally:
+        await stream.close()
 
     assert await db_pool.fetchval("SELECT count(*) FROM workers") == 0
     assert await db_pool.fetchval("SELECT count(*) FROM executions WHERE status <> 1") == 0  # all still QUEUED

@@ -3,54 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
-import pytest_asyncio
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.sdk import HandlerFailed, RegistrationRejected, Task, Worker
 from dispatchd.sdk import handlers as builtin_handlers
-from tests.support.gateway import PREFIX, Gateway, eventually, start_gateway, submit
+from tests.support.factories import Workers
+from tests.support.gateway import Gateway
+from tests.support.polling import eventually
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = pytest.mark.integration
-
-Workers = Callable[..., Worker]
-
-
-@pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    return start_gateway(spawn_service, database_url, redis_url)
-
-
-@pytest_asyncio.fixture
-async def workers(gateway: Gateway) -> AsyncIterator[Workers]:
-    """Factory: a Worker on the gateway, running in this process until the test ends."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
-
-    def start(*, register: Callable[[Worker], None], **options: object) -> Worker:
-        options.setdefault("heartbeat_seconds", 1.0)
-        worker = Worker(gateway.target, **options)  # type: ignore[arg-type]
-        register(worker)
-        running.append((worker, asyncio.create_task(worker.run())))
-        return worker
-
-    yield start
-    for worker, _ in running:
-        worker.request_stop(grace=1.0)
-    for _, task in running:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 10)
-
 
 async def _status(pool: asyncpg.Pool, job_id: uuid.UUID, status: JobStatus, timeout: float = 10.0) -> None:
     async def reached() -> bool:
@@ -71,7 +42,7 @@ async def test_jobs_complete_through_the_sdk(
 
     worker = workers(register=lambda w: w.register("text", upper), worker_id="sdk-1", labels={"zone": "a"})
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_ids = [await submit(db_pool, redis_client, "text.upper", f"job {i}".encode()) for i in range(20)]
+    job_ids = [(await submit(db_pool, redis_client, "text.upper", f"job {i}".encode())).job.job_id for i in range(20)]
     for i, job_id in enumerate(job_ids):
         await _status(db_pool, job_id, JobStatus.SUCCEEDED)
         job = await jobs.get(db_pool, job_id)
@@ -95,9 +66,9 @@ async def test_failures_are_reported_and_retried(
 
     worker = workers(register=register)
     await asyncio.wait_for(worker.registered.wait(), 10)
-    failing = await submit(db_pool, redis_client, "builtin.fail", max_attempts=2)
-    flaky = await submit(db_pool, redis_client, "builtin.flaky", b'{"fail_attempts": 1}', max_attempts=3)
-    partial = await submit(db_pool, redis_client, "partial", max_attempts=1)
+    failing = (await submit(db_pool, redis_client, "builtin.fail", max_attempts=2)).job.job_id
+    flaky = (await submit(db_pool, redis_client, "builtin.flaky", b'{"fail_attempts": 1}', max_attempts=3)).job.job_id
+    partial = (await submit(db_pool, redis_client, "partial", max_attempts=1)).job.job_id
     await _status(db_pool, failing, JobStatus.FAILED)
     job = await jobs.get(db_pool, failing)
     assert job.error_message == "RuntimeError: builtin.fail always fails (attempt 2)" and job.attempts == 2
@@ -128,7 +99,7 @@ async def test_sdk_never_runs_more_than_max_concurrency(
 
     worker = workers(register=lambda w: w.register("slow", slow), max_concurrency=3)
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_ids = [await submit(db_pool, redis_client, "slow") for _ in range(12)]
+    job_ids = [(await submit(db_pool, redis_client, "slow")).job.job_id for _ in range(12)]
     for job_id in job_ids:
         await _status(db_pool, job_id, JobStatus.SUCCEEDED)
     assert peak == 3
@@ -150,7 +121,7 @@ async def test_cancel_reaches_a_running_handler(
 
     worker = workers(register=lambda w: w.register("forever", forever), worker_id="sdk-c")
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_id = await submit(db_pool, redis_client, "forever")
+    job_id = (await submit(db_pool, redis_client, "forever")).job.job_id
     await asyncio.wait_for(started.wait(), 5)
     cancelled = await jobs.cancel(db_pool, job_id, "stop it")
     for execution_id, worker_id in cancelled.stopped:
@@ -164,7 +135,7 @@ async def test_cancel_reaches_a_running_handler(
     assert execution is not None and execution["status"] == ExecutionStatus.CANCELED
     # The worker keeps serving after the cancel.
     await asyncio.sleep(0)
-    again = await submit(db_pool, redis_client, "forever")
+    again = (await submit(db_pool, redis_client, "forever")).job.job_id
     started.clear()
     await asyncio.wait_for(started.wait(), 5)
     assert (await jobs.get(db_pool, again)).status in (JobStatus.DISPATCHING, JobStatus.RUNNING)
@@ -175,7 +146,7 @@ async def test_sdk_reconnects_after_the_gateway_restarts(
 ) -> None:
     worker = workers(register=builtin_handlers.register_builtins, worker_id="sdk-r")
     await asyncio.wait_for(worker.registered.wait(), 10)
-    first = await submit(db_pool, redis_client, "builtin.echo", b"before")
+    first = (await submit(db_pool, redis_client, "builtin.echo", b"before")).job.job_id
     await _status(db_pool, first, JobStatus.SUCCEEDED)
     gateway.process.kill()
 
@@ -186,7 +157,7 @@ async def test_sdk_reconnects_after_the_gateway_restarts(
     await asyncio.to_thread(gateway.restart)
     await asyncio.wait_for(worker.registered.wait(), 20)
     assert worker.connections == 2
-    second = await submit(db_pool, redis_client, "builtin.echo", b"after")
+    second = (await submit(db_pool, redis_client, "builtin.echo", b"after")).job.job_id
     await _status(db_pool, second, JobStatus.SUCCEEDED)
     assert (await jobs.get(db_pool, second)).result == b"after"
 
@@ -196,7 +167,7 @@ async def test_drain_lets_running_work_finish_then_reconnects(
 ) -> None:
     worker = workers(register=builtin_handlers.register_builtins, worker_id="sdk-d")
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_id = await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 1.0}')
+    job_id = (await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 1.0}')).job.job_id
     await _status(db_pool, job_id, JobStatus.RUNNING, 5)
     os.kill(gateway.process.pid, signal.SIGTERM)
     await _status(db_pool, job_id, JobStatus.SUCCEEDED, 10)
@@ -207,7 +178,7 @@ async def test_drain_lets_running_work_finish_then_reconnects(
         return worker.connections == 2 and worker.registered.is_set()
 
     await eventually(reconnected, 20)
-    again = await submit(db_pool, redis_client, "builtin.echo", b"x")
+    again = (await submit(db_pool, redis_client, "builtin.echo", b"x")).job.job_id
     await _status(db_pool, again, JobStatus.SUCCEEDED)
 
 
@@ -218,7 +189,7 @@ async def test_graceful_stop_finishes_running_work(
     builtin_handlers.register_builtins(worker)
     runner = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_id = await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 0.5}')
+    job_id = (await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 0.5}')).job.job_id
     await _status(db_pool, job_id, JobStatus.RUNNING, 5)
     await asyncio.wait_for(worker.stop(grace=5), 10)
     assert runner.done() and runner.exception() is None
@@ -237,7 +208,7 @@ async def test_stop_after_grace_releases_the_work(
     builtin_handlers.register_builtins(worker)
     runner = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.registered.wait(), 10)
-    job_id = await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 30}')
+    job_id = (await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 30}')).job.job_id
     await _status(db_pool, job_id, JobStatus.RUNNING, 5)
     await asyncio.wait_for(worker.stop(grace=0.2), 10)
     await runner

@@ -17,16 +17,13 @@ from dispatchd.devtools.stack import ServiceProcess, python_module_argv
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.platform.store.rows import JobRow
-from tests.support.gateway import Gateway, eventually, start_gateway, submit
+from tests.support.gateway import Gateway
+from tests.support.polling import eventually
+from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
 
 StartWorker = Callable[..., ServiceProcess]
-
-
-@pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    return start_gateway(spawn_service, database_url, redis_url)
 
 
 @pytest.fixture
@@ -70,8 +67,8 @@ async def test_shell_worker_runs_commands_and_streams_logs(
     start_worker("shell-worker", "--enable-shell")
     assert await _registered(db_pool, "shell-worker") == ["shell"]
     command = {"command": 'echo "hello $NAME"; echo warn >&2; echo bye', "env": {"NAME": "you"}}
-    ok = await submit(db_pool, redis_client, "shell", json.dumps(command).encode())
-    failing = await submit(db_pool, redis_client, "shell", b"echo partial; exit 4", max_attempts=1)
+    ok = (await submit(db_pool, redis_client, "shell", json.dumps(command).encode())).job.job_id
+    failing = (await submit(db_pool, redis_client, "shell", b"echo partial; exit 4", max_attempts=1)).job.job_id
 
     job = await _finished(db_pool, ok)
     assert job.status is JobStatus.SUCCEEDED
@@ -99,8 +96,8 @@ async def test_worker_without_enable_shell_does_not_offer_shell(
     start_worker("plain-worker", "--builtins")
     capabilities = await _registered(db_pool, "plain-worker")
     assert "shell" not in capabilities and "builtin.echo" in capabilities
-    shell_job = await submit(db_pool, redis_client, "shell", b"echo should-not-run")
-    echo_job = await submit(db_pool, redis_client, "builtin.echo", b"hi")
+    shell_job = (await submit(db_pool, redis_client, "shell", b"echo should-not-run")).job.job_id
+    echo_job = (await submit(db_pool, redis_client, "builtin.echo", b"hi")).job.job_id
     assert (await _finished(db_pool, echo_job)).result == b"hi"
     await asyncio.sleep(0.3)
     assert (await jobs.get(db_pool, shell_job)).status is JobStatus.PENDING
@@ -111,7 +108,7 @@ async def test_sigterm_stops_the_worker_gracefully(
 ) -> None:
     worker = start_worker("term-worker", "--builtins", "--grace-seconds", "10")
     await _registered(db_pool, "term-worker")
-    job_id = await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 0.7}')
+    job_id = (await submit(db_pool, redis_client, "builtin.sleep", b'{"seconds": 0.7}')).job.job_id
 
     async def running() -> bool:
         return (await jobs.get(db_pool, job_id)).status is JobStatus.RUNNING

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, Gateway, WorkerStream, eventually, start_gateway, submit
+from tests.support.factories import Streams
+from tests.support.gateway import Gateway
+from tests.support.polling import eventually
+from tests.support.streams import WorkerStream
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -27,10 +29,8 @@ HEARTBEAT_SECONDS = 0.4
 
 
 @pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Callable[..., ServiceProcess]) -> Gateway:
-    return start_gateway(
-        spawn_service, database_url, redis_url, DISPATCHD_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS)
-    )
+def gateway_env() -> dict[str, str]:
+    return {"DISPATCHD_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS)}
 
 
 async def execution(pool: asyncpg.Pool, execution_id: str) -> asyncpg.Record:
@@ -59,154 +59,144 @@ async def result(stream: WorkerStream, execution_id: str, token: str = "", succe
 
 
 async def test_results_carrying_a_claim_token_must_match_the_claim(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"], max_concurrency=2)
-        job_id = await submit(db_pool, redis_client, "echo")
-        assignment = await stream.expect("assignment")
-        row = await execution(db_pool, assignment.execution_id)
-        assert assignment.claim_token == str(row["claim_token"])
-        assert not assignment.HasField("execution_timeout")
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"], max_concurrency=2)
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment = await stream.expect("assignment")
+    row = await execution(db_pool, assignment.execution_id)
+    assert assignment.claim_token == str(row["claim_token"])
+    assert not assignment.HasField("execution_timeout")
 
-        assert (await result(stream, assignment.execution_id, "not-a-uuid")).status == pb.ACK_STATUS_REJECTED
-        stale = await result(stream, assignment.execution_id, str(uuid.uuid4()))
-        assert stale.status == pb.ACK_STATUS_STALE and "claim" in stale.message
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.DISPATCHING
-        assert (await result(stream, assignment.execution_id, assignment.claim_token)).status == pb.ACK_STATUS_ACCEPTED
-        duplicate = await result(stream, assignment.execution_id, assignment.claim_token)
-        assert duplicate.status == pb.ACK_STATUS_STALE
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
-        # The stream stays open and keeps working after stale and rejected results.
-        await submit(db_pool, redis_client, "echo")
-        again = await stream.expect("assignment")
-        assert (await result(stream, again.execution_id)).status == pb.ACK_STATUS_ACCEPTED  # no token: reference
-    finally:
-        await stream.close()
+    assert (await result(stream, assignment.execution_id, "not-a-uuid")).status == pb.ACK_STATUS_REJECTED
+    stale = await result(stream, assignment.execution_id, str(uuid.uuid4()))
+    assert stale.status == pb.ACK_STATUS_STALE and "claim" in stale.message
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.DISPATCHING
+    assert (await result(stream, assignment.execution_id, assignment.claim_token)).status == pb.ACK_STATUS_ACCEPTED
+    duplicate = await result(stream, assignment.execution_id, assignment.claim_token)
+    assert duplicate.status == pb.ACK_STATUS_STALE
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.SUCCEEDED
+    # The stream stays open and keeps working after stale and rejected results.
+    await submit(db_pool, redis_client, "echo")
+    again = await stream.expect("assignment")
+    assert (await result(stream, again.execution_id)).status == pb.ACK_STATUS_ACCEPTED  # no token: reference
 
 
 async def test_a_result_for_a_cancelled_job_never_changes_it(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
-        assignment = await stream.expect("assignment")
-        await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
-        await stream.expect("ack", ack_kind="started")
-        cancelled = await jobs.cancel(db_pool, job_id, "operator")
-        for execution_id, worker_id in cancelled.stopped:
-            await ReadyQueues(redis_client, PREFIX).publish_cancel(str(execution_id), worker_id, "operator")
-        cancel = await stream.expect("cancel")
-        assert cancel.execution_id == assignment.execution_id
-        # The worker finished anyway, successfully; then it tries a failure too.
-        ack = await result(stream, assignment.execution_id, assignment.claim_token)
-        assert ack.status == pb.ACK_STATUS_STALE
-        assert (await result(stream, assignment.execution_id, success=False)).status == pb.ACK_STATUS_STALE
-        job = await jobs.get(db_pool, job_id)
-        assert (job.status, job.result, job.attempts) == (JobStatus.CANCELED, None, 1)
-        rows = await db_pool.fetch("SELECT status FROM executions WHERE job_id = $1", job_id)
-        assert [r["status"] for r in rows] == [ExecutionStatus.CANCELED]
-        # Its slot is free again: the next job is assigned.
-        await submit(db_pool, redis_client, "echo")
-        await stream.expect("assignment")
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"], max_concurrency=1)
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment = await stream.expect("assignment")
+    await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
+    await stream.expect("ack", ack_kind="started")
+    cancelled = await jobs.cancel(db_pool, job_id, "operator")
+    for execution_id, worker_id in cancelled.stopped:
+        await ReadyQueues(redis_client, PREFIX).publish_cancel(str(execution_id), worker_id, "operator")
+    cancel = await stream.expect("cancel")
+    assert cancel.execution_id == assignment.execution_id
+    # The worker finished anyway, successfully; then it tries a failure too.
+    ack = await result(stream, assignment.execution_id, assignment.claim_token)
+    assert ack.status == pb.ACK_STATUS_STALE
+    assert (await result(stream, assignment.execution_id, success=False)).status == pb.ACK_STATUS_STALE
+    job = await jobs.get(db_pool, job_id)
+    assert (job.status, job.result, job.attempts) == (JobStatus.CANCELED, None, 1)
+    rows = await db_pool.fetch("SELECT status FROM executions WHERE job_id = $1", job_id)
+    assert [r["status"] for r in rows] == [ExecutionStatus.CANCELED]
+    # Its slot is free again: the next job is assigned.
+    await submit(db_pool, redis_client, "echo")
+    await stream.expect("assignment")
 
 
 # --------------------------------------------------------------------------- heartbeat lists
 
 
 async def test_heartbeat_without_a_list_renews_everything_the_stream_owns(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"], max_concurrency=3)
-        for _ in range(3):
-            await submit(db_pool, redis_client, "echo")
-        assigned = await stream.assignments(3)
-        for _ in range(3):  # several intervals: a reference client never loses its work
-            ack = await heartbeat(stream, "w1", None)
-            assert ack.message == "renewed 3 lease(s)"
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-        for a in assigned:
-            assert ExecutionStatus((await execution(db_pool, a.execution_id))["status"]) is ExecutionStatus.CLAIMED
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"], max_concurrency=3)
+    for _ in range(3):
+        await submit(db_pool, redis_client, "echo")
+    assigned = await stream.assignments(3)
+    for _ in range(3):  # several intervals: a reference client never loses its work
+        ack = await heartbeat(stream, "w1", None)
+        assert ack.message == "renewed 3 lease(s)"
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+    for a in assigned:
+        assert ExecutionStatus((await execution(db_pool, a.execution_id))["status"]) is ExecutionStatus.CLAIMED
 
 
 async def test_heartbeat_list_renews_listed_releases_forgotten_and_cancels_foreign(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"], max_concurrency=2)
-        kept_job = await submit(db_pool, redis_client, "echo")
-        kept = await stream.expect("assignment")
-        await submit(db_pool, redis_client, "echo")
-        forgotten = await stream.expect("assignment")
-        if kept.job_id != str(kept_job):
-            kept, forgotten = forgotten, kept
-        foreign = str(uuid.uuid4())
-        before = await execution(db_pool, kept.execution_id)
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"], max_concurrency=2)
+    kept_job = (await submit(db_pool, redis_client, "echo")).job.job_id
+    kept = await stream.expect("assignment")
+    await submit(db_pool, redis_client, "echo")
+    forgotten = await stream.expect("assignment")
+    if kept.job_id != str(kept_job):
+        kept, forgotten = forgotten, kept
+    foreign = str(uuid.uuid4())
+    before = await execution(db_pool, kept.execution_id)
 
-        # First heartbeat without `forgotten`: it may still be on its way, so it is kept.
-        ack = await heartbeat(stream, "w1", [kept.execution_id, foreign, "junk"])
-        assert ack.status == pb.ACK_STATUS_ACCEPTED
-        assert "renewed 1 lease(s)" in ack.message and "1 malformed" in ack.message
-        cancel = await stream.expect("cancel")
-        assert cancel.execution_id == foreign and "no longer assigned" in cancel.reason
-        assert (await execution(db_pool, kept.execution_id))["lease_expires_at"] > before["lease_expires_at"]
-        assert ExecutionStatus((await execution(db_pool, forgotten.execution_id))["status"]) is ExecutionStatus.CLAIMED
+    # First heartbeat without `forgotten`: it may still be on its way, so it is kept.
+    ack = await heartbeat(stream, "w1", [kept.execution_id, foreign, "junk"])
+    assert ack.status == pb.ACK_STATUS_ACCEPTED
+    assert "renewed 1 lease(s)" in ack.message and "1 malformed" in ack.message
+    cancel = await stream.expect("cancel")
+    assert cancel.execution_id == foreign and "no longer assigned" in cancel.reason
+    assert (await execution(db_pool, kept.execution_id))["lease_expires_at"] > before["lease_expires_at"]
+    assert ExecutionStatus((await execution(db_pool, forgotten.execution_id))["status"]) is ExecutionStatus.CLAIMED
 
-        # Still missing a heartbeat interval later: released and retried at once.
-        await asyncio.sleep(HEARTBEAT_SECONDS)
-        ack = await heartbeat(stream, "w1", [kept.execution_id])
-        assert "released 1 execution(s)" in ack.message
-        gone = await execution(db_pool, forgotten.execution_id)
-        assert ExecutionStatus(gone["status"]) is ExecutionStatus.FAILED
-        assert gone["error_message"] == "worker no longer reports running the execution"
-        retry = await db_pool.fetchrow(
-            "SELECT * FROM executions WHERE job_id = $1 AND attempt = 2", uuid.UUID(forgotten.job_id)
-        )
-        # No backoff: the worker did not fail it, it lost it.
-        assert retry is not None and (retry["available_at"] - gone["finished_at"]).total_seconds() < 0.05
-        # The slot was freed and the retry comes straight back to this (only) worker.
-        reassigned = await stream.expect("assignment")
-        assert (reassigned.job_id, reassigned.attempt) == (forgotten.job_id, 2)
-        assert (await result(stream, forgotten.execution_id, forgotten.claim_token)).status == pb.ACK_STATUS_STALE
-        assert (await result(stream, kept.execution_id, kept.claim_token)).status == pb.ACK_STATUS_ACCEPTED
-    finally:
-        await stream.close()
+    # Still missing a heartbeat interval later: released and retried at once.
+    await asyncio.sleep(HEARTBEAT_SECONDS)
+    ack = await heartbeat(stream, "w1", [kept.execution_id])
+    assert "released 1 execution(s)" in ack.message
+    gone = await execution(db_pool, forgotten.execution_id)
+    assert ExecutionStatus(gone["status"]) is ExecutionStatus.FAILED
+    assert gone["error_message"] == "worker no longer reports running the execution"
+    retry = await db_pool.fetchrow(
+        "SELECT * FROM executions WHERE job_id = $1 AND attempt = 2", uuid.UUID(forgotten.job_id)
+    )
+    # No backoff: the worker did not fail it, it lost it.
+    assert retry is not None and (retry["available_at"] - gone["finished_at"]).total_seconds() < 0.05
+    # The slot was freed and the retry comes straight back to this (only) worker.
+    reassigned = await stream.expect("assignment")
+    assert (reassigned.job_id, reassigned.attempt) == (forgotten.job_id, 2)
+    assert (await result(stream, forgotten.execution_id, forgotten.claim_token)).status == pb.ACK_STATUS_STALE
+    assert (await result(stream, kept.execution_id, kept.claim_token)).status == pb.ACK_STATUS_ACCEPTED
 
 
 async def test_listing_an_execution_it_lost_gets_the_worker_a_cancel(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
-        assignment = await stream.expect("assignment")
-        # Its lease expired and the scheduler failed it (a GC pause on the worker, say).
-        await db_pool.execute(
-            "UPDATE executions SET status = 5, error_message = 'lease expired' WHERE execution_id = $1",
-            uuid.UUID(assignment.execution_id),
-        )
-        await heartbeat(stream, "w1", [assignment.execution_id])
-        cancel = await stream.expect("cancel")
-        assert cancel.execution_id == assignment.execution_id
-        # The worker still runs it, so the slot stays taken until it lets go.
-        await submit(db_pool, redis_client, "echo")
-        await stream.nothing("assignment", 0.3)
-        await heartbeat(stream, "w1", [])
-        await stream.expect("assignment")
-        assert (await jobs.get(db_pool, job_id)).status is JobStatus.DISPATCHING
-    finally:
-        await stream.close()
+    stream = streams(gateway.target)
+    await stream.register("w1", ["echo"], max_concurrency=1)
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment = await stream.expect("assignment")
+    # Its lease expired and the scheduler failed it (a GC pause on the worker, say).
+    await db_pool.execute(
+        "UPDATE executions SET status = 5, error_message = 'lease expired' WHERE execution_id = $1",
+        uuid.UUID(assignment.execution_id),
+    )
+    await heartbeat(stream, "w1", [assignment.execution_id])
+    cancel = await stream.expect("cancel")
+    assert cancel.execution_id == assignment.execution_id
+    # The worker still runs it, so the slot stays taken until it lets go.
+    await submit(db_pool, redis_client, "echo")
+    await stream.nothing("assignment", 0.3)
+    await heartbeat(stream, "w1", [])
+    await stream.expect("assignment")
+    assert (await jobs.get(db_pool, job_id)).status is JobStatus.DISPATCHING
 
 
 # --------------------------------------------------------------------------- restarts under the same id
@@ -220,7 +210,7 @@ async def test_a_worker_restarted_under_the_same_id_does_not_keep_old_claims(
     new = WorkerStream(gateway.target)
     try:
         await old.register("w1", ["echo"], max_concurrency=1)
-        job_id = await submit(db_pool, redis_client, "echo")
+        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
         first = await old.expect("assignment")
         await new.register("w1", ["echo"], max_concurrency=1)
         retried = await new.expect("assignment")
@@ -242,11 +232,12 @@ async def test_a_worker_restarted_under_the_same_id_does_not_keep_old_claims(
 
 
 async def test_late_results_after_a_stream_ends_are_stale_on_the_next_stream(
+    streams: Streams,
     gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     first = WorkerStream(gateway.target)
     await first.register("w1", ["echo"], max_concurrency=1)
-    job_id = await submit(db_pool, redis_client, "echo")
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     assignment = await first.expect("assignment")
     await first.close()  # the stream drops: its execution is released at once
 
@@ -254,12 +245,9 @@ async def test_late_results_after_a_stream_ends_are_stale_on_the_next_stream(
         return int(await db_pool.fetchval("SELECT count(*) FROM executions WHERE job_id = $1", job_id)) == 2
 
     await eventually(released, 5)
-    second = WorkerStream(gateway.target)
-    try:
-        await second.register("w1", ["echo"], max_concurrency=1)
-        retry = await second.expect("assignment")
-        late = await result(second, assignment.execution_id, assignment.claim_token)
-        assert late.status == pb.ACK_STATUS_STALE
-        assert (await result(second, retry.execution_id, retry.claim_token)).status == pb.ACK_STATUS_ACCEPTED
-    finally:
-        await second.close()
+    second = streams(gateway.target)
+    await second.register("w1", ["echo"], max_concurrency=1)
+    retry = await second.expect("assignment")
+    late = await result(second, assignment.execution_id, assignment.claim_token)
+    assert late.status == pb.ACK_STATUS_STALE
+    assert (await result(second, retry.execution_id, retry.claim_token)).status == pb.ACK_STATUS_ACCEPTED

@@ -9,17 +9,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import pytest
 import redis.asyncio
 
-from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, WorkerStream, start_gateway, submit
+from tests.support.factories import Streams
+from tests.support.submissions import PREFIX, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -65,34 +64,28 @@ async def test_zero_aging_means_strict_priorities(redis_client: redis.asyncio.Re
 
 
 async def test_a_worker_receives_queued_work_in_priority_order(
-    database_url: str,
-    redis_url: str,
-    spawn_service: Callable[..., ServiceProcess],
+    streams: Streams,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url)
     submitted = {}
     for priority in (0, 7, 3, 7, 0, 1000, 3):
-        job_id = await submit(db_pool, redis_client, "prio", priority=priority)
+        job_id = (await submit(db_pool, redis_client, "prio", priority=priority)).job.job_id
         submitted[str(job_id)] = priority
         await asyncio.sleep(0.002)  # distinct due times (ms resolution) keep FIFO well defined
-    stream = WorkerStream(gateway.target)
-    try:
-        await stream.register("w1", ["prio"], max_concurrency=1)
-        received = []
-        for _ in submitted:
-            assignment = await stream.expect("assignment")
-            received.append(assignment.job_id)
-            await stream.send(result=pb.TaskResult(execution_id=assignment.execution_id, success=True))
-        priorities = [submitted[j] for j in received]
-        assert priorities == [1000, 7, 7, 3, 3, 0, 0]
-        # FIFO within a priority: submit order (job rows carry their creation time).
-        created = {
-            str(r["job_id"]): r["created_at"] for r in await db_pool.fetch("SELECT job_id, created_at FROM jobs")
-        }
-        for p in (7, 3, 0):
-            same = [j for j in received if submitted[j] == p]
-            assert same == sorted(same, key=lambda j: created[j])
-    finally:
-        await stream.close()
+    stream = streams()
+    await stream.register("w1", ["prio"], max_concurrency=1)
+    received = []
+    for _ in submitted:
+        assignment = await stream.expect("assignment")
+        received.append(assignment.job_id)
+        await stream.send(result=pb.TaskResult(execution_id=assignment.execution_id, success=True))
+    priorities = [submitted[j] for j in received]
+    assert priorities == [1000, 7, 7, 3, 3, 0, 0]
+    # FIFO within a priority: submit order (job rows carry their creation time).
+    created = {
+        str(r["job_id"]): r["created_at"] for r in await db_pool.fetch("SELECT job_id, created_at FROM jobs")
+    }
+    for p in (7, 3, 0):
+        same = [j for j in received if submitted[j] == p]
+        assert same == sorted(same, key=lambda j: created[j])

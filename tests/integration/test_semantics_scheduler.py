@@ -9,7 +9,7 @@ timeout is failed server-side and its worker is told to stop, even one that igno
 from __future__ import annotations
 
 import asyncio
-import time
+import datetime as dt
 import uuid
 from collections.abc import Callable
 
@@ -18,46 +18,19 @@ import pytest
 import redis.asyncio
 
 from dispatchd.platform.config import Settings
-from dispatchd.platform.queues import Keys, ReadyQueues
-from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import executions, fence, jobs, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.gateway import PREFIX, WorkerStream, eventually, start_gateway
-from tests.support.processes import Spawner
+from tests.support.factories import Spawn, StartScheduler, Streams
+from tests.support.gateway import start_gateway
+from tests.support.leadership import KEYS, wait_leading
+from tests.support.polling import eventually
+from tests.support.submissions import PREFIX, first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-KEYS = Keys(PREFIX)
-Spawn = Spawner
-
-
-async def submit(
-    pool: asyncpg.Pool,
-    client: redis.asyncio.Redis | None = None,
-    job_type: str = "work",
-    *,
-    attempts: int = 3,
-    timeout_ms: int | None = None,
-) -> jobs.Submitted:
-    new = jobs.NewJob(
-        job_type=job_type,
-        payload=b"",
-        priority=0,
-        idempotency_key=None,
-        metadata={},
-        retry=RetryPolicy(attempts, 0, 1),
-        retry_policy_set=True,
-        execution_timeout_ms=timeout_ms,
-    )
-    submitted = await jobs.submit(pool, new)
-    if client is not None:
-        assert submitted.queued is not None
-        await ReadyQueues(client, PREFIX).push([submitted.queued])
-    return submitted
-
 
 async def expired_claims(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
     ids = []
@@ -131,12 +104,11 @@ async def test_two_reconcilers_at_once_the_stale_one_changes_nothing(
 
 
 async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
-    database_url: str, redis_url: str, spawn_service: Spawn, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    start_scheduler: StartScheduler, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2"}
     # Earlier terms reached epoch 41 (recorded in Postgres); Redis starts from nothing.
     await fence.open_term(db_pool, 41)
-    spawn_service.service("scheduler", env)
+    start_scheduler()
 
     async def recorded(at_least: int) -> bool:
         return await fence.current(db_pool) >= at_least
@@ -148,10 +120,9 @@ async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
     await eventually(lambda: recorded(first + 1), 5)
     assert await redis_epoch(redis_client) == await fence.current(db_pool)
     # The leader keeps repairing under its new epoch.
-    submitted = await submit(db_pool)
-    assert submitted.queued is not None
+    ref = first_attempt(await submit(db_pool))
     queues = ReadyQueues(redis_client, PREFIX)
-    await eventually(lambda: queues.contains(submitted.queued), 3)  # type: ignore[arg-type]
+    await eventually(lambda: queues.contains(ref), 3)
 
 
 # --------------------------------------------------------------------------- telling workers to stop
@@ -159,86 +130,76 @@ async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
 
 @pytest.fixture
 def gateway_and_scheduler(
-    database_url: str, redis_url: str, spawn_service: Spawn
+    database_url: str, redis_url: str, spawn_service: Spawn, start_scheduler: StartScheduler
 ) -> Callable[..., str]:
-    def start(**gateway_env: str) -> str:
-        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2"}
-        scheduler = spawn_service.service("scheduler", {**env, **gateway_env}, wait=False)
-        gateway = start_gateway(spawn_service, database_url, redis_url, **gateway_env)
+    """`gateway_and_scheduler(**settings)`: both running with these settings; the gateway's target."""
+
+    def start(**settings: str) -> str:
+        scheduler = start_scheduler(wait=False, **settings)
+        env = {f"DISPATCHD_{key.upper()}": value for key, value in settings.items()}
+        target = start_gateway(spawn_service, database_url, redis_url, **env).target
         scheduler.wait_healthy()
-        return gateway.target
+        return target
 
     return start
 
 
-async def wait_leading(client: redis.asyncio.Redis) -> None:
-    async def leading() -> bool:
-        subscribed = dict(await client.pubsub_numsub(KEYS.scheduler_channel))
-        return bool(await client.get(KEYS.leader)) and subscribed.get(KEYS.scheduler_channel.encode(), 0) >= 1
-
-    await eventually(leading, 10)
-
-
 async def test_expired_lease_release_tells_the_worker_to_stop(
+    streams: Streams,
     gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    target = gateway_and_scheduler(DISPATCHD_LEASE_SECONDS="0.5")
+    target = gateway_and_scheduler(lease_seconds="0.5")
     await wait_leading(redis_client)
-    stream = WorkerStream(target)
-    try:
-        await stream.register("frozen", ["work"], max_concurrency=1)
-        submitted = await submit(db_pool, redis_client)
-        assignment = await stream.expect("assignment")
-        # No heartbeats: the worker is stuck, but its stream is open.
-        cancel = await stream.expect("cancel", timeout=5)
-        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "lease expired")
-        assert await history(db_pool, submitted.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
-    finally:
-        await stream.close()
+    stream = streams(target)
+    await stream.register("frozen", ["work"], max_concurrency=1)
+    submitted = await submit(db_pool, redis_client)
+    assignment = await stream.expect("assignment")
+    # No heartbeats: the worker is stuck, but its stream is open.
+    cancel = await stream.expect("cancel", timeout=5)
+    assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "lease expired")
+    assert await history(db_pool, submitted.job.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
 
 
 async def test_timeout_is_enforced_server_side_on_a_worker_that_ignores_cancel(
+    streams: Streams,
     gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    target = gateway_and_scheduler()
+    # No reconcile pass within the test: only the gateway's wake-up at the due timeout can
+    # make the scheduler enforce it in time.
+    target = gateway_and_scheduler(reconcile_seconds="30")
     await wait_leading(redis_client)
-    stream = WorkerStream(target)
-    try:
-        await stream.register("stubborn", ["work"], max_concurrency=1)
-        submitted = await submit(db_pool, redis_client, attempts=2, timeout_ms=500)
-        assignment = await stream.expect("assignment")
-        assert assignment.execution_timeout.ToMilliseconds() == 500
-        await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
-        await stream.expect("ack", ack_kind="started")
-        started_at = time.monotonic()
-        cancel = await stream.expect("cancel", timeout=5)
-        took = time.monotonic() - started_at
-        print(f"\nserver-side timeout: cancel reached the worker {took * 1000:.0f} ms after start (timeout 500 ms)")
-        assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "execution timed out")
-        assert 0.45 <= took < 0.8
-        row = await db_pool.fetchrow(
-            "SELECT status, error_message, finished_at - started_at AS ran FROM executions WHERE execution_id = $1",
-            uuid.UUID(assignment.execution_id),
-        )
-        assert row is not None and ExecutionStatus(row["status"]) is ExecutionStatus.FAILED
-        assert row["error_message"] == "execution timed out"
-        # Ignoring the cancel, it reports success much later: stale, the attempt stays failed.
-        await asyncio.sleep(0.2)
-        await stream.send(
-            result=pb.TaskResult(execution_id=assignment.execution_id, success=True, claim_token=assignment.claim_token)
-        )
-        assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
-        # The retry (a failed attempt counts) comes back, times out too, and the job dead-letters.
-        retry = await stream.expect("assignment")
-        assert retry.attempt == 2
-        await stream.expect("cancel", timeout=5)
-        job = await jobs.get(db_pool, submitted.job.job_id)
+    stream = streams(target)
+    await stream.register("stubborn", ["work"], max_concurrency=1)
+    submitted = await submit(db_pool, redis_client, max_attempts=2, timeout_ms=500)
+    assignment = await stream.expect("assignment")
+    assert assignment.execution_timeout.ToMilliseconds() == 500
+    await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
+    await stream.expect("ack", ack_kind="started")
+    cancel = await stream.expect("cancel", timeout=5)
+    assert (cancel.execution_id, cancel.reason) == (assignment.execution_id, "execution timed out")
+    row = await db_pool.fetchrow(
+        "SELECT status, error_message, finished_at - started_at AS ran FROM executions WHERE execution_id = $1",
+        uuid.UUID(assignment.execution_id),
+    )
+    assert row is not None and ExecutionStatus(row["status"]) is ExecutionStatus.FAILED
+    assert row["error_message"] == "execution timed out"
+    print(f"\nserver-side timeout: the attempt ran {row['ran'].total_seconds() * 1000:.0f} ms (timeout 500 ms)")
+    assert row["ran"] >= dt.timedelta(milliseconds=500), "failed before its timeout"
+    # Ignoring the cancel, it reports success much later: stale, the attempt stays failed.
+    await asyncio.sleep(0.2)
+    await stream.send(
+        result=pb.TaskResult(execution_id=assignment.execution_id, success=True, claim_token=assignment.claim_token)
+    )
+    assert (await stream.expect("ack", ack_kind="result")).status == pb.ACK_STATUS_STALE
+    # The retry (a failed attempt counts) comes back, times out too, and the job dead-letters.
+    retry = await stream.expect("assignment")
+    assert retry.attempt == 2
+    await stream.expect("cancel", timeout=5)
+    job = await jobs.get(db_pool, submitted.job.job_id)
 
-        async def failed() -> bool:
-            return (await jobs.get(db_pool, submitted.job.job_id)).status is JobStatus.FAILED
+    async def failed() -> bool:
+        return (await jobs.get(db_pool, submitted.job.job_id)).status is JobStatus.FAILED
 
-        await eventually(failed, 3)
-        job = await jobs.get(db_pool, submitted.job.job_id)
-        assert (job.error_message, job.attempts) == ("execution timed out", 2)
-    finally:
-        await stream.close()
+    await eventually(failed, 3)
+    job = await jobs.get(db_pool, submitted.job.job_id)
+    assert (job.error_message, job.attempts) == ("execution timed out", 2)

@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 
 from dispatchd.platform.errors import FailedPrecondition
-from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import (
     EXECUTION_CLAIMABLE,
     EXECUTION_OWNED,
@@ -30,42 +29,18 @@ from dispatchd.platform.store.dead_letters import DeadLetterFilter
 from dispatchd.platform.store.executions import Owner
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import Claim
+from tests.support.submissions import first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
 SESSION = uuid.UUID(int=7)
 
 
-async def submit(
-    pool: asyncpg.Pool,
-    job_type: str = "work",
-    *,
-    attempts: int = 3,
-    backoff_ms: int = 0,
-    timeout_ms: int | None = None,
-    key: str | None = None,
-    **extra: object,
-) -> jobs.Submitted:
-    new = jobs.NewJob(
-        job_type=job_type,
-        payload=b"p",
-        priority=0,
-        idempotency_key=key,
-        metadata={},
-        retry=RetryPolicy(attempts, backoff_ms, max(backoff_ms, 1)),
-        retry_policy_set=True,
-        execution_timeout_ms=timeout_ms,
-        **extra,  # type: ignore[arg-type]
-    )
-    return await jobs.submit(pool, new)
-
-
-async def claimed(pool: asyncpg.Pool, *, lease: float = 30, session: uuid.UUID = SESSION, **kw: object) -> Claim:
-    submitted = await submit(pool, **kw)  # type: ignore[arg-type]
-    assert submitted.queued is not None
-    (claim,) = await executions.claim(
-        pool, [submitted.queued.execution_id], worker_id="w1", session_id=session, lease_seconds=lease
-    )
+async def claimed(
+    pool: asyncpg.Pool, *, lease: float = 30, session: uuid.UUID = SESSION, timeout_ms: int | None = None
+) -> Claim:
+    ref = first_attempt(await submit(pool, timeout_ms=timeout_ms))
+    (claim,) = await executions.claim(pool, [ref.execution_id], worker_id="w1", session_id=session, lease_seconds=lease)
     return claim
 
 
@@ -320,7 +295,7 @@ async def test_resubmitting_a_delayed_job_with_its_key_is_idempotent(db_pool: as
 
 
 async def dead_letter(pool: asyncpg.Pool, job_type: str = "work", attempts: int = 1) -> uuid.UUID:
-    submitted = await submit(pool, job_type, attempts=attempts)
+    submitted = await submit(pool, job_type=job_type, max_attempts=attempts)
     job_id = submitted.job.job_id
     for _ in range(attempts):
         (queued,) = await pool.fetch("SELECT execution_id FROM executions WHERE job_id = $1 AND status = 1", job_id)
@@ -384,7 +359,7 @@ async def test_concurrent_redrives_of_one_job_queue_one_attempt(db_pool: asyncpg
 
 async def test_dead_letters_are_listed_by_type_and_time_with_paging(db_pool: asyncpg.Pool) -> None:
     ids = [await dead_letter(db_pool, "mail" if i % 2 else "sms") for i in range(6)]
-    await submit(db_pool, "mail")  # pending: not a dead letter
+    await submit(db_pool, job_type="mail")  # pending: not a dead letter
     everything, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=10, page_token="")
     assert [d.job.job_id for d in everything] == ids[::-1] and token == ""
     assert all(d.execution.status is ExecutionStatus.DEAD_LETTERED for d in everything)

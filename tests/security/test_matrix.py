@@ -19,7 +19,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import job_service_pb2, worker_service_pb2
-from tests.support.security import Credentials, SecureStack, WorkerStream
+from tests.support.security import Credentials, SecureStack
+from tests.support.streams import WorkerStream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -106,12 +107,12 @@ async def _connect(stack: SecureStack, creds: Credentials, roles: tuple[str, ...
     token = None if roles is None else creds.token("worker-a", *roles)
     stream = WorkerStream(stack.gateway, creds.worker("worker-a", token))
     try:
-        await stream.register("worker-a")
-        message = await stream.read()
+        await stream.offer("worker-a", ["sec.test"])
+        message = await stream.reply()
         if message is not None and message.WhichOneof("payload") == "ack":
             assert message.ack.status == worker_service_pb2.ACK_STATUS_ACCEPTED, message
             return grpc.StatusCode.OK
-        return await stream.status()
+        return await stream.ended()
     finally:
         await stream.close()
 

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from dispatchd.v1 import job_service_pb2
-from tests.support.security import Credentials, SecureStack, WorkerStream, add_jwks_key, bad_tokens
+from tests.support.security import Credentials, SecureStack, add_jwks_key, bad_tokens
+from tests.support.streams import WorkerStream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -82,8 +83,8 @@ async def test_a_worker_with_a_bad_token_cannot_connect(secure_stack: SecureStac
     for name, token in list(bad_tokens(creds).items())[:6]:
         stream = WorkerStream(secure_stack.gateway, creds.worker("worker-a", token))
         try:
-            await stream.register("worker-a")
-            assert await stream.read() is None, name
-            assert await stream.status() is grpc.StatusCode.UNAUTHENTICATED, name
+            await stream.offer("worker-a", ["sec.test"])
+            assert await stream.reply() is None, name
+            assert await stream.ended() is grpc.StatusCode.UNAUTHENTICATED, name
         finally:
             await stream.close()

@@ -15,7 +15,8 @@ import pytest
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import common_pb2, job_service_pb2
 from dispatchd.v1 import worker_service_pb2 as wpb
-from tests.support.security import Credentials, SecureStack, WorkerStream
+from tests.support.security import Credentials, SecureStack
+from tests.support.streams import WorkerStream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -25,11 +26,11 @@ ACCEPTED = wpb.ACK_STATUS_ACCEPTED
 async def _register(stack: SecureStack, security: ClientSecurity, worker_id: str, capability: str = "sec.id"
                     ) -> tuple[WorkerStream, grpc.StatusCode, str]:
     stream = WorkerStream(stack.gateway, security)
-    await stream.register(worker_id, [capability])
-    message = await stream.read()
+    await stream.offer(worker_id, [capability])
+    message = await stream.reply()
     if message is not None and message.WhichOneof("payload") == "ack" and message.ack.status == ACCEPTED:
         return stream, grpc.StatusCode.OK, ""
-    return stream, await stream.status(), await stream.details()
+    return stream, await stream.ended(), await stream.details()
 
 
 async def test_worker_identity_must_match_token_and_certificate(secure_stack: SecureStack, creds: Credentials) -> None:
@@ -72,7 +73,7 @@ async def test_results_and_heartbeats_only_for_owned_executions(secure_stack: Se
         job = jobs.SubmitJob(
             job_service_pb2.SubmitJobRequest(job_type=capability, payload=b"p"), metadata=admin, timeout=10
         ).job
-        assignment = await owner.next_assignment()
+        assignment = await owner.expect("assignment", 10)
         assert assignment.job_id == job.job_id
 
         # Another authenticated worker, running the same job type, tries to settle it.
@@ -81,17 +82,17 @@ async def test_results_and_heartbeats_only_for_owned_executions(secure_stack: Se
         )
         assert code is grpc.StatusCode.OK
         await thief.send(result=wpb.TaskResult(execution_id=assignment.execution_id, success=True, result=b"stolen"))
-        assert (await thief.next_ack("result")).status == wpb.ACK_STATUS_STALE
+        assert (await thief.expect("ack", 10, ack_kind="result")).status == wpb.ACK_STATUS_STALE
         await thief.send(started=wpb.TaskStarted(execution_id=assignment.execution_id))
-        assert (await thief.next_ack("started")).status == wpb.ACK_STATUS_STALE
+        assert (await thief.expect("ack", 10, ack_kind="started")).status == wpb.ACK_STATUS_STALE
         await thief.send(heartbeat=wpb.WorkerHeartbeat(worker_id="worker-a"))
-        assert (await thief.next_ack("heartbeat")).status == wpb.ACK_STATUS_REJECTED
+        assert (await thief.expect("ack", 10, ack_kind="heartbeat")).status == wpb.ACK_STATUS_REJECTED
 
         request = job_service_pb2.GetJobRequest(job_id=job.job_id)
         assert jobs.GetJob(request, metadata=admin, timeout=5).job.status != common_pb2.JOB_STATUS_SUCCEEDED
 
         await owner.send(result=wpb.TaskResult(execution_id=assignment.execution_id, success=True, result=b"mine"))
-        assert (await owner.next_ack("result")).status == ACCEPTED
+        assert (await owner.expect("ack", 10, ack_kind="result")).status == ACCEPTED
         finished = jobs.GetJob(request, metadata=admin, timeout=5).job
         assert finished.status == common_pb2.JOB_STATUS_SUCCEEDED
         assert finished.result == b"mine"
@@ -212,8 +213,8 @@ async def test_odd_registrations_are_invalid_argument(secure_stack: SecureStack,
         stream = WorkerStream(secure_stack.gateway, security)
         try:
             await stream.send(registration=registration)
-            assert await stream.read() is None
-            assert await stream.status() is grpc.StatusCode.INVALID_ARGUMENT, registration
+            assert await stream.reply() is None
+            assert await stream.ended() is grpc.StatusCode.INVALID_ARGUMENT, registration
             assert "registration" in await stream.details()
         finally:
             await stream.close()

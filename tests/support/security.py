@@ -9,27 +9,21 @@ processes with APP_ENV=production, each with a plaintext health-only port for re
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import grpc
 
 from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
 from dispatchd.devtools.stack import Stack, Stores, Topology
-from dispatchd.v1 import worker_service_pb2 as wpb
-from dispatchd.v1 import worker_service_pb2_grpc as wpb_grpc
 
 ISSUER = "https://issuer.dispatchd.test"
 AUDIENCE = "dispatchd-test"
 CLIENTS = ("admin-cli", "alice", "bob")
 WORKERS = ("worker-a", "worker-b")
-EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -158,64 +152,6 @@ def secure_topology(
         redis_prefix=redis_prefix,
         settings={"DISPATCHD_SHUTDOWN_GRACE_SECONDS": "2", "DISPATCHD_LOG_LEVEL": "INFO", **settings},
     )
-
-
-# --------------------------------------------------------------------------- worker streams
-
-
-class WorkerStream:
-    """A raw Connect stream (asyncio) for tests that play the worker by hand."""
-
-    def __init__(self, target: str, security: ClientSecurity) -> None:
-        self.channel = security.aio_channel(target, options=[("grpc.enable_http_proxy", 0)])
-        stub: Any = wpb_grpc.WorkerServiceStub(self.channel)
-        self.call = stub.Connect(metadata=security.metadata())
-
-    async def send(self, **payload: Any) -> bool:
-        """False when the stream had already ended (its status says why)."""
-        try:
-            await self.call.write(wpb.ConnectRequest(**payload))
-        except grpc.aio.AioRpcError:
-            return False
-        return True
-
-    async def register(self, worker_id: str, capabilities: Sequence[str] = ("sec.test",)) -> None:
-        reg = wpb.WorkerRegistration(worker_id=worker_id, capabilities=list(capabilities), max_concurrency=4)
-        await self.send(registration=reg)
-
-    async def read(self, timeout: float = 10) -> wpb.ConnectResponse | None:
-        """The next message, or None when the stream ended (see `status` for how)."""
-        try:
-            message = await asyncio.wait_for(self.call.read(), timeout)
-        except grpc.aio.AioRpcError:
-            return None
-        return None if message is EOF_MARK else message
-
-    async def next_ack(self, kind: str, timeout: float = 10) -> wpb.WorkerAck:
-        while True:
-            message = await self.read(timeout)
-            assert message is not None, f"stream ended before a {kind} ack"
-            if message.WhichOneof("payload") == "ack" and message.ack.kind == kind:
-                return message.ack
-
-    async def next_assignment(self, timeout: float = 10) -> wpb.TaskAssignment:
-        while True:
-            message = await self.read(timeout)
-            assert message is not None, "stream ended before an assignment"
-            if message.WhichOneof("payload") == "assignment":
-                return message.assignment
-
-    async def status(self) -> grpc.StatusCode:
-        code: grpc.StatusCode = await self.call.code()
-        return code
-
-    async def details(self) -> str:
-        text: str = await self.call.details()
-        return text
-
-    async def close(self) -> None:
-        self.call.cancel()
-        await self.channel.close(None)
 
 
 # --------------------------------------------------------------------------- hand-made tokens

@@ -1,7 +1,4 @@
-"""dispatchctl's pure helpers: durations, `run` payloads and results, table layout.
-
-(No servers involved; kept next to the CLI's integration tests.)
-"""
+"""dispatchctl's pure helpers: durations, `run` payloads and results, table layout."""
 
 from __future__ import annotations
 

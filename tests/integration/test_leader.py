@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis.asyncio
 
 from dispatchd.scheduler.leader import Campaign, Lead, LeaderLease, Term
+
+pytestmark = pytest.mark.integration
 
 KEY = "test:scheduler:leader"
 
@@ -59,7 +62,6 @@ async def test_takeover_after_holder_stops_renewing(redis_client: redis.asyncio.
     ttl = 0.4
     holder = LeaderLease(redis_client, KEY, ttl)
     assert await holder.try_acquire()
-    started = time.monotonic()
     elected = asyncio.Event()
 
     async def lead(term: Term) -> None:
@@ -70,9 +72,8 @@ async def test_takeover_after_holder_stops_renewing(redis_client: redis.asyncio.
     standby = Campaign(LeaderLease(redis_client, KEY, ttl), lead)
     task = asyncio.create_task(standby.run(stopping))
     try:
+        # The holder never renews: only its lease running out lets the standby in.
         await asyncio.wait_for(elected.wait(), 2.0)
-        took = time.monotonic() - started
-        assert took <= ttl + ttl / 4 + 0.05, f"takeover took {took:.3f}s"
         assert standby.is_leader
         assert await holder.holder() == standby.lease.token
         assert not await holder.renew()
@@ -107,27 +108,26 @@ async def _campaigns(
 
 
 async def test_exactly_one_campaign_leads_and_hands_over_on_shutdown(redis_client: redis.asyncio.Redis) -> None:
-    campaigns, elected, _ended, events = await _campaigns(redis_client, 1.0, 2)
+    # A 4 s lease renewed every 4/3 s: the standby (trying every second) can be elected within
+    # 2 s of the stop only if the lease was released rather than left to run out.
+    campaigns, elected, _ended, events = await _campaigns(redis_client, 4.0, 2)
     stops = [asyncio.Event(), asyncio.Event()]
     tasks = [asyncio.create_task(c.run(s)) for c, s in zip(campaigns, stops, strict=True)]
     try:
         done, _ = await asyncio.wait(
             [asyncio.create_task(e.wait()) for e in elected.values()],
-            timeout=2,
+            timeout=5,
             return_when=asyncio.FIRST_COMPLETED,
         )
         assert done
-        await asyncio.sleep(0.6)  # a few renew/acquire rounds: still exactly one leader
+        await asyncio.sleep(1.5)  # a renewal and a standby's attempt later: still exactly one leader
         leaders = [i for i, c in enumerate(campaigns) if c.is_leader]
         assert len(leaders) == 1
         first = leaders[0]
         other = 1 - first
-        started = time.monotonic()
         stops[first].set()
         await tasks[first]
-        await asyncio.wait_for(elected[other].wait(), 1.0)
-        handover = time.monotonic() - started
-        assert handover < 0.5, f"graceful handover took {handover:.3f}s"
+        await asyncio.wait_for(elected[other].wait(), 2.0)
         assert events[:2] == [(first, "start"), (first, "stop")]
     finally:
         for s in stops:
@@ -144,9 +144,8 @@ async def test_leader_steps_down_when_its_lease_is_taken(redis_client: redis.asy
         await asyncio.wait_for(elected[0].wait(), 1.0)
         # Someone else now holds the key (e.g. Redis lost it and another replica won).
         await redis_client.set(KEY, "intruder", px=60_000)
-        started = time.monotonic()
+        # The intruder's lease outlives the test: only a failed renewal can end the leading.
         await asyncio.wait_for(ended[0].wait(), 2)
-        assert time.monotonic() - started <= ttl / 3 + 0.1
         assert not campaigns[0].is_leader
         assert events == [(0, "start"), (0, "stop")]
         assert await redis_client.get(KEY) == b"intruder"
