@@ -21,6 +21,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from dispatchd.devtools.stack import Stack
 from dispatchd.v1 import common_pb2, job_service_pb2
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -59,10 +60,12 @@ def _ctl(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _wait_running(stack: Stack, job_id: str) -> None:
-    deadline = time.monotonic() + 15
-    while stack.jobs().GetJob(job_service_pb2.GetJobRequest(job_id=job_id)).job.status != common_pb2.JOB_STATUS_RUNNING:
-        assert time.monotonic() < deadline, "job never started"
-        time.sleep(0.02)
+    jobs = stack.jobs()
+    wait_until(
+        lambda: jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id)).job.status == common_pb2.JOB_STATUS_RUNNING,
+        15,
+        "job started",
+    )
 
 
 def test_retries_after_backoff_actually_run_on_time(stack: Stack) -> None:
@@ -171,10 +174,7 @@ def test_a_cancelled_running_job_stays_cancelled(stack: Stack) -> None:
     assert jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job_id, reason="stop")).job.status == (
         common_pb2.JOB_STATUS_CANCELED
     )
-    deadline = time.monotonic() + 10
-    while "cancelled by the gateway" not in worker.log_tail(200):
-        assert time.monotonic() < deadline, worker.log_tail()
-        time.sleep(0.05)
+    wait_until(lambda: "cancelled by the gateway" in worker.log_tail(200), 10, "the worker logged the cancel")
     time.sleep(0.3)  # the worker's "cancelled" result has landed (and was stale)
     job = jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id)).job
     assert (job.status, job.attempts, job.error_message) == (common_pb2.JOB_STATUS_CANCELED, 1, "stop")

@@ -13,9 +13,8 @@ import pytest
 import redis.asyncio
 
 from dispatchd.devtools.stores import free_port
-from dispatchd.platform.queues import ReadyQueues
-from dispatchd.platform.store import executions
 from tests.support.factories import StartControlPlane
+from tests.support.submissions import complete
 
 pytestmark = pytest.mark.integration
 
@@ -75,24 +74,6 @@ async def submitted_id(ctl: Ctl, *args: str) -> str:
     document = result.json()
     assert isinstance(document, dict)
     return str(document["job"]["job_id"])
-
-
-async def complete(
-    pool: asyncpg.Pool, client: redis.asyncio.Redis, job_id: str, result: bytes, ok: bool = True
-) -> None:
-    """Play the worker: claim the queued attempt and settle it, then announce the outcome."""
-    (execution_id,) = [
-        r["execution_id"]
-        for r in await pool.fetch("SELECT execution_id FROM executions WHERE job_id = $1 AND status = 1", job_id)
-    ]
-    claimed = await executions.claim(pool, [execution_id], worker_id="w", session_id=uuid.uuid4(), lease_seconds=30)
-    assert claimed
-    if ok:
-        settled = await executions.succeed(pool, execution_id, executions.Owner(), result)
-    else:
-        settled = await executions.fail(pool, execution_id, executions.Owner(), "exit status 3", result=result)
-    assert settled.applied and settled.job_status is not None
-    await ReadyQueues(client, "dispatchd").publish_job_event(job_id, int(settled.job_status))
 
 
 async def job_of_type(pool: asyncpg.Pool, job_type: str) -> str:

@@ -23,8 +23,8 @@ from dispatchd.client import (
     Unavailable,
 )
 from dispatchd.devtools.stores import free_port
-from tests.integration.test_cli import complete
 from tests.support.factories import StartControlPlane
+from tests.support.submissions import complete
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -17,6 +15,7 @@ from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import certs
 from dispatchd.devtools.stack import free_listen
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
+from tests.support.polling import wait_until
 from tests.support.processes import Spawner
 from tests.support.security import Credentials, SecureStack
 
@@ -129,15 +128,6 @@ def rotating_control_plane(
     return process.address, tls
 
 
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
-
-
 def _accepted(target: str, creds: Credentials, other_ca: bool) -> bool:
     try:
         _handshake(target, creds, other_ca=other_ca)
@@ -156,7 +146,8 @@ def test_certificate_files_are_reloaded_without_a_restart(
     ca = certs.load(creds.pki.ca, creds.pki.ca_key)
     renewed = certs.server_cert(ca)
     renewed.write(tls / "server.pem", tls / "server.key")
-    assert _eventually(lambda: _handshake(target, creds)[1] == renewed.cert.serial_number)
+    serial = renewed.cert.serial_number
+    wait_until(lambda: _handshake(target, creds)[1] == serial, 10, "renewed certificate served", 0.1)
     assert renewed.cert.serial_number != first_serial
     with creds.client("admin-cli").sync_channel(target) as channel:
         assert _list(channel, creds.token("root", "admin")) is grpc.StatusCode.OK
@@ -167,7 +158,7 @@ def test_certificate_files_are_reloaded_without_a_restart(
     partial = tls / ".bundle"
     partial.write_bytes(bundle)
     partial.replace(tls / "clients-ca.pem")
-    assert _eventually(lambda: _accepted(target, creds, other_ca=True))
+    wait_until(lambda: _accepted(target, creds, other_ca=True), 10, "new client CA trusted", 0.1)
 
     # A half-written (unusable) file is ignored: the previous certificate keeps serving.
     (tls / "server.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage")

@@ -7,6 +7,7 @@ figure prints the returned seconds, perf/ is where latencies are asserted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 
@@ -21,3 +22,15 @@ async def eventually(
             raise AssertionError(f"not within {timeout}s: {what}")
         await asyncio.sleep(interval)
     return loop.time() - started
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float = 10.0, what: str = "condition", interval: float = 0.02
+) -> float:
+    """`eventually` for synchronous tests (blocking clients, process logs); the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(interval)
+    return time.monotonic() - started

@@ -7,13 +7,15 @@ a new `NewJob` field or a change in how the first attempt is queued is made in o
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import asyncpg
 import redis.asyncio
 
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.store import jobs
+from dispatchd.platform.states import ExecutionStatus
+from dispatchd.platform.store import executions, jobs
 from dispatchd.platform.store.rows import QueuedRef
 
 PREFIX = "dispatchd"  # the services' default Redis key prefix
@@ -61,3 +63,23 @@ def first_attempt(submitted: jobs.Submitted) -> QueuedRef:
     """The attempt a fresh (not deduplicated) submission queued."""
     assert submitted.queued is not None, f"job {submitted.job.job_id} was deduplicated, nothing queued"
     return submitted.queued
+
+
+async def complete(
+    pool: asyncpg.Pool, client: redis.asyncio.Redis, job_id: str, result: bytes, ok: bool = True
+) -> None:
+    """Play the worker: claim the job's queued attempt and settle it, then announce the outcome."""
+    (execution_id,) = [
+        r["execution_id"]
+        for r in await pool.fetch(
+            "SELECT execution_id FROM executions WHERE job_id = $1 AND status = $2", job_id, ExecutionStatus.QUEUED
+        )
+    ]
+    claimed = await executions.claim(pool, [execution_id], worker_id="w", session_id=uuid.uuid4(), lease_seconds=30)
+    assert claimed
+    if ok:
+        settled = await executions.succeed(pool, execution_id, executions.Owner(), result)
+    else:
+        settled = await executions.fail(pool, execution_id, executions.Owner(), "exit status 3", result=result)
+    assert settled.applied and settled.job_status is not None
+    await ReadyQueues(client, PREFIX).publish_job_event(job_id, int(settled.job_status))
