@@ -21,6 +21,7 @@ from dispatchd.control_plane.waiters import JobWaiters
 from dispatchd.devtools.stores import RedisInstance
 from dispatchd.platform.config import Settings
 from dispatchd.platform.interceptors import ErrorInterceptor
+from dispatchd.platform.paging import PageTokens
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.server import MAX_MESSAGE_BYTES
 from dispatchd.platform.store import executions
@@ -72,7 +73,9 @@ async def serve_on() -> AsyncIterator[Serve]:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobService(settings, pool, queues, waiters), server)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(
+            JobService(settings, pool, queues, waiters, PageTokens.from_key_file("")), server
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         listener = asyncio.create_task(waiters.run())

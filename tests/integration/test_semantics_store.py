@@ -360,25 +360,25 @@ async def test_concurrent_redrives_of_one_job_queue_one_attempt(db_pool: asyncpg
 async def test_dead_letters_are_listed_by_type_and_time_with_paging(db_pool: asyncpg.Pool) -> None:
     ids = [await dead_letter(db_pool, "mail" if i % 2 else "sms") for i in range(6)]
     await submit(db_pool, job_type="mail")  # pending: not a dead letter
-    everything, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=10, page_token="")
-    assert [d.job.job_id for d in everything] == ids[::-1] and token == ""
+    everything, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=10, after=None)
+    assert [d.job.job_id for d in everything] == ids[::-1] and token is None
     assert all(d.execution.status is ExecutionStatus.DEAD_LETTERED for d in everything)
     mail, _ = await dead_letters.list_dead_letters(
-        db_pool, DeadLetterFilter(job_type="mail"), page_size=10, page_token=""
+        db_pool, DeadLetterFilter(job_type="mail"), page_size=10, after=None
     )
     assert [d.job.job_id for d in mail] == [ids[5], ids[3], ids[1]]
     pivot = everything[2].job.finished_at  # ids[3]
     assert pivot is not None
-    since, _ = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(since=pivot), page_size=10, page_token="")
+    since, _ = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(since=pivot), page_size=10, after=None)
     assert [d.job.job_id for d in since] == [ids[5], ids[4], ids[3]]
-    until, _ = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(until=pivot), page_size=10, page_token="")
+    until, _ = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(until=pivot), page_size=10, after=None)
     assert [d.job.job_id for d in until] == [ids[2], ids[1], ids[0]]
     seen: list[uuid.UUID] = []
-    token = ""
+    token = None
     while True:
-        page, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=4, page_token=token)
+        page, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=4, after=token)
         seen += [d.job.job_id for d in page]
-        if not token:
+        if token is None:
             break
     assert seen == ids[::-1]
     assert await dead_letters.matching(db_pool, DeadLetterFilter(job_type="sms"), 2) == [ids[0], ids[2]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -142,20 +143,65 @@ def test_backoff_keeps_sub_second_precision() -> None:
     assert {policy.backoff_ms(1, random.Random(i)) for i in range(50)} - {0, 250}
 
 
-def test_job_cursor_round_trip_is_exact() -> None:
+KEY = b"k" * paging.MIN_KEY_BYTES
+JOBS = paging.Listing("jobs", (None, "email.send", "alice"))
+
+
+def test_page_tokens_round_trip_exactly() -> None:
+    tokens = paging.PageTokens(KEY)
     created = dt.datetime(2026, 11, 23, 19, 0, 0, 123456, tzinfo=dt.UTC)
     job_id = uuid.uuid4()
-    assert paging.decode_job_cursor(paging.encode_job_cursor(created, job_id)) == (created, job_id)
-    assert paging.decode_attempt_cursor(paging.encode_attempt_cursor(17)) == 17
+    assert tokens.open_time_id(JOBS, tokens.issue_time_id(JOBS, created, job_id)) == (created, job_id)
+    listing = paging.Listing("executions", (str(job_id),))
+    assert tokens.open_attempt(listing, tokens.issue_attempt(listing, 17)) == 17
+    assert tokens.open_time_id(JOBS, "") is None and tokens.open_attempt(listing, "") == 0
+    # Another replica with the same key accepts the token.
+    assert paging.PageTokens(KEY).open_attempt(listing, tokens.issue_attempt(listing, 3)) == 3
 
 
-@pytest.mark.parametrize("token", ["garbage", "!!!", "ZTE6MQ", "ajE6eDp5", "", "e1:-1"])
-def test_malformed_job_cursor_is_invalid_argument(token: str) -> None:
+def _forged(position: object, key: bytes = KEY, listing: paging.Listing = JOBS) -> str:
+    """A token for `position` as a client that knew the key would build it."""
+    tokens = paging.PageTokens(key)
+    return tokens._issue(listing, position)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "garbage",
+        "!!!",
+        "ZTE6MQ",  # today's unsigned "e1:1"
+        "a.b.c",
+        ".",
+        _forged([1, str(uuid.uuid4())], key=b"x" * paging.MIN_KEY_BYTES),  # another deployment's key
+        _forged([1, str(uuid.uuid4())], listing=paging.Listing("jobs", (None, "email.send", "bob"))),
+        _forged([1, str(uuid.uuid4())])[:-2],  # tampered mac
+        _forged([10**20, str(uuid.uuid4())]),  # a timestamp no datetime holds
+        _forged([True, str(uuid.uuid4())]),
+        _forged([1, "not-a-uuid"]),
+        _forged({"a": 1}),
+    ],
+)
+def test_foreign_or_tampered_job_tokens_are_invalid_argument(token: str) -> None:
     with pytest.raises(InvalidArgument, match="page_token"):
-        paging.decode_job_cursor(token)
+        paging.PageTokens(KEY).open_time_id(JOBS, token)
 
 
-@pytest.mark.parametrize("token", ["garbage", "ajE6MTox", "ZTE6LTE"])
-def test_malformed_attempt_cursor_is_invalid_argument(token: str) -> None:
+@pytest.mark.parametrize("attempt", [-1, paging.MAX_ATTEMPT + 1, 2**63, "1", None, 1.5])
+def test_attempts_out_of_range_are_invalid_argument_even_when_signed(attempt: object) -> None:
     with pytest.raises(InvalidArgument, match="page_token"):
-        paging.decode_attempt_cursor(token)
+        paging.PageTokens(KEY).open_attempt(JOBS, _forged([attempt]))
+
+
+def test_page_token_keys_come_from_a_file(tmp_path: Path) -> None:
+    short, good = tmp_path / "short", tmp_path / "good"
+    short.write_bytes(b"x" * 10)
+    good.write_bytes(KEY + b"\n")
+    with pytest.raises(paging.PageKeyError, match="at least 32"):
+        paging.PageTokens.from_key_file(str(short))
+    with pytest.raises(paging.PageKeyError, match="cannot read"):
+        paging.PageTokens.from_key_file(str(tmp_path / "missing"))
+    issued = paging.PageTokens(KEY).issue_attempt(JOBS, 5)
+    assert paging.PageTokens.from_key_file(str(good)).open_attempt(JOBS, issued) == 5
+    with pytest.raises(InvalidArgument):
+        paging.PageTokens.from_key_file("").open_attempt(JOBS, issued)  # a random key of its own

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     max_metadata_entries: int = Field(64, description="Most metadata entries on a job.")
     max_page_size: int = Field(500, description="Largest page a list call returns.")
     default_page_size: int = Field(50, description="Page size when the request leaves it unset.")
+    page_token_secret_file: str = Field(
+        "",
+        description="File holding the key (at least 32 bytes) that signs page tokens; every control-plane "
+        "replica needs the same one. Empty: a random key per process (development only).",
+    )
 
     # Security (dispatchd.platform.security). Defaults are for local development: all off.
     app_env: str = Field(

@@ -19,13 +19,13 @@ from typing import Any
 import asyncpg
 import grpc
 import redis.asyncio as aioredis
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dispatchd.common.observability import configure_logging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
+from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.interceptors import ErrorInterceptor
 from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
 from dispatchd.platform.security.serving import ServerSecurity, start_health_server
@@ -73,7 +73,7 @@ async def _stores_reachable(runtime: Runtime) -> bool:
         return False
 
 
-async def _watch_health(runtime: Runtime, servicer: health_aio.HealthServicer, names: list[str]) -> None:
+async def _watch_health(runtime: Runtime, servicer: HealthServicer, names: list[str]) -> None:
     serving = None
     while not runtime.stopping.is_set():
         ok = await _stores_reachable(runtime)
@@ -116,7 +116,7 @@ async def serve(
         ],
     )
     service.register(server)
-    health_servicer = health_aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection_enabled:
         reflection.enable_server_reflection([*service.service_names, health.SERVICE_NAME], server)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dispatchd.control_plane.servicer import JobService
 from dispatchd.control_plane.waiters import JobWaiters
-from dispatchd.platform import server
+from dispatchd.platform import paging, server
 from dispatchd.platform.config import get_settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
@@ -17,7 +17,11 @@ async def build(runtime: server.Runtime) -> server.Service:
         runtime.redis, runtime.settings.redis_prefix, aging_seconds=runtime.settings.priority_aging_seconds
     )
     waiters = JobWaiters(runtime.redis, queues.keys.job_channel)
-    servicer = JobService(runtime.settings, runtime.pool, queues, waiters)
+    try:
+        pages = paging.PageTokens.from_key_file(runtime.settings.page_token_secret_file)
+    except paging.PageKeyError as exc:
+        raise SystemExit(f"control-plane: {exc}") from None
+    servicer = JobService(runtime.settings, runtime.pool, queues, waiters, pages)
     runtime.on_shutdown.append(waiters.close)
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ import grpc
 
 from dispatchd.control_plane import convert, validation
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
+from dispatchd.platform import paging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.queues import ReadyQueues
@@ -38,9 +40,16 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
 class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, queues: ReadyQueues, waiters: JobWaiters) -> None:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, queues: ReadyQueues, waiters: JobWaiters, pages: paging.PageTokens
+    ) -> None:
         self.settings = settings
+        self.pages = pages
         self.pool = pool
         self.queues = queues
         self.waiters = waiters
@@ -67,18 +76,20 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def ListDeadLetters(  # noqa: N802
         self, request: job_service_pb2.ListDeadLettersRequest, context: Context
     ) -> job_service_pb2.ListDeadLettersResponse:
-        letters, token = await dead_letters.list_dead_letters(
+        flt = validation.dead_letter_filter(request.filter)
+        listing = paging.Listing("dead-letters", (flt.job_type, _iso(flt.since), _iso(flt.until)))
+        letters, last = await dead_letters.list_dead_letters(
             self.pool,
-            validation.dead_letter_filter(request.filter),
+            flt,
             page_size=validation.page_size(request.page_size, self.settings),
-            page_token=validation.page_token(request.page_token),
+            after=self.pages.open_time_id(listing, validation.page_token(request.page_token)),
         )
         return job_service_pb2.ListDeadLettersResponse(
             dead_letters=[
                 job_service_pb2.DeadLetter(job=convert.job(d.job), execution=convert.execution(d.execution))
                 for d in letters
             ],
-            next_page_token=token,
+            next_page_token="" if last is None else self.pages.issue_time_id(listing, *last),
         )
 
     async def RedriveJobs(  # noqa: N802
@@ -130,14 +141,19 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def ListJobs(  # noqa: N802
         self, request: job_service_pb2.ListJobsRequest, context: Context
     ) -> job_service_pb2.ListJobsResponse:
-        rows, token = await jobs.list_jobs(
+        status = validation.status_filter(request.status)
+        job_type = validation.job_type_filter(request.job_type)
+        owner = access.owner_filter()
+        listing = paging.Listing("jobs", (None if status is None else int(status), job_type, owner))
+        rows, last = await jobs.list_jobs(
             self.pool,
-            status=validation.status_filter(request.status),
-            job_type=validation.job_type_filter(request.job_type),
+            status=status,
+            job_type=job_type,
             page_size=validation.page_size(request.page_size, self.settings),
-            page_token=validation.page_token(request.page_token),
-            submitted_by=access.owner_filter(),
+            after=self.pages.open_time_id(listing, validation.page_token(request.page_token)),
+            submitted_by=owner,
         )
+        token = "" if last is None else self.pages.issue_time_id(listing, *last)
         return job_service_pb2.ListJobsResponse(jobs=[convert.job(r) for r in rows], next_page_token=token)
 
     async def ListExecutions(  # noqa: N802
@@ -145,12 +161,14 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     ) -> job_service_pb2.ListExecutionsResponse:
         job_id = validation.job_id(request.job_id)
         await self._check_visible(job_id)
-        rows, token = await jobs.list_executions(
+        listing = paging.Listing("executions", (str(job_id),))
+        rows, last = await jobs.list_executions(
             self.pool,
             job_id,
             page_size=validation.page_size(request.page_size, self.settings),
-            page_token=validation.page_token(request.page_token),
+            after=self.pages.open_attempt(listing, validation.page_token(request.page_token)),
         )
+        token = "" if last is None else self.pages.issue_attempt(listing, last)
         return job_service_pb2.ListExecutionsResponse(
             executions=[convert.execution(r) for r in rows], next_page_token=token
         )

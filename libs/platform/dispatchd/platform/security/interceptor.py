@@ -26,6 +26,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from dispatchd.platform.decoding import Malformed, refusal
+from dispatchd.platform.decoding import tolerant as _tolerant
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit
 from dispatchd.platform.security.access import Access, current
@@ -41,26 +43,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 CONNECT = f"/{WORKER_SERVICE}/Connect"
 UNAUDITED = (f"/{HEALTH_SERVICE}/",)
 MAX_WORKER_ID_IN_LOG = 128
-
-
-class Malformed:
-    """Stands in for a request whose bytes did not decode, so the handler wrapper can refuse it."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
-
-    def deserialize(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception as exc:  # any decode failure is the caller's malformed request
-            return Malformed(str(exc) or type(exc).__name__)
-
-    return deserialize
 
 
 class Refused(Exception):
@@ -229,7 +211,7 @@ async def _open(
 async def _refuse_malformed(
     call: Call, context: Context, record: audit.AuditRecord, event: str, bad: Malformed
 ) -> None:
-    message = f"request is not a valid message for {_short(call.method)}: {bad.problem}"
+    message = refusal(_short(call.method), bad)
     if call.audited:
         record.write(event, grpc.StatusCode.INVALID_ARGUMENT, message)
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)

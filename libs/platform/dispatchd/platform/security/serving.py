@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2_grpc
 
 from dispatchd.platform.config import Settings
+from dispatchd.platform.decoding import DecodeInterceptor
+from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.security import audit
 from dispatchd.platform.security.interceptor import SecurityInterceptor
 from dispatchd.platform.security.settings import SecurityConfig, load
@@ -51,11 +52,12 @@ class ServerSecurity:
         }
 
 
-async def start_health_server(listen: str, servicer: health_aio.HealthServicer) -> grpc.aio.Server | None:
+async def start_health_server(listen: str, servicer: HealthServicer) -> grpc.aio.Server | None:
     """A plaintext server with only health on it (None when `listen` is empty)."""
     if not listen:
         return None
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    # No security interceptor here, so nothing else would keep undecodable bytes from being UNKNOWN.
+    server = grpc.aio.server(interceptors=[DecodeInterceptor()], options=[("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     if server.add_insecure_port(listen) == 0:
         raise SystemExit(f"cannot listen on DISPATCHD_HEALTH_LISTEN={listen}")

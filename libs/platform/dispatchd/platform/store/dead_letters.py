@@ -82,14 +82,13 @@ def _where(flt: DeadLetterFilter, args: list[object]) -> list[str]:
 
 
 async def list_dead_letters(
-    conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilter, *, page_size: int, page_token: str
-) -> tuple[list[DeadLetter], str]:
-    """Newest dead letter first; keyset paging on (finished_at, job_id)."""
+    conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilter, *, page_size: int, after: paging.TimeId | None
+) -> tuple[list[DeadLetter], paging.TimeId | None]:
+    """Newest dead letter first; keyset paging on (finished_at, job_id), the last row's when more follow."""
     args: list[object] = []
     where = _where(flt, args)
-    if page_token:
-        finished_at, last_id = paging.decode_dead_letter_cursor(page_token)
-        args += [finished_at, last_id]
+    if after is not None:
+        args += list(after)
         where.append(f"(j.finished_at, j.job_id) < (${len(args) - 1}, ${len(args)})")
     args.append(page_size + 1)
     rows = await conn.fetch(
@@ -97,15 +96,15 @@ async def list_dead_letters(
         f" WHERE {' AND '.join(where)} ORDER BY j.finished_at DESC, j.job_id DESC LIMIT ${len(args)}",
         *args,
     )
-    token = ""
+    last: paging.TimeId | None = None
     if len(rows) > page_size:
         rows = rows[:page_size]
-        token = paging.encode_dead_letter_cursor(rows[-1]["finished_at"], rows[-1]["job_id"])
+        last = (rows[-1]["finished_at"], rows[-1]["job_id"])
     ids = [r["last_execution_id"] for r in rows]
     found = await conn.fetch("SELECT * FROM executions WHERE execution_id = ANY($1::uuid[])", ids)
     by_id = {r["execution_id"]: ExecutionRow.from_record(r) for r in found}
     letters = [DeadLetter(JobRow.from_record(r), by_id[r["last_execution_id"]]) for r in rows]
-    return letters, token
+    return letters, last
 
 
 async def matching(conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilter, limit: int) -> list[uuid.UUID]:

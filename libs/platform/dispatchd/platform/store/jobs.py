@@ -144,10 +144,13 @@ async def list_jobs(
     status: JobStatus | None,
     job_type: str | None,
     page_size: int,
-    page_token: str,
+    after: paging.TimeId | None,
     submitted_by: str | None = None,
-) -> tuple[list[JobRow], str]:
-    """Newest first; keyset paging on (created_at, job_id) so pages never skip or repeat."""
+) -> tuple[list[JobRow], paging.TimeId | None]:
+    """Newest first; keyset paging on (created_at, job_id) so pages never skip or repeat.
+
+    Returns the page and the key of its last row when more rows follow (None after the last page).
+    """
     where: list[str] = []
     args: list[object] = []
     if submitted_by is not None:
@@ -159,9 +162,8 @@ async def list_jobs(
     if job_type:
         args.append(job_type)
         where.append(f"job_type = ${len(args)}")
-    if page_token:
-        created_at, last_id = paging.decode_job_cursor(page_token)
-        args += [created_at, last_id]
+    if after is not None:
+        args += list(after)
         where.append(f"(created_at, job_id) < (${len(args) - 1}, ${len(args)})")
     args.append(page_size + 1)
     sql = (
@@ -171,15 +173,15 @@ async def list_jobs(
     )
     rows = [JobRow.from_record(r) for r in await conn.fetch(sql, *args)]
     if len(rows) <= page_size:
-        return rows, ""
+        return rows, None
     rows = rows[:page_size]
-    return rows, paging.encode_job_cursor(rows[-1].created_at, rows[-1].job_id)
+    return rows, (rows[-1].created_at, rows[-1].job_id)
 
 
 async def list_executions(
-    conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, page_size: int, page_token: str
-) -> tuple[list[ExecutionRow], str]:
-    after = paging.decode_attempt_cursor(page_token) if page_token else 0
+    conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, page_size: int, after: int
+) -> tuple[list[ExecutionRow], int | None]:
+    """Attempts after `after`, in order; and the last one's attempt when more follow."""
     rows = await conn.fetch(
         """
         SELECT e.*, j.job_id AS job_exists FROM jobs j
@@ -194,9 +196,9 @@ async def list_executions(
         raise NotFound(f"job {job_id} not found")
     executions = [ExecutionRow.from_record(r) for r in rows if r["execution_id"] is not None]
     if len(executions) <= page_size:
-        return executions, ""
+        return executions, None
     executions = executions[:page_size]
-    return executions, paging.encode_attempt_cursor(executions[-1].attempt)
+    return executions, executions[-1].attempt
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,109 @@
+"""Undecodable request bytes are the caller's INVALID_ARGUMENT, never UNKNOWN.
+
+gRPC decodes a request before any handler runs; when the deserializer raises, grpc's own
+machinery answers UNKNOWN naming the exception class and logs a traceback, on every such
+call. `tolerant` wraps a deserializer so a decode failure becomes a `Malformed` marker the
+handler wrapper refuses instead. The security interceptor does this on the service ports
+(after admitting the caller, so the refusal is audited); `DecodeInterceptor` does it on a
+server without one, the plaintext health port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not decode, so the handler wrapper can refuse it."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # any decode failure is the caller's malformed request
+            # protobuf's message names the expected type; never the Python exception class.
+            return Malformed(str(exc) or "the bytes do not decode")
+
+    return deserialize
+
+
+def refusal(method: str, bad: Malformed) -> str:
+    return f"request is not a valid message for {method}: {bad.problem}"
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Refuses undecodable requests (and stream messages) with INVALID_ARGUMENT."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        codec = (tolerant(handler.request_deserializer), handler.response_serializer)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(_unary(method, handler.unary_unary), *codec)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(_unary_stream(method, handler.unary_stream), *codec)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(_stream_unary(method, handler.stream_unary), *codec)
+        return grpc.stream_stream_rpc_method_handler(_stream_stream(method, handler.stream_stream), *codec)
+
+
+async def _check(method: str, request: Any, context: Context) -> None:
+    if isinstance(request, Malformed):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal(method, request))
+
+
+def _unary(method: str, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+    async def handle(request: Any, context: Context) -> Any:
+        await _check(method, request, context)
+        return await inner(request, context)
+
+    return handle
+
+
+def _unary_stream(method: str, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
+    async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+        await _check(method, request, context)
+        async for response in inner(request, context):
+            yield response
+
+    return handle
+
+
+async def _checked(method: str, requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+    async for request in requests:
+        await _check(method, request, context)
+        yield request
+
+
+def _stream_unary(method: str, inner: Any) -> Callable[[AsyncIterator[Any], Context], Awaitable[Any]]:
+    async def handle(requests: AsyncIterator[Any], context: Context) -> Any:
+        return await inner(_checked(method, requests, context), context)
+
+    return handle
+
+
+def _stream_stream(method: str, inner: Any) -> Callable[[AsyncIterator[Any], Context], AsyncIterator[Any]]:
+    async def handle(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for response in inner(_checked(method, requests, context), context):
+            yield response
+
+    return handle
