@@ -18,6 +18,7 @@ from typing import Any
 from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
+from dispatchd.devtools.secure import page_token_key
 from dispatchd.devtools.stack import Stack, Stores, Topology
 
 ISSUER = "https://issuer.dispatchd.test"
@@ -75,6 +76,7 @@ class Credentials:
             "DISPATCHD_TLS_KEY_FILE": str(key),
             "DISPATCHD_TLS_CLIENT_CA_FILE": str(self.pki.ca),
             "DISPATCHD_TLS_REQUIRE_CLIENT_CERT": "true",
+            "DISPATCHD_PAGE_TOKEN_SECRET_FILE": str(page_token_key(self.root / "paging-key")),
         }
 
     def client(self, name: str = "admin-cli", token: str | None = None, other_ca: bool = False) -> ClientSecurity:

@@ -153,6 +153,8 @@ def test_security_settings(creds: Credentials, tmp_path: Path) -> None:
         "TLS is off (set DISPATCHD_TLS_CERT_FILE and DISPATCHD_TLS_KEY_FILE)",
         "client certificates are not required (set DISPATCHD_TLS_REQUIRE_CLIENT_CERT=true and "
         "DISPATCHD_TLS_CLIENT_CA_FILE)",
+        "page tokens would be signed with a key of each process, which other replicas refuse "
+        "(set DISPATCHD_PAGE_TOKEN_SECRET_FILE to a key shared by every control plane)",
     ]
     with pytest.raises(security_settings.SecurityConfigError, match="refusing to start"):
         security_settings.load(Settings(app_env="PRODUCTION"))

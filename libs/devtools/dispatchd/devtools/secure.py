@@ -6,6 +6,7 @@ signing key are kept between runs; certificates and tokens are renewed every run
     certs/    ca.pem, server.pem/.key, clients/dispatchctl.pem/.key, workers/<id>.pem/.key
     jwt/      dev-1.key (ES256 signing key), dev-1.pem, jwks.json (what the services trust)
     tokens/   admin.jwt (sub "developer", role admin), <worker-id>.jwt (role worker)
+    paging/   key (signs page tokens; kept between runs)
     env.sh    `source` it to point dispatchctl at the secured stack
 
 The services run with the same settings production needs (auth on, ES256 from a JWKS file,
@@ -14,6 +15,7 @@ TLS with required client certificates), so the guardrail of APP_ENV=production p
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ class SecureSetup:
             "DISPATCHD_TLS_KEY_FILE": str(key),
             "DISPATCHD_TLS_CLIENT_CA_FILE": str(self.pki.ca),
             "DISPATCHD_TLS_REQUIRE_CLIENT_CERT": "true",
+            "DISPATCHD_PAGE_TOKEN_SECRET_FILE": str(page_token_key(self.root / "paging" / "key")),
         }
 
     def cli(self) -> ClientSecurity:
@@ -85,6 +88,17 @@ class SecureSetup:
     @property
     def env_file(self) -> Path:
         return self.root / "env.sh"
+
+
+def page_token_key(path: Path) -> Path:
+    """`path`, holding a random page-token key (created on first use, then kept)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(secrets.token_urlsafe(48) + "\n")
+        partial.chmod(0o600)
+        partial.replace(path)
+    return path
 
 
 def _write_token(path: Path, token: str) -> None:

@@ -134,6 +134,11 @@ def guardrail(settings: Settings) -> list[str]:
         problems.append("a development secret is configured (unset DISPATCHD_JWT_HS256_SECRET)")
     if "HS256" in _algorithms(settings.jwt_algorithms):
         problems.append("HS256 (shared-secret tokens) is allowed (remove it from DISPATCHD_JWT_ALGORITHMS)")
+    if not settings.page_token_secret_file:
+        problems.append(
+            "page tokens would be signed with a key of each process, which other replicas refuse "
+            "(set DISPATCHD_PAGE_TOKEN_SECRET_FILE to a key shared by every control plane)"
+        )
     return problems
 
 
