@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
-from tests.support.security import Credentials, SecureStack
+from tests.support.security import CORRUPT, Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -40,8 +40,6 @@ DOCUMENTED = {
 # A worker stream can also be superseded (ABORTED) by a newer registration of its worker id.
 DOCUMENTED_STREAM = DOCUMENTED | {grpc.StatusCode.ABORTED}
 EXAMPLES = 150
-# Byte strings protobuf cannot decode: a truncated varint, bad UTF-8 in a string field, a cut-off field.
-CORRUPT = [b"\xff\xff\xff", b"\x0a\x05\xff\xfe\xfd", b"\x12", b"\x0a\x02\xc3\x28"]
 
 INT_BOUNDS = {
     FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),

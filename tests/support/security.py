@@ -25,6 +25,8 @@ ISSUER = "https://issuer.dispatchd.test"
 AUDIENCE = "dispatchd-test"
 CLIENTS = ("admin-cli", "alice", "bob")
 WORKERS = ("worker-a", "worker-b")
+# Byte strings protobuf cannot decode: a truncated varint, bad UTF-8 in a string field, a cut-off field.
+CORRUPT = [b"\xff\xff\xff", b"\x0a\x05\xff\xfe\xfd", b"\x12", b"\x0a\x02\xc3\x28"]
 
 
 @dataclass

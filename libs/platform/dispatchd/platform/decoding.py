@@ -5,11 +5,13 @@ machinery answers UNKNOWN naming the exception class and logs a traceback, on ev
 call. `tolerant` wraps a deserializer so a decode failure becomes a `Malformed` marker the
 handler wrapper refuses instead. The security interceptor does this on the service ports
 (after admitting the caller, so the refusal is audited); `DecodeInterceptor` does it on a
-server without one, the plaintext health port.
+server without one, the plaintext health port. Both pass a streaming handler's responses through
+`relay`, which accepts the two shapes grpc.aio allows.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
@@ -38,6 +40,19 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
             return Malformed(str(exc) or "the bytes do not decode")
 
     return deserialize
+
+
+async def relay(result: Any) -> AsyncIterator[Any]:
+    """A server-streaming handler's responses, whether it yields them or writes them itself.
+
+    grpc.aio lets such a handler be a coroutine that calls `context.write` (the asyncio health
+    servicer's Watch is one); a wrapper that only iterated would fail it with a TypeError.
+    """
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
 
 
 def refusal(method: str, bad: Malformed) -> str:
@@ -82,7 +97,7 @@ def _unary(method: str, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
 def _unary_stream(method: str, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
     async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
         await _check(method, request, context)
-        async for response in inner(request, context):
+        async for response in relay(inner(request, context)):
             yield response
 
     return handle
@@ -103,7 +118,7 @@ def _stream_unary(method: str, inner: Any) -> Callable[[AsyncIterator[Any], Cont
 
 def _stream_stream(method: str, inner: Any) -> Callable[[AsyncIterator[Any], Context], AsyncIterator[Any]]:
     async def handle(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
-        async for response in inner(_checked(method, requests, context), context):
+        async for response in relay(inner(_checked(method, requests, context), context)):
             yield response
 
     return handle

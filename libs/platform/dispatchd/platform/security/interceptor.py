@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from dispatchd.platform.decoding import Malformed, refusal
+from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit
@@ -250,7 +250,7 @@ def _unary_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncItera
         current.set(access)
         failure: BaseException | None = None
         try:
-            async for response in inner(request, context):
+            async for response in relay(inner(request, context)):
                 yield response
         except BaseException as exc:
             failure = exc
@@ -343,7 +343,7 @@ def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIter
         current.set(access)
         failure: BaseException | None = None
         try:
-            async for response in inner(guard.iterate(requests), context):
+            async for response in relay(inner(guard.iterate(requests), context)):
                 yield response
             if guard.refusal is not None:
                 await context.abort(guard.refusal.code, guard.refusal.message)
