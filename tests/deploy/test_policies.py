@@ -26,6 +26,7 @@ OUT_OF_BAND_SECRETS = {
     "dispatchd-postgres",
     "dispatchd-redis",
     "dispatchd-jwt-keys",
+    "dispatchd-page-token",
     "dispatchd-worker-token",
 }
 

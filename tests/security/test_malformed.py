@@ -13,6 +13,7 @@ Before it, one test per way INTERNAL/UNKNOWN used to be reachable by a low-privi
 from __future__ import annotations
 
 import base64
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -33,7 +34,13 @@ from tests.support.security import CORRUPT, Credentials, SecureStack
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-OLD_STYLE_OVERFLOW = base64.urlsafe_b64encode(b"e1:2147483648").decode().rstrip("=")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+OLD_STYLE_OVERFLOW = _b64(b"e1:2147483648")  # the former unsigned format: attempt 2**31
 FORGED_TOKENS = [OLD_STYLE_OVERFLOW, "Wzld.AAAA", "a.b.c", "!!!", "x" * 2000]
 INT_BOUNDS = {
     FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
@@ -166,10 +173,7 @@ def test_forged_and_replayed_page_tokens_are_invalid_argument(secure_stack: Secu
     payload, _, mac = token.partition(".")
     forged = {
         "tampered mac": f"{payload}.{mac[::-1]}",
-        "position of our choosing": base64.urlsafe_b64encode(b"[0,\"" + str(uuid.uuid4()).encode() + b"\"]")
-        .decode()
-        .rstrip("=")
-        + f".{mac}",
+        "position of our choosing": f"{_b64(json.dumps([0, str(uuid.uuid4())]).encode())}.{mac}",
         "unsigned": payload,
     }
     replayed = {
