@@ -218,6 +218,7 @@ def bad_tokens(creds: Credentials) -> dict[str, str]:
         "missing iss": _without(creds, "iss"),
         "missing aud": _without(creds, "aud"),
         "empty sub": creds.token("", "admin"),
+        "exp as a numeric string": creds.token("mallory", "admin", extra={"exp": str(int(now) + 600)}),
         "not a JWT": "not-a-token",
         "garbage segments": "a.b.c",
         "oversized": "x" * 9000,
