@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from dispatchd.platform.security.keys import KeySet
-from dispatchd.platform.security.tokens import TokenError, TokenVerifier
-from tests.support.security import AUDIENCE, ISSUER, Credentials
-
-
-def _verifier(creds: Credentials) -> TokenVerifier:
-    keys = KeySet([creds.rs_public_file], creds.jwks_file)
-    return TokenVerifier(issuer=ISSUER, audience=AUDIENCE, algorithms=["ES256", "RS256"], keys=keys)
+from dispatchd.platform.security.tokens import TokenError
+from tests.support.security import Credentials, verifier
 
 
 def _soon() -> int:
@@ -37,14 +31,14 @@ def _soon() -> int:
 def test_a_claim_of_the_wrong_json_type_is_refused(creds: Credentials, extra: dict[str, Any], reason: str) -> None:
     token = creds.token("mallory", "viewer", extra=extra)
     with pytest.raises(TokenError, match=reason):
-        _verifier(creds).verify(token)
+        verifier(creds).verify(token)
 
 
 @pytest.mark.parametrize("extra", [{"exp": True}, {"exp": float("inf")}, {"jti": 42}])
 def test_claims_pyjwt_already_refuses_stay_refused(creds: Credentials, extra: dict[str, Any]) -> None:
     # pyjwt reads true as 1 (long expired), fails on Infinity and on a numeric jti.
     with pytest.raises(TokenError):
-        _verifier(creds).verify(creds.token("mallory", "viewer", extra=extra))
+        verifier(creds).verify(creds.token("mallory", "viewer", extra=extra))
 
 
 @pytest.mark.parametrize(
@@ -56,12 +50,12 @@ def test_claims_pyjwt_already_refuses_stay_refused(creds: Credentials, extra: di
     ],
 )
 def test_a_role_prefix_is_removed_once(creds: Credentials, scope: str, roles: set[str]) -> None:
-    principal = _verifier(creds).verify(creds.token("mallory", extra={"scope": scope}))
+    principal = verifier(creds).verify(creds.token("mallory", extra={"scope": scope}))
     assert principal.roles == roles
 
 
 def test_a_principal_is_valid_until_exp_plus_the_leeway(creds: Credentials) -> None:
-    verifier = _verifier(creds)
-    principal = verifier.verify(creds.token("w", "worker", ttl_seconds=60))
-    assert principal.valid_until == principal.expires_at + verifier.leeway
+    check = verifier(creds)
+    principal = check.verify(creds.token("w", "worker", ttl_seconds=60))
+    assert principal.valid_until == principal.expires_at + check.leeway
     assert principal.expires_at == pytest.approx(time.time() + 60, abs=2)

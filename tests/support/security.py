@@ -19,6 +19,8 @@ from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
 from dispatchd.devtools.stack import Stack, Stores, Topology
+from dispatchd.platform.security.keys import KeySet
+from dispatchd.platform.security.tokens import TokenVerifier
 
 ISSUER = "https://issuer.dispatchd.test"
 AUDIENCE = "dispatchd-test"
@@ -111,6 +113,19 @@ def make_credentials(root: Path) -> Credentials:
     # Not trusted: signs tokens that must be refused.
     keys["rogue"] = tokens.generate("ES256")
     return Credentials(root, pki, other, keys, jwt_dir / "jwks.json", rs_public)
+
+
+def verifier(creds: Credentials, algorithms: list[str] | None = None, secret: bytes = b"") -> TokenVerifier:
+    """A verifier trusting `creds`' keys, as the secured stack's services do (5 s of leeway)."""
+    keys = KeySet([creds.rs_public_file], creds.jwks_file)
+    return TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        algorithms=algorithms or ["RS256", "ES256"],
+        keys=keys,
+        hs256_secret=secret,
+        leeway_seconds=5,
+    )
 
 
 def add_jwks_key(creds: Credentials, kid: str) -> None:
