@@ -19,7 +19,9 @@ class Registry:
 
     def register(self, job_type: str, handler: Handler) -> None:
         if not routing.is_valid_job_type(job_type):
-            raise ValueError(f"{job_type!r} is not a valid job type (lower-case dotted names such as 'email.send')")
+            raise ValueError(
+                f"{job_type!r} is not a valid job type (lower-case dotted names such as 'email.send')"
+            )
         if job_type in self._handlers:
             raise ValueError(f"a handler for {job_type!r} is already registered")
         if not callable(handler):

@@ -82,8 +82,8 @@ class Stream:
 
     async def run(self) -> Outcome:
         security = self.config.security
+        token = security.bearer() if security is not None else None  # read once: the stream's own token
         channel = open_channel(self.config.target, security)
-        token = security.bearer() if security is not None else None
         call = connect(channel, token)
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()

@@ -47,6 +47,7 @@ MAX_ERROR_CHARS = 16 * 1024
 MAX_STREAM_NAME_CHARS = 32
 
 
+
 def _clean(text: str, limit: int) -> str:
     # Postgres text cannot hold NUL; protobuf strings can.
     return text.replace("\x00", "\ufffd")[:limit]
@@ -117,7 +118,9 @@ class Messages:
                 malformed += 1
             else:
                 listed.add(parsed)
-        renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds, only=sorted(listed))
+        renewed = await executions.renew_leases(
+            self.pool, session.session_id, self.lease_seconds, only=sorted(listed)
+        )
         now = asyncio.get_running_loop().time()
         # Held while claiming: a claim cannot slip in between reading what is owned and
         # correcting the in-flight count below.
@@ -188,7 +191,9 @@ class Messages:
                 settlement = await executions.succeed(self.pool, execution_id, owner, message.result)
             else:
                 error = _clean(message.error_message, MAX_ERROR_CHARS) or "failed"
-                settlement = await executions.fail(self.pool, execution_id, owner, error, result=message.result or None)
+                settlement = await executions.fail(
+                    self.pool, execution_id, owner, error, result=message.result or None
+                )
         finally:
             # Applied or not, this stream no longer runs it: the slot is free again.
             if session.finish(execution_id):
@@ -237,3 +242,4 @@ def lane_key(request: pb.ConnectRequest) -> str:
     if kind == "started":
         return "x:" + request.started.execution_id
     return "heartbeat"
+
