@@ -1,4 +1,7 @@
-"""APP_ENV=production: a service refuses to start with security off or a development secret, and says which."""
+"""APP_ENV=production: a service refuses to start with security off or a development secret, and says which.
+
+An APP_ENV that is neither `development` nor `production` (a typo) refuses to start too.
+"""
 
 from __future__ import annotations
 
@@ -92,3 +95,14 @@ def test_invalid_security_settings_fail_fast_outside_production(creds: Credentia
         assert result.returncode != 0, words
         assert "invalid security settings" in result.stderr, (words, result.stderr[-2000:])
         assert words in result.stderr, (words, result.stderr[-2000:])
+
+
+@pytest.mark.parametrize("value", ["prod", "Production ", "staging", ""])
+def test_an_unknown_app_env_refuses_to_start(value: str) -> None:
+    result = _start("dispatchd.worker_gateway.main", {"APP_ENV": value})
+    if value.strip().lower() == "production":
+        assert "refusing to start with APP_ENV=production" in result.stderr  # known, just unsafe here
+    else:
+        assert f"APP_ENV={value!r} is not a known environment" in result.stderr, result.stderr[-2000:]
+        assert "use one of: development, production" in result.stderr
+    assert result.returncode != 0

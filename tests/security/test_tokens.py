@@ -39,6 +39,14 @@ def test_every_bad_token_is_unauthenticated(secure_stack: SecureStack, creds: Cr
     assert "'HS256' is not allowed" in refused["HS256 with the RSA public key"]
     assert "'sub'" in refused["missing sub"]
     assert "signature" in refused["tampered payload"]
+    assert "exp claim must be a number" in refused["exp as a numeric string"]
+
+
+def test_a_doubly_prefixed_scope_grants_nothing(secure_stack: SecureStack, creds: Credentials) -> None:
+    token = creds.token("mallory", extra={"scope": "dispatchd:dispatchd.admin"})
+    code, details = _list(secure_stack, f"Bearer {token}")
+    assert code is grpc.StatusCode.PERMISSION_DENIED, details
+    assert "dispatchd.admin" in details
 
 
 @pytest.mark.parametrize(
@@ -55,7 +63,7 @@ def test_good_tokens_of_each_kind(secure_stack: SecureStack, creds: Credentials)
         "RS256 from a PEM file (kid = file name)": creds.token("v", "viewer", key="rs-1"),
         "RS256 without a kid": creds.token("v", "viewer", key="rs-1", kid=None),
         "roles as a string": creds.token("v", extra={"roles": "viewer"}),
-        "role from the scope claim": creds.token("v", extra={"roles": None, "scope": "openid dispatchd:viewer"}),
+        "role from the scope claim": creds.token("v", extra={"scope": "openid dispatchd:viewer"}),
         "expired within the leeway": creds.token("v", "viewer", ttl_seconds=-2),
         "audience list containing ours": creds.token("v", "viewer", extra={"aud": ["other", "dispatchd-test"]}),
     }

@@ -20,6 +20,8 @@ from dispatchd.devtools import tokens
 from dispatchd.devtools.certs import DevPki
 from dispatchd.devtools.secure import page_token_key
 from dispatchd.devtools.stack import Stack, Stores, Topology
+from dispatchd.platform.security.keys import KeySet
+from dispatchd.platform.security.tokens import TokenVerifier
 
 ISSUER = "https://issuer.dispatchd.test"
 AUDIENCE = "dispatchd-test"
@@ -115,6 +117,19 @@ def make_credentials(root: Path) -> Credentials:
     # Not trusted: signs tokens that must be refused.
     keys["rogue"] = tokens.generate("ES256")
     return Credentials(root, pki, other, keys, jwt_dir / "jwks.json", rs_public)
+
+
+def verifier(creds: Credentials, algorithms: list[str] | None = None, secret: bytes = b"") -> TokenVerifier:
+    """A verifier trusting `creds`' keys, as the secured stack's services do (5 s of leeway)."""
+    keys = KeySet([creds.rs_public_file], creds.jwks_file)
+    return TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        algorithms=algorithms or ["RS256", "ES256"],
+        keys=keys,
+        hs256_secret=secret,
+        leeway_seconds=5,
+    )
 
 
 def add_jwks_key(creds: Credentials, kid: str) -> None:
@@ -222,6 +237,7 @@ def bad_tokens(creds: Credentials) -> dict[str, str]:
         "missing iss": _without(creds, "iss"),
         "missing aud": _without(creds, "aud"),
         "empty sub": creds.token("", "admin"),
+        "exp as a numeric string": creds.token("mallory", "admin", extra={"exp": str(int(now) + 600)}),
         "not a JWT": "not-a-token",
         "garbage segments": "a.b.c",
         "oversized": "x" * 9000,

@@ -24,6 +24,7 @@ from tests.support.security import (
     claims,
     forge,
     make_credentials,
+    verifier,
 )
 
 SECRET = b"s" * 40
@@ -32,18 +33,6 @@ SECRET = b"s" * 40
 @pytest.fixture(scope="module")
 def creds(tmp_path_factory: pytest.TempPathFactory) -> Credentials:
     return make_credentials(tmp_path_factory.mktemp("tokens"))
-
-
-def verifier(creds: Credentials, algorithms: list[str] | None = None, secret: bytes = b"") -> TokenVerifier:
-    keys = KeySet([creds.rs_public_file], creds.jwks_file)
-    return TokenVerifier(
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        algorithms=algorithms or ["RS256", "ES256"],
-        keys=keys,
-        hs256_secret=secret,
-        leeway_seconds=5,
-    )
 
 
 def test_good_tokens(creds: Credentials) -> None:
@@ -55,6 +44,7 @@ def test_good_tokens(creds: Credentials) -> None:
         issuer=ISSUER,
         token_id=principal.token_id,
         expires_at=principal.expires_at,
+        valid_until=principal.expires_at + 5,
     )
     assert principal.expires_at > time.time()
     assert check.verify(creds.token("bob", "admin", key="rs-1")).roles == {"admin"}
@@ -78,6 +68,7 @@ BAD = [
         "missing iss",
         "missing aud",
         "empty sub",
+        "exp as a numeric string",
         "not a JWT",
         "garbage segments",
         "oversized",

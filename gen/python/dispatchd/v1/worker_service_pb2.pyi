@@ -81,6 +81,7 @@ class ConnectRequest(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     LOG_CHUNK_FIELD_NUMBER: _builtins.int
     STARTED_FIELD_NUMBER: _builtins.int
+    TOKEN_REFRESH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registration(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -93,6 +94,12 @@ class ConnectRequest(_message.Message):
     def started(self) -> Global___TaskStarted:
         """Added: the worker has started running the handler of an assignment."""
 
+    @_builtins.property
+    def token_refresh(self) -> Global___TokenRefresh:
+        """Added: a fresh bearer token for this stream. Send only when the registration ack
+        set supports_token_refresh; acknowledged with a WorkerAck of kind "token".
+        """
+
     def __init__(
         self,
         *,
@@ -101,12 +108,13 @@ class ConnectRequest(_message.Message):
         result: Global___TaskResult | None = ...,
         log_chunk: Global___TaskLogChunk | None = ...,
         started: Global___TaskStarted | None = ...,
+        token_refresh: Global___TokenRefresh | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started", "token_refresh", b"token_refresh"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started", "token_refresh", b"token_refresh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["registration", "heartbeat", "result", "log_chunk", "started"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["registration", "heartbeat", "result", "log_chunk", "started", "token_refresh"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -421,6 +429,30 @@ class TaskStarted(_message.Message):
 Global___TaskStarted: _TypeAlias = TaskStarted  # noqa: Y015
 
 @_typing.final
+class TokenRefresh(_message.Message):
+    """A fresh token for the open stream, for the same subject, checked exactly as the token the
+    stream was opened with. ACCEPTED: the stream now lives until this token expires. REJECTED
+    (with the reason): nothing changed, the stream still ends when its current token expires.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenRefresh: _TypeAlias = TokenRefresh  # noqa: Y015
+
+@_typing.final
 class WorkerAck(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -429,6 +461,7 @@ class WorkerAck(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    SUPPORTS_TOKEN_REFRESH_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     worker_id: _builtins.str
     message: _builtins.str
@@ -436,6 +469,8 @@ class WorkerAck(_message.Message):
     """Added: the outcome, so clients need not parse the message text."""
     kind: _builtins.str
     """Added: which kind of message is acknowledged ("registration", "heartbeat", "result", ...)."""
+    supports_token_refresh: _builtins.bool
+    """Added, on the registration ack: the gateway accepts TokenRefresh messages on this stream."""
     def __init__(
         self,
         *,
@@ -444,10 +479,11 @@ class WorkerAck(_message.Message):
         message: _builtins.str = ...,
         status: Global___AckStatus.ValueType = ...,
         kind: _builtins.str = ...,
+        supports_token_refresh: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "kind", b"kind", "message", b"message", "status", b"status", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "kind", b"kind", "message", b"message", "status", b"status", "supports_token_refresh", b"supports_token_refresh", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     app_env: str = Field(
         "development",
         validation_alias=AliasChoices("APP_ENV", "DISPATCHD_APP_ENV"),
-        description="`production` refuses to start unless auth, TLS and client certificates are on "
-        "and no development secret is set.",
+        description="`development` or `production` (any other value refuses to start); `production` refuses "
+        "to start unless auth, TLS and client certificates are on and no development secret is set.",
     )
     auth_enabled: bool = Field(False, description="Require a JWT (`authorization: Bearer`) on every call but health.")
     jwt_issuer: str = Field("dispatchd-dev", description="The `iss` every token must carry.")

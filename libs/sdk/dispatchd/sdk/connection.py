@@ -41,6 +41,8 @@ def open_channel(target: str, security: ClientSecurity | None = None) -> grpc.ai
     return (security or ClientSecurity()).aio_channel(target, options=_CHANNEL_OPTIONS)
 
 
-def connect(channel: grpc.aio.Channel, security: ClientSecurity | None = None) -> ConnectCall:
+def connect(channel: grpc.aio.Channel, token: str | None = None) -> ConnectCall:
+    """The Connect call, authenticated with `token` (the stream keeps it until it sends a fresher one)."""
     stub: Any = pb_grpc.WorkerServiceStub(channel)
-    return cast(ConnectCall, stub.Connect(metadata=(security or ClientSecurity()).metadata()))
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    return cast(ConnectCall, stub.Connect(metadata=metadata))

@@ -10,7 +10,8 @@ Heartbeats list the executions running here, so the gateway renews exactly those
 tells us to stop any it no longer assigns to us; a gateway that stops acknowledging them
 is taken as gone. This module owns the call (one reader, one writer, the heartbeats) and
 routes the gateway's messages: what runs on the stream is executions.py, how the
-registration is accepted or refused is registration.py.
+registration is accepted or refused is registration.py, how the stream's token is kept fresh
+is renewal.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dispatchd.sdk.executions import Executions
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registration import RegistrationRejected, await_registration
 from dispatchd.sdk.registry import Registry
+from dispatchd.sdk.renewal import TokenRenewal
 from dispatchd.sdk.task import describe_error
 from dispatchd.v1 import worker_service_pb2 as pb
 
@@ -75,10 +77,14 @@ class Stream:
         self._last_heard = 0.0
         self.lost_reason = ""
         self.registered_once = False
+        # The gateway said it accepts TokenRefresh on this stream (registration ack).
+        self.refresh_supported = False
 
     async def run(self) -> Outcome:
-        channel = open_channel(self.config.target, self.config.security)
-        call = connect(channel, self.config.security)
+        security = self.config.security
+        token = security.bearer() if security is not None else None  # read once: the stream's own token
+        channel = open_channel(self.config.target, security)
+        call = connect(channel, token)
         loop = asyncio.get_running_loop()
         self._last_heard = loop.time()
         tasks: list[asyncio.Task[Any]] = []
@@ -96,6 +102,9 @@ class Stream:
             tasks += [reader, writer]
             await await_registration(self.registered, reader)
             tasks.append(asyncio.create_task(self._heartbeats(call)))
+            # Only a token file can hold a fresher token; only a gateway that said so takes one.
+            if security is not None and security.token_file and token and self.refresh_supported:
+                tasks.append(asyncio.create_task(TokenRenewal(security, self.outbox, token).run()))
             stop_wait = asyncio.create_task(self.stop.event.wait())
             drain_wait = asyncio.create_task(self.drain_requested.wait())
             tasks += [stop_wait, drain_wait]
@@ -210,11 +219,16 @@ class Stream:
                 raise RegistrationRejected(ack.message or "registration not accepted")
             log.info("registered with the gateway: %s", ack.message)
             self.registered_once = True
+            self.refresh_supported = ack.supports_token_refresh
             self.registered.set()
         elif ack.kind == "result":
             self.executions.on_result_ack(ack)
         elif ack.kind == "heartbeat" and ack.status == pb.ACK_STATUS_STALE:
             log.warning("heartbeat not accepted: %s", ack.message)
+        elif ack.kind == "token":
+            # Refused: the stream ends when its current token expires, then reconnects with the file's.
+            level = logging.INFO if ack.status == pb.ACK_STATUS_ACCEPTED else logging.WARNING
+            log.log(level, "token refresh: %s", ack.message)
 
 
 def _ended_because(reader: asyncio.Task[None], writer: asyncio.Task[None]) -> str:

@@ -26,6 +26,7 @@ from dispatchd.platform.store import executions, workers
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 from dispatchd.worker_gateway.dispatcher import Dispatcher
+from dispatchd.worker_gateway.lifetimes import TokenLifetimes
 from dispatchd.worker_gateway.messages import REJECTED, Messages, lane_key
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
@@ -42,7 +43,13 @@ LANES_GRACE_SECONDS = 5.0
 
 Context = grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse]
 
-_ACK_KIND = {"heartbeat": "heartbeat", "started": "started", "result": "result", "log_chunk": "log"}
+_ACK_KIND = {
+    "heartbeat": "heartbeat",
+    "started": "started",
+    "result": "result",
+    "log_chunk": "log",
+    "token_refresh": "token",
+}
 
 
 def _validate(reg: pb.WorkerRegistration) -> str | None:
@@ -94,11 +101,14 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         self.live: set[Session] = set()
         # Set whenever an execution leaves a stream or a stream ends (drain waits on it).
         self.changed = asyncio.Event()
+        # Ends a stream when its token expires; TokenRefresh messages move that instant.
+        self.lifetimes = TokenLifetimes()
         self._handlers: dict[str, Callable[[Session, Any], Awaitable[None]]] = {
             "heartbeat": messages.heartbeat,
             "started": messages.started,
             "result": messages.result,
             "log_chunk": messages.log_chunk,
+            "token_refresh": self.lifetimes.refresh,
         }
 
     async def Connect(  # noqa: N802 - the gRPC method name
@@ -173,7 +183,15 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         await self.outcomes.announce(released)
         # The ack goes on the queue before the dispatcher can see the stream, so no
         # assignment can ever precede it.
-        session.ack("registration", pb.ACK_STATUS_ACCEPTED, f"registered; session {session.session_id}")
+        ack = pb.WorkerAck(
+            kind="registration",
+            status=pb.ACK_STATUS_ACCEPTED,
+            message=f"registered; session {session.session_id}",
+            worker_id=session.worker_id,
+            supports_token_refresh=True,
+        )
+        session.send(pb.ConnectResponse(ack=ack))
+        self.lifetimes.open(session)
         self.live.add(session)
         self.dispatcher.add(session)
         log.info(
@@ -228,6 +246,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
 
     async def _end(self, session: Session, reader: asyncio.Task[None]) -> None:
         self.dispatcher.remove(session)
+        self.lifetimes.close(session)
         session.close()
         try:
             reader.cancel()

@@ -8,7 +8,8 @@ For every call, before the handler runs:
 5. for `WorkerService.Connect`: the identity may hold at most `max_streams_per_identity` open
    streams (RESOURCE_EXHAUSTED), and the registration's worker_id must be the token's `sub`
    and, with a client certificate, one of the certificate's identities (PERMISSION_DENIED),
-   unless the caller has the `service` role.
+   unless the caller has the `service` role. A fresh token sent later on that stream is
+   checked by the same code (`Call.renewal`, see `renewal`).
 
 It also makes undecodable request bytes an INVALID_ARGUMENT (gRPC itself would answer
 UNKNOWN), hands the decision to handlers through `access.current`, and writes one audit
@@ -29,8 +30,9 @@ import grpc
 from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
-from dispatchd.platform.security import audit
+from dispatchd.platform.security import audit, renewal
 from dispatchd.platform.security.access import Access, current
+from dispatchd.platform.security.renewal import RefreshRefused, Renewal
 from dispatchd.platform.security.roles import Role, Rule, Scope
 from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
@@ -132,10 +134,25 @@ class Call:
                 grpc.StatusCode.UNAUTHENTICATED, "missing credentials: send metadata 'authorization: Bearer <JWT>'"
             )
         try:
-            principal = config.verifier.verify(bearer_token(header))
+            token = bearer_token(header)
         except TokenError as exc:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+        principal = self.authenticate(token)
         record.principal = principal
+        return Access(principal=principal, scope=self.authorize(principal), request_id=record.request_id)
+
+    def authenticate(self, token: str) -> Principal:
+        """The token's principal, or Refused (UNAUTHENTICATED) saying why not."""
+        verifier = self.interceptor.config.verifier
+        if verifier is None:  # pragma: no cover - only called with authentication on
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, "authentication is not configured")
+        try:
+            return verifier.verify(token)
+        except TokenError as exc:
+            raise Refused(grpc.StatusCode.UNAUTHENTICATED, str(exc)) from None
+
+    def authorize(self, principal: Principal) -> Scope:
+        """The widest scope the method's rule grants the principal, or Refused (PERMISSION_DENIED)."""
         scope = self.rule.scope_for(principal.roles)
         if scope is None:
             allowed = ", ".join(role.value for role in self.rule.allowed) or "no role"
@@ -143,7 +160,23 @@ class Call:
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{_describe(principal)} may not call {_short(self.method)}; allowed: {allowed}",
             )
-        return Access(principal=principal, scope=scope, request_id=record.request_id)
+        return scope
+
+    def renewal(self, principal: Principal, certificate: PeerCertificate | None) -> Renewal:
+        """How a fresh token on this stream is checked: exactly as the opening one was."""
+
+        def check(token: str, worker_id: str) -> Principal:
+            try:
+                principal = self.authenticate(token)
+                fresh = Access(principal=principal, scope=self.authorize(principal))
+            except Refused as refused:
+                raise RefreshRefused(refused.message) from None
+            problem = self.worker_problem(fresh, certificate, worker_id)
+            if problem is not None:
+                raise RefreshRefused(problem)
+            return principal
+
+        return Renewal(principal, check)
 
     def worker_problem(self, access: Access, certificate: PeerCertificate | None, worker_id: str) -> str | None:
         """Why this caller may not register as `worker_id`, or None."""
@@ -341,6 +374,8 @@ def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIter
         guard = _Requests(call, access, record)
         # Set in this task's context; the handler's own tasks copy it when they are created.
         current.set(access)
+        if call.method == CONNECT and access.principal is not None:
+            renewal.current.set(call.renewal(access.principal, record.certificate))
         failure: BaseException | None = None
         try:
             async for response in relay(inner(guard.iterate(requests), context)):

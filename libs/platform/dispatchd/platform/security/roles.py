@@ -33,6 +33,10 @@ ROLE_DESCRIPTIONS: Mapping[Role, str] = {
 }
 
 
+# An audience prefix a role entry may carry; at most one is removed.
+ROLE_PREFIXES = ("dispatchd:", "dispatchd.")
+
+
 class Scope(enum.IntEnum):
     """How much a role may see through a method; higher includes lower."""
 
@@ -70,11 +74,13 @@ def grant(*roles: Role, own: Iterable[Role] = ()) -> Rule:
 
 
 def roles_from_claims(claims: Mapping[str, object]) -> frozenset[str]:
-    """Role names from the `roles` claim (list or string) and the `scope` claim.
+    """Role names from the `roles`, `scope` and `scp` claims (types checked by `claims.type_problem`).
 
-    Scope entries may carry a `dispatchd:` or `dispatchd.` prefix (`scope: "dispatchd:viewer"`),
-    so one token can hold scopes for several audiences. Unknown names are kept (and grant
-    nothing), so the audit log shows what the token claimed.
+    Each is a list of names or one string of names separated by spaces (or commas). An entry
+    may carry one `dispatchd:` or `dispatchd.` prefix (`scope: "dispatchd:viewer"`), so one
+    token can hold scopes for several audiences; the prefix is removed once, so
+    `dispatchd:dispatchd.admin` is the unknown role `dispatchd.admin`, not `admin`. Unknown
+    names are kept (and grant nothing), so the audit log shows what the token claimed.
     """
     names: set[str] = set()
     for claim in ("roles", "scope", "scp"):
@@ -87,14 +93,16 @@ def roles_from_claims(claims: Mapping[str, object]) -> frozenset[str]:
         else:
             continue
         for item in items:
-            if isinstance(item, str) and item:
-                name = item.strip()
-                for prefix in ("dispatchd:", "dispatchd."):
-                    if name.startswith(prefix):
-                        name = name[len(prefix) :]
-                if name:
-                    names.add(name)
+            if isinstance(item, str) and item.strip():
+                names.add(_role_name(item.strip()))
     return frozenset(names)
+
+
+def _role_name(entry: str) -> str:
+    for prefix in ROLE_PREFIXES:
+        if entry.startswith(prefix) and len(entry) > len(prefix):
+            return entry[len(prefix) :]
+    return entry
 
 
 def markdown_roles() -> str:

@@ -2,7 +2,8 @@
 
 Every problem is reported at once, naming the variable to change, and the process refuses
 to start: a service that silently ran with half its security configuration would be worse
-than one that does not run.
+than one that does not run. That includes an APP_ENV outside `APP_ENVS`: a typo such as
+`prod` must not quietly start a development service (auth off) where production was meant.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from dispatchd.platform.security.keys import KeyFileError, KeySet
 from dispatchd.platform.security.tokens import SUPPORTED_ALGORITHMS, TokenVerifier
 
 PRODUCTION = "production"
+DEVELOPMENT = "development"
+# Every APP_ENV a service accepts (case-insensitive); anything else refuses to start.
+APP_ENVS = (DEVELOPMENT, PRODUCTION)
 
 
 class SecurityConfigError(ValueError):
@@ -142,9 +146,20 @@ def guardrail(settings: Settings) -> list[str]:
     return problems
 
 
+def app_env(settings: Settings) -> str:
+    """The APP_ENV, normalized: one of `APP_ENVS`, or SecurityConfigError saying which are known."""
+    value = settings.app_env.strip().lower()
+    if value not in APP_ENVS:
+        raise SecurityConfigError(
+            f"refusing to start: APP_ENV={settings.app_env!r} is not a known environment; "
+            f"use one of: {', '.join(APP_ENVS)}"
+        )
+    return value
+
+
 def load(settings: Settings) -> SecurityConfig:
     """The validated configuration, or SecurityConfigError listing every problem."""
-    production = settings.app_env.strip().lower() == PRODUCTION
+    production = app_env(settings) == PRODUCTION
     problems: list[str] = []
     if production:
         unsafe = guardrail(settings)

@@ -7,7 +7,12 @@ Rules, in order:
   secret for HS256. A public key is never used as an HMAC secret (no algorithm confusion);
 - the signature verifies with a key chosen by `kid` (see `keys.KeySet.candidates`);
 - `exp`, `iss`, `aud` and `sub` are present; `exp`/`nbf`/`iat` hold within `leeway`;
-  `iss` and `aud` equal the configured ones; `sub` is a non-empty string.
+  `iss` and `aud` equal the configured ones; `sub` is a non-empty string;
+- every claim has the JSON type RFC 7519 gives it (`claims.type_problem`): pyjwt alone would
+  take an `exp` of `"9999999999"` as a number.
+
+A principal is valid until `exp` plus the leeway (`valid_until`): the same instant a new call
+with the token would start being refused, so a stream can be cut exactly then.
 
 Roles come from `roles` (list or string) and `scope` (see `roles.roles_from_claims`).
 """
@@ -20,6 +25,7 @@ from typing import Any
 import jwt
 from jwt import exceptions as jwt_errors
 
+from dispatchd.platform.security.claims import type_problem
 from dispatchd.platform.security.keys import KeySet
 from dispatchd.platform.security.roles import roles_from_claims
 
@@ -41,6 +47,8 @@ class Principal:
     issuer: str = ""
     token_id: str = ""
     expires_at: float = 0.0
+    # expires_at plus the verifier's leeway; 0.0: never (no token).
+    valid_until: float = 0.0
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -136,19 +144,22 @@ class TokenVerifier:
         raise TokenError("token signature does not verify with any trusted key")
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
+        problem = type_problem(claims)
+        if problem is not None:
+            raise TokenError(problem)
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise TokenError("token sub claim must be a non-empty string")
         if len(subject) > MAX_SUBJECT_CHARS or any(ord(c) < 32 for c in subject):
             raise TokenError(f"token sub must be at most {MAX_SUBJECT_CHARS} printable characters")
-        exp = claims.get("exp")
-        jti = claims.get("jti")
+        exp = float(claims["exp"])  # required, and a number (type_problem)
         return Principal(
             subject=subject,
             roles=roles_from_claims(claims),
-            issuer=str(claims.get("iss", "")),
-            token_id=jti if isinstance(jti, str) else "",
-            expires_at=float(exp) if isinstance(exp, int | float) else 0.0,
+            issuer=str(claims["iss"]),
+            token_id=str(claims.get("jti", "")),
+            expires_at=exp,
+            valid_until=exp + self.leeway,
         )
 
 
