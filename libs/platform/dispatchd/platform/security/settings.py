@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd.platform.config import Settings
+from dispatchd.platform.config import AuditLevel, Settings
 from dispatchd.platform.security.keys import KeyFileError, KeySet
 from dispatchd.platform.security.tokens import SUPPORTED_ALGORITHMS, TokenVerifier
 
@@ -37,6 +37,7 @@ class SecurityConfig:
     reflection_enabled: bool
     max_streams_per_identity: int
     production: bool
+    audit_level: AuditLevel = "all"
 
     @property
     def tls_enabled(self) -> bool:
@@ -134,6 +135,8 @@ def guardrail(settings: Settings) -> list[str]:
         problems.append("a development secret is configured (unset DISPATCHD_JWT_HS256_SECRET)")
     if "HS256" in _algorithms(settings.jwt_algorithms):
         problems.append("HS256 (shared-secret tokens) is allowed (remove it from DISPATCHD_JWT_ALGORITHMS)")
+    if settings.audit_level == "off":
+        problems.append("the audit log is off (set DISPATCHD_AUDIT_LEVEL to all, mutations or denied)")
     return problems
 
 
@@ -156,4 +159,5 @@ def load(settings: Settings) -> SecurityConfig:
         reflection_enabled=settings.reflection_enabled,
         max_streams_per_identity=settings.max_streams_per_identity,
         production=production,
+        audit_level=settings.audit_level,
     )
