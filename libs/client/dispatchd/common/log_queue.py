@@ -83,16 +83,18 @@ class _Writer(logging.handlers.QueueListener):
                 self.report()
             return record
 
-    def handle(self, record: logging.LogRecord) -> None:
-        for handler in self.routes.get(record.name, self.handlers):
+    def handle(self, record: logging.LogRecord, route: str | None = None) -> None:
+        """Write `record` where records of logger `route` (default: its own logger) go."""
+        for handler in self.routes.get(route or record.name, self.handlers):
             if record.levelno >= handler.level:
                 handler.handle(record)
 
     def report(self, final: bool = False) -> None:
         self._last_report = time.monotonic()
-        for inlet in list(self.inlets.values()):
+        for name, inlet in list(self.inlets.items()):
             dropped = inlet.take_dropped()
             if dropped:
+                # Said where the lost records would have gone: an audit reader sees the gap.
                 self.handle(
                     logging.LogRecord(
                         NOTICES,
@@ -102,7 +104,8 @@ class _Writer(logging.handlers.QueueListener):
                         "%d %s dropped: the log queue was full",
                         (dropped, inlet.label),
                         None,
-                    )
+                    ),
+                    name,
                 )
             for repeat in (f for f in inlet.filters if isinstance(f, RepeatFilter)):
                 for record in repeat.overdue(everything=final):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 BURST = 5
@@ -49,12 +50,14 @@ class RepeatFilter(logging.Filter):
         interval: float = INTERVAL_SECONDS,
         level: int = logging.WARNING,
         max_keys: int = MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.burst = burst
         self.interval = interval
         self.level = level
         self.max_keys = max_keys
+        self.clock = clock
         self._runs: dict[Key, _Run] = {}
         # Any thread may log (the loop, gRPC's, executors'), and the writer calls overdue().
         self._lock = threading.Lock()
@@ -63,7 +66,7 @@ class RepeatFilter(logging.Filter):
         if record.levelno < self.level:
             return True
         key = (record.name, record.levelno, record.msg if isinstance(record.msg, str) else str(record.msg))
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             run = self._runs.get(key)
             if run is None or now - run.last_seen >= self.interval:
@@ -85,7 +88,7 @@ class RepeatFilter(logging.Filter):
     def overdue(self, everything: bool = False) -> list[logging.LogRecord]:
         """For each flood that has gone a whole interval without a line passing (`everything`: each
         flood still owing a count, as at exit): its count, as a line."""
-        now = time.monotonic()
+        now = self.clock()
         due: list[logging.LogRecord] = []
         with self._lock:
             for run in self._runs.values():
