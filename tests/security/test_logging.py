@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 
 import grpc
+import pydantic
 import pytest
 
 from dispatchd.common import observability
 from dispatchd.common.log_queue import LogQueue
 from dispatchd.common.repeats import RepeatFilter
+from dispatchd.platform.config import Settings
 from dispatchd.platform.security import audit
+from dispatchd.platform.security.settings import guardrail, load
 
 SLOW_WRITE = 0.5
 
@@ -102,7 +105,7 @@ async def test_a_stalled_output_does_not_stall_the_event_loop(kind: str, monkeyp
     else:
         action = lambda: logging.getLogger("dispatchd.test").warning("written %s", "later")  # noqa: E731
     stall = await _longest_stall(action)
-    assert stall < SLOW_WRITE / 2, f"the loop stalled {stall:.3f}s while a {kind} was written"
+    assert stall < SLOW_WRITE / 2, f"the loop stalled {stall:.3f}s writing one {kind}"
     _wait_for(lambda: len(slow.lines()) == 1)
     assert threading.get_ident() not in slow.writers  # written by another thread than the loop's
     line = json.loads(slow.lines()[0])
@@ -258,3 +261,14 @@ def test_audit_level(level: str, expected: list[int]) -> None:
         record.write("call", code)
     written = [json.loads(line)["request_id"] for line in stream.getvalue().splitlines()]
     assert written == [f"r-{n}" for n in expected]
+
+
+def test_audit_level_setting() -> None:
+    assert load(Settings()).audit_level == "all"  # on by default
+    assert load(Settings(audit_level="denied")).audit_level == "denied"
+    with pytest.raises(pydantic.ValidationError):
+        Settings(audit_level="verbose")  # type: ignore[arg-type]
+    assert "the audit log is off (set DISPATCHD_AUDIT_LEVEL to all, mutations or denied)" in guardrail(
+        Settings(app_env="production", audit_level="off")
+    )
+    assert not [p for p in guardrail(Settings(app_env="production", audit_level="denied")) if "audit" in p]

@@ -23,6 +23,7 @@ from dispatchd.common.repeats import RepeatFilter
 
 CAPACITY = 10_000
 NOTICE_SECONDS = 5.0
+BATCH_SECONDS = 0.02
 STOP_SECONDS = 10.0
 NOTICES = "dispatchd.logging"
 
@@ -32,8 +33,10 @@ _TRACEBACKS = logging.Formatter()
 class Inlet(logging.handlers.QueueHandler):
     """A logger's handler: puts records on the queue without waiting, counting what did not fit."""
 
-    def __init__(self, records: queue.Queue[Any], label: str) -> None:
+    def __init__(self, records: queue.SimpleQueue[Any], capacity: int, label: str) -> None:
         super().__init__(records)
+        self.records = records
+        self.capacity = capacity
         self.label = label
         self._dropped = 0
         self._drop_lock = threading.Lock()
@@ -50,11 +53,14 @@ class Inlet(logging.handlers.QueueHandler):
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
-            with self._drop_lock:
-                self._dropped += 1
+        # A SimpleQueue (C, no Condition) costs the caller far less than a bounded Queue; the
+        # size check races only with other logging threads, so it overshoots by at most one
+        # record per thread.
+        if self.records.qsize() < self.capacity:
+            self.records.put(record)
+            return
+        with self._drop_lock:
+            self._dropped += 1
 
     def take_dropped(self) -> int:
         with self._drop_lock:
@@ -65,7 +71,7 @@ class Inlet(logging.handlers.QueueHandler):
 class _Writer(logging.handlers.QueueListener):
     """The writing thread: routes each record by logger name and reports what was dropped or suppressed."""
 
-    def __init__(self, records: queue.Queue[Any]) -> None:
+    def __init__(self, records: queue.SimpleQueue[Any]) -> None:
         super().__init__(records, respect_handler_level=True)
         self.records = records
         self.routes: dict[str, tuple[logging.Handler, ...]] = {}
@@ -73,15 +79,20 @@ class _Writer(logging.handlers.QueueListener):
         self._last_report = time.monotonic()
 
     def dequeue(self, block: bool) -> Any:
+        try:
+            return self.records.get_nowait()
+        except queue.Empty:
+            pass
+        # Drained. Under load, let the next records gather rather than wake (and take the GIL
+        # from the loop) once per record; idle, block until one comes.
+        time.sleep(BATCH_SECONDS)
         while True:
-            try:
-                record = self.records.get(timeout=NOTICE_SECONDS)
-            except queue.Empty:
-                self.report()
-                continue
             if time.monotonic() - self._last_report >= NOTICE_SECONDS:
                 self.report()
-            return record
+            try:
+                return self.records.get(timeout=NOTICE_SECONDS)
+            except queue.Empty:
+                continue
 
     def handle(self, record: logging.LogRecord, route: str | None = None) -> None:
         """Write `record` where records of logger `route` (default: its own logger) go."""
@@ -111,20 +122,13 @@ class _Writer(logging.handlers.QueueListener):
                 for record in repeat.overdue(everything=final):
                     self.handle(record)
 
-    def enqueue_sentinel(self) -> None:
-        # Waits (the writer is draining): put_nowait would fail on a full queue and lose the stop.
-        self.records.put(None, timeout=STOP_SECONDS)  # None: QueueListener's sentinel
-
     def stop(self) -> None:
         thread = self._thread
         if thread is None:
             return
-        try:
-            self.enqueue_sentinel()
-        except queue.Full:
-            pass  # the writer is stuck on an output that does not drain; exiting must not hang on it
-        else:
-            thread.join(STOP_SECONDS)
+        self.records.put(None)  # None: QueueListener's sentinel, behind every record queued so far
+        # Bounded: a writer stuck on an output that does not drain must not hang the exit.
+        thread.join(STOP_SECONDS)
         self._thread = None
         self.report(final=True)
         for handler in {h for route in (self.handlers, *self.routes.values()) for h in route}:
@@ -133,7 +137,8 @@ class _Writer(logging.handlers.QueueListener):
 
 class LogQueue:
     def __init__(self, capacity: int = CAPACITY) -> None:
-        self.records: queue.Queue[Any] = queue.Queue(capacity)
+        self.capacity = capacity
+        self.records: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.writer = _Writer(self.records)
         self._direct: dict[str, tuple[logging.Logger, tuple[logging.Handler, ...]]] = {}
 
@@ -150,7 +155,7 @@ class LogQueue:
             self.writer.handlers = route
         else:
             self.writer.routes[logger.name] = route  # before the inlet: no record goes unrouted
-        inlet = Inlet(self.records, label)
+        inlet = Inlet(self.records, self.capacity, label)
         for item in filters:
             inlet.addFilter(item)
         self.writer.inlets[logger.name] = inlet
