@@ -2,8 +2,8 @@
 
 Invariant: a thread that logs (above all the event loop) never formats JSON nor writes to a
 file or pipe, and never waits: it renders the message (and a traceback, if any), runs the
-inlet's filters and `put_nowait`s the record. When the queue is full the record is dropped and
-counted; the writer says "N log lines dropped" at most once per NOTICE_SECONDS while that goes
+inlet's filters and puts the record on the queue. When the queue holds CAPACITY records the
+record is dropped and counted; the writer says "N log lines dropped" at most once per NOTICE_SECONDS while that goes
 on and once more at `stop`. `stop` first points every logger straight at its real handlers
 (so a line logged from then on is written at once, not lost), then lets the writer drain the
 queue, and flushes every handler: what was logged before SIGTERM is in the output after exit.
@@ -43,8 +43,9 @@ class Inlet(logging.handlers.QueueHandler):
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         # Rendered here, not in the writer: arguments may change once the call returns, and a
-        # traceback is only sure to describe the failure while it is being handled. The record
-        # is this inlet's alone (each logger has one handler), so it is changed, not copied.
+        # traceback is only sure to describe the failure while it is being handled. Changed in
+        # place, not copied (a copy per call is the cost this avoids): any other handler still
+        # sees the same message, and the traceback as text (exc_text, which Formatter uses).
         record.msg = record.getMessage()
         record.args = None
         if record.exc_info:
