@@ -24,7 +24,7 @@ from dispatchd.platform.store import executions, jobs, repairs, workers
 from dispatchd.platform.store.rows import QueuedRef
 from tests.support.factories import StartScheduler
 from tests.support.leadership import KEYS, leader_token, wait_leading
-from tests.support.polling import eventually
+from tests.support.polling import eventually, wait_until
 from tests.support.submissions import first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -44,10 +44,12 @@ def log_events(process: ServiceProcess) -> list[dict[str, object]]:
 
 
 def token_of(process: ServiceProcess) -> str:
-    for entry in log_events(process):
-        if entry.get("msg") == "scheduler joins the leader election":
-            return str(entry["token"])
-    raise AssertionError(f"{process.name} logged no lease token:\n{process.log_tail()}")
+    def tokens() -> list[str]:
+        return [str(e["token"]) for e in log_events(process) if e.get("msg") == "scheduler joins the leader election"]
+
+    # Logged as the campaign starts, about when health turns SERVING, and written by the log thread.
+    wait_until(lambda: bool(tokens()), 5, f"{process.name} logs its lease token")
+    return tokens()[0]
 
 
 def elections(process: ServiceProcess) -> int:

@@ -15,6 +15,7 @@ import pytest
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import common_pb2, job_service_pb2
 from dispatchd.v1 import worker_service_pb2 as wpb
+from tests.support.polling import eventually
 from tests.support.security import Credentials, SecureStack
 from tests.support.streams import WorkerStream
 
@@ -157,7 +158,15 @@ async def test_audit_log_lines(secure_stack: SecureStack, creds: Credentials) ->
     assert code is grpc.StatusCode.OK
     await stream.close()
 
-    calls = [line for line in _audit_lines(secure_stack, "control-plane") if line["request_id"] == request_id]
+    def calls_audited() -> list[dict[str, object]]:
+        return [line for line in _audit_lines(secure_stack, "control-plane") if line["request_id"] == request_id]
+
+    async def both_written() -> bool:
+        return len(calls_audited()) >= 2
+
+    # Written by the service's log thread, a moment after the answer.
+    await eventually(both_written, what="both calls audited")
+    calls = calls_audited()
     assert [(c["method"], c["code"]) for c in calls] == [
         ("/dispatchd.v1.JobService/SubmitJob", "OK"),
         ("/dispatchd.v1.JobService/GetJob", "INVALID_ARGUMENT"),

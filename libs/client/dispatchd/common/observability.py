@@ -1,11 +1,24 @@
-"""Logging: one JSON object per line (or plain text for people at a terminal)."""
+"""Logging: one JSON object per line (or plain text for people at a terminal), written off the caller's thread.
+
+Invariant: after `configure_logging` every record goes through one bounded queue to a writer
+thread (dispatchd.common.log_queue), so logging never blocks the event loop; repeated warnings
+and errors are rate-limited (dispatchd.common.repeats); `stop_logging` (also run at exit)
+drains and flushes it all. The line format does not depend on any of that.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
 import time
+
+from dispatchd.common.log_queue import LogQueue
+from dispatchd.common.repeats import RepeatFilter
+
+_active: LogQueue | None = None
+_at_exit = False
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,15 +34,43 @@ class JsonFormatter(logging.Formatter):
             entry.update(extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # rendered by the thread that logged it (log_queue.Inlet)
+            entry["exc"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
 def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -> None:
+    """Root logging for a process: to stderr through the queue; a second call replaces the first."""
+    global _active, _at_exit
+    stop_logging()
     handler = logging.StreamHandler(sys.stderr)
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    _active = LogQueue()
+    _active.attach(root, [handler], "log lines", filters=[RepeatFilter()])
+    _active.start()
+    if not _at_exit:
+        # Runs before logging's own exit hook (registered first, so run last).
+        atexit.register(stop_logging)
+        _at_exit = True
+
+
+def route(logger: logging.Logger, handler: logging.Handler, label: str) -> None:
+    """Give `logger` a handler of its own (no propagation): through the queue once logging is configured."""
+    logger.propagate = False
+    if _active is None:
+        logger.handlers[:] = [handler]
+    else:
+        _active.attach(logger, [handler], label)
+
+
+def stop_logging() -> None:
+    """Write out everything logged so far and log synchronously from now on (idempotent)."""
+    global _active
+    active, _active = _active, None
+    if active is not None:
+        active.stop()

@@ -9,9 +9,13 @@ from __future__ import annotations
 import socket
 import uuid
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What the audit log records (dispatchd.platform.security.audit says what each level means).
+AuditLevel = Literal["all", "mutations", "denied", "off"]
 
 
 class Settings(BaseSettings):
@@ -107,6 +111,12 @@ class Settings(BaseSettings):
     reflection_enabled: bool = Field(True, description="Serve gRPC reflection (admin-only when auth is on).")
     max_streams_per_identity: int = Field(
         16, ge=1, description="Open worker streams one authenticated identity may hold at once."
+    )
+
+    audit_level: AuditLevel = Field(
+        "all",
+        description="What the audit log records: `all` calls, `mutations` (and refused calls), only `denied` "
+        "calls, or `off` (refused with APP_ENV=production).",
     )
 
     log_level: str = Field("INFO", description="Log level of every process.")

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dispatchd.common.observability import configure_logging
+from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
@@ -166,10 +166,12 @@ async def serve(
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a service's main coroutine on uvloop when available."""
+    """Run a service's main coroutine on uvloop when available; then write out every queued log line."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+    finally:
+        stop_logging()

@@ -1,5 +1,14 @@
 """The audit log: one JSON line per call on the `dispatchd.audit` logger (per stream: open, close).
 
+`DISPATCHD_AUDIT_LEVEL` says which lines are written (`records`):
+- `all` (the default): every call but health;
+- `mutations`: calls that change work (`methods.is_mutating`: submit, cancel, redrive, worker
+  streams) and every denied call;
+- `denied`: only calls refused for who the caller is or what it may do: UNAUTHENTICATED,
+  PERMISSION_DENIED, RESOURCE_EXHAUSTED (per-identity limits);
+- `off`: none (APP_ENV=production refuses it: security/settings.guardrail).
+The decision is made before a line is built, so a level that skips a call costs it nothing.
+
 Fields: `event` (`call`, `stream.open`, `stream.close`), `method`, `subject`, `roles`,
 `peer`, `client_cert` (the client certificate's identity, if any), `request_id`
 (the caller's `x-request-id`, or a generated one), `code` (the gRPC status name), `latency_ms`,
@@ -7,7 +16,8 @@ and the `job_ids` / `worker_id` the call involved. `detail` carries the status m
 a refused or failed call. Health checks are not audited (probes would drown everything else).
 
 The logger is separate from the service's own logs so it can be routed (or kept) on its own;
-it is written with the same JSON formatter.
+it is written with the same JSON formatter, through the process's log queue (so never by the
+event loop) but never rate-limited: audit is a record, not a log.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from dispatchd.platform.config import AuditLevel
+from dispatchd.platform.methods import is_mutating
 from dispatchd.platform.security.tls import PeerCertificate
 from dispatchd.platform.security.tokens import Principal
 
@@ -30,6 +42,18 @@ log = logging.getLogger("dispatchd.audit")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 MAX_JOB_IDS = 20
+DENIED = frozenset(
+    {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+)
+
+
+def records(level: AuditLevel, method: str, code: grpc.StatusCode) -> bool:
+    """Whether a line for `method` ending with `code` is written at `level`."""
+    if level == "all":
+        return True
+    if level == "off":
+        return False
+    return code in DENIED or (level == "mutations" and is_mutating(method))
 
 
 def request_id(supplied: str | None) -> str:
@@ -66,6 +90,7 @@ class AuditRecord:
     certificate: PeerCertificate | None = None
     job_ids: list[str] = field(default_factory=list)
     worker_id: str = ""
+    level: AuditLevel = "all"
 
     def add_jobs(self, ids: Iterable[str]) -> None:
         for job_id in ids:
@@ -73,6 +98,8 @@ class AuditRecord:
                 self.job_ids.append(job_id)
 
     def write(self, event: str, code: grpc.StatusCode, detail: str = "") -> None:
+        if not records(self.level, self.method, code):
+            return
         fields: dict[str, object] = {
             "event": event,
             "method": self.method,
@@ -99,10 +126,9 @@ def is_audited(method: str, unaudited: Sequence[str]) -> bool:
 
 def configure(stream: Any = None) -> None:
     """Give the audit logger its own JSON handler: its lines stay JSON whatever DISPATCHD_LOG_JSON says."""
-    from dispatchd.common.observability import JsonFormatter
+    from dispatchd.common.observability import JsonFormatter, route
 
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
-    log.propagate = False
+    route(log, handler, "audit records")

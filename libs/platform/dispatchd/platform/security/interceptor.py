@@ -112,7 +112,8 @@ class Call:
         rid = audit.request_id(self.metadata.get("x-request-id"))
         with contextlib.suppress(Exception):  # echoing the id is a courtesy, never a failure
             context.set_trailing_metadata((("x-request-id", rid),))
-        return audit.AuditRecord(method=self.method, peer=context.peer(), request_id=rid)
+        level = self.interceptor.config.audit_level
+        return audit.AuditRecord(method=self.method, peer=context.peer(), request_id=rid, level=level)
 
     def admit(self, context: Context, record: audit.AuditRecord) -> Access:
         """The caller's access to this method, or Refused."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatchd.platform.config import Settings
+from dispatchd.platform.config import AuditLevel, Settings
 from dispatchd.platform.security.keys import KeyFileError, KeySet
 from dispatchd.platform.security.tokens import SUPPORTED_ALGORITHMS, TokenVerifier
 
@@ -41,6 +41,7 @@ class SecurityConfig:
     reflection_enabled: bool
     max_streams_per_identity: int
     production: bool
+    audit_level: AuditLevel = "all"
 
     @property
     def tls_enabled(self) -> bool:
@@ -143,6 +144,8 @@ def guardrail(settings: Settings) -> list[str]:
             "page tokens would be signed with a key of each process, which other replicas refuse "
             "(set DISPATCHD_PAGE_TOKEN_SECRET_FILE to a key shared by every control plane)"
         )
+    if settings.audit_level == "off":
+        problems.append("the audit log is off (set DISPATCHD_AUDIT_LEVEL to all, mutations or denied)")
     return problems
 
 
@@ -176,4 +179,5 @@ def load(settings: Settings) -> SecurityConfig:
         reflection_enabled=settings.reflection_enabled,
         max_streams_per_identity=settings.max_streams_per_identity,
         production=production,
+        audit_level=settings.audit_level,
     )
