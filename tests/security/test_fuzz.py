@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
+from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -302,7 +303,7 @@ def test_the_services_still_serve(secure_stack: SecureStack, creds: Credentials)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     for name, process in secure_stack.processes.items():
         assert process.is_running(), name
-        assert "Traceback" not in process.log_path.read_text(), name
+        assert "Traceback" not in settled_text(process.log_path), name
     metadata = [("authorization", f"Bearer {creds.token('fuzz', 'admin')}")]
     request = job_service_pb2.SubmitJobRequest(job_type="fuzz.after")
     job = secure_stack.jobs().SubmitJob(request, metadata=metadata, timeout=5)

@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2
 from dispatchd.devtools.stack import CONTROL_PLANE, GATEWAY, kind_of
 from dispatchd.platform import methods, paging
 from dispatchd.v1 import job_service_pb2
+from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -255,5 +256,5 @@ def test_every_method_on_every_port_survives_malformed_input(secure_stack: Secur
     assert not bad, bad[:20]
     assert calls > 500, calls  # about 700: a walk that silently shrank would prove little
     for name, process in secure_stack.processes.items():
-        log = process.log_path.read_text(errors="replace")
+        log = settled_text(process.log_path)
         assert "Traceback" not in log, (name, process.log_tail())

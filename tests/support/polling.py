@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 
 async def eventually(
@@ -34,3 +35,22 @@ def wait_until(
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def settled_text(path: Path, quiet: float = 0.3, timeout: float = 10.0) -> str:
+    """A log file's text once it has stopped growing for `quiet` seconds.
+
+    Services write log lines from a background thread (dispatchd.common.log_queue), a few
+    milliseconds after the call that caused them: a test that looks for a line that must NOT
+    be there reads the file only after the writer has caught up.
+    """
+    started = time.monotonic()
+    size, since = -1, time.monotonic()
+    while time.monotonic() - started < timeout:
+        now = path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.02)
+    return path.read_text(errors="replace")
