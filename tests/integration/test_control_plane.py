@@ -183,7 +183,7 @@ BAD_SUBMITS = [
     pytest.param({"metadata": {"k": "v" * 4097}}, "at most 4096", id="meta-long-value"),
     pytest.param({"metadata": {"k": "a\x00b"}}, "must not contain NUL", id="meta-nul"),
     pytest.param({"idempotency_key": "k" * 257}, "idempotency_key is 257 characters", id="long-key"),
-    pytest.param({"idempotency_key": "a\x00"}, "idempotency_key must not contain NUL", id="nul-key"),
+    pytest.param({"idempotency_key": "a\x00"}, "idempotency_key 'a\\x00' must not contain control", id="nul-key"),
     pytest.param(
         {"retry_policy": common_pb2.RetryPolicy(initial_backoff=duration_pb2.Duration(seconds=-1))},
         "retry_policy.initial_backoff must not be negative",
