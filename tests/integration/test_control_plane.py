@@ -172,7 +172,7 @@ async def test_idempotent_resubmit_returns_the_same_job(cp: Harness) -> None:
 
 BAD_SUBMITS = [
     pytest.param({"job_type": ""}, "job_type is required", id="empty-type"),
-    pytest.param({"job_type": "Email Send!"}, "job_type 'Email Send!' is invalid", id="bad-type-chars"),
+    pytest.param({"job_type": "Email Send!"}, "job_type 'Email Send!' is not a valid job type", id="bad-type-chars"),
     pytest.param({"job_type": "a" * 129}, "at most 128 characters", id="long-type"),
     pytest.param({"priority": -1}, "priority must be between 0 and 1000", id="negative-priority"),
     pytest.param({"priority": 1001}, "priority must be between 0 and 1000", id="huge-priority"),

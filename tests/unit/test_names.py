@@ -31,7 +31,7 @@ def test_invalid_job_types(value: str) -> None:
     with pytest.raises(names.InvalidName) as caught:
         names.job_type(value, "job_type")
     message = str(caught.value)
-    assert message.startswith("job_type ") and "is not a valid job type (1 to 128 characters" in message
+    assert message.startswith("job_type ") and "is not a valid job type (at most 128 characters" in message
     assert not names.has_control_characters(message), "the value is quoted with its control characters escaped"
 
 

@@ -7,7 +7,7 @@ it, so a name one of them accepts is accepted by every other one; it raises `Inv
 `repr`, so a control character never reaches a log line or a terminal as is.
 
 Job types and capabilities are one grammar (a capability is a job type or a namespace of
-them, see `routing`): 1 to 128 characters, lower-case dot-separated segments of
+them, see `routing`): 1 to 128 characters of lower-case dot-separated segments of
 `[a-z0-9_-]`, each starting with a letter or digit.
 """
 
@@ -18,8 +18,8 @@ import unicodedata
 
 MAX_JOB_TYPE_CHARS = 128
 JOB_TYPE_RULE = (
-    f"1 to {MAX_JOB_TYPE_CHARS} characters: lower-case dot-separated segments of [a-z0-9_-], "
-    "each starting with a letter or digit, e.g. 'email.send'"
+    f"at most {MAX_JOB_TYPE_CHARS} characters of lower-case dot-separated segments of [a-z0-9_-], "
+    "each non-empty and starting with a letter or digit, e.g. 'email.send'"
 )
 # fullmatch, never `$`: `$` also matches before a trailing newline ("probe.never\n").
 _JOB_TYPE = re.compile(r"[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9][a-z0-9_-]*)*")
