@@ -2,7 +2,8 @@
 
 Before, one key was unique across everyone, so a second submitter reusing it learned the
 first one's job id and could squat keys others would use. NULLS NOT DISTINCT keeps the
-jobs submitted without authentication (submitted_by NULL) in one shared scope.
+jobs submitted without authentication (submitted_by NULL) in one shared scope; it needs
+Postgres 15 or newer.
 
 Downgrade: the global index cannot hold a key two submitters both use, so every such job
 but the oldest loses its key first (the jobs stay; only their deduplication is gone).
