@@ -209,8 +209,8 @@ async def test_errors_are_one_line_with_exit_status(ctl: Ctl) -> None:
     assert result.code == 1
     assert result.err.startswith("dispatchctl: error: INVALID_ARGUMENT: job_id must be a UUID")
 
-    result = await ctl("submit", "Bad Type")
-    assert result.code == 1 and result.err.startswith("dispatchctl: error: INVALID_ARGUMENT: job_type 'Bad Type'")
+    result = await ctl("submit", "Bad Type")  # the control plane's rule, applied before any call
+    assert result.code == 2 and "JOB_TYPE 'Bad Type' is not a valid job type" in result.err
 
     result = await ctl("submit", "a.b", "--priority", "-1")
     assert result.err == "dispatchctl: error: INVALID_ARGUMENT: priority must be between 0 and 1000, got -1\n"

@@ -175,7 +175,7 @@ async def test_idempotent_resubmit_returns_the_same_job(cp: Harness) -> None:
 
 BAD_SUBMITS = [
     pytest.param({"job_type": ""}, "job_type is required", id="empty-type"),
-    pytest.param({"job_type": "Email Send!"}, "job_type 'Email Send!' is invalid", id="bad-type-chars"),
+    pytest.param({"job_type": "Email Send!"}, "job_type 'Email Send!' is not a valid job type", id="bad-type-chars"),
     pytest.param({"job_type": "a" * 129}, "at most 128 characters", id="long-type"),
     pytest.param({"priority": -1}, "priority must be between 0 and 1000", id="negative-priority"),
     pytest.param({"priority": 1001}, "priority must be between 0 and 1000", id="huge-priority"),
@@ -186,7 +186,7 @@ BAD_SUBMITS = [
     pytest.param({"metadata": {"k": "v" * 4097}}, "at most 4096", id="meta-long-value"),
     pytest.param({"metadata": {"k": "a\x00b"}}, "must not contain NUL", id="meta-nul"),
     pytest.param({"idempotency_key": "k" * 257}, "idempotency_key is 257 characters", id="long-key"),
-    pytest.param({"idempotency_key": "a\x00"}, "idempotency_key must not contain NUL", id="nul-key"),
+    pytest.param({"idempotency_key": "a\x00"}, "idempotency_key 'a\\x00' must not contain control", id="nul-key"),
     pytest.param(
         {"retry_policy": common_pb2.RetryPolicy(initial_backoff=duration_pb2.Duration(seconds=-1))},
         "retry_policy.initial_backoff must not be negative",

@@ -35,6 +35,7 @@ async def submit(
     timeout_ms: int | None = None,
     run_at: dt.datetime | None = None,
     delay_ms: int | None = None,
+    submitted_by: str | None = None,
 ) -> jobs.Submitted:
     """Insert a job; with `queues`, also push its first attempt onto its ready queue.
 
@@ -52,6 +53,7 @@ async def submit(
         execution_timeout_ms=timeout_ms,
         run_at=run_at,
         delay_ms=delay_ms,
+        submitted_by=submitted_by,
     )
     submitted = await jobs.submit(pool, new)
     if queues is not None:

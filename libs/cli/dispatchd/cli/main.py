@@ -15,6 +15,7 @@ from dispatchd.cli import commands
 from dispatchd.cli.connection import CliError, describe, open_client
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import DEFAULT_TARGET, TARGET_ENV, DispatchdError
+from dispatchd.common import names
 from dispatchd.common import security as credentials
 
 STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
@@ -26,6 +27,14 @@ def _metadata_entry(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"invalid metadata {text!r}: use KEY=VALUE")
     return key, value
+
+
+def _job_type(text: str) -> str:
+    # The rule the control plane applies, checked here so a typo is a usage error (exit 2).
+    try:
+        return names.job_type(text, "JOB_TYPE")
+    except names.InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _status(text: str) -> str:
@@ -68,7 +77,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
 
 
 def _dead_letter_filter(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", metavar="JOB_TYPE", help="only jobs of exactly this type")
+    parser.add_argument("--type", type=_job_type, metavar="JOB_TYPE", help="only jobs of exactly this type")
     parser.add_argument(
         "--since", type=time_arg, metavar="TIME", help="dead-lettered at or after TIME (ISO 8601, or e.g. 1h ago)"
     )
@@ -93,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = [_common_options(suppress=True)]
 
     p = sub.add_parser("submit", parents=common, help="submit a job")
-    p.add_argument("job_type", metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
+    p.add_argument("job_type", type=_job_type, metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="payload as text (UTF-8)")
     payload.add_argument("--payload-file", metavar="PATH", help="payload from a file ('-' for stdin)")
@@ -138,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=common, help="list jobs, newest first")
     p.add_argument("--status", type=_status, metavar="STATUS", help=f"only jobs in this status ({'|'.join(STATUSES)})")
-    p.add_argument("--type", metavar="JOB_TYPE", help="only jobs of exactly this type")
+    p.add_argument("--type", type=_job_type, metavar="JOB_TYPE", help="only jobs of exactly this type")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="jobs per page (server default 50)")
     p.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
     p.add_argument("--all", action="store_true", help="follow every page")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dispatchd.common import routing
+from dispatchd.common import names, routing
 from dispatchd.sdk.task import Task
 
 # Handlers should be coroutine functions; a plain function's return value is used as is
@@ -18,10 +18,7 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
 
     def register(self, job_type: str, handler: Handler) -> None:
-        if not routing.is_valid_job_type(job_type):
-            raise ValueError(
-                f"{job_type!r} is not a valid job type (lower-case dotted names such as 'email.send')"
-            )
+        names.job_type(job_type, "handler")  # InvalidName, a ValueError, at registration time
         if job_type in self._handlers:
             raise ValueError(f"a handler for {job_type!r} is already registered")
         if not callable(handler):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from dispatchd.common import routing
+from dispatchd.common import names
 from dispatchd.platform import paging, queues
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
@@ -47,20 +48,18 @@ def _no_nul(field: str, value: str) -> None:
         raise InvalidArgument(f"{field} must not contain NUL characters")
 
 
-def _preview(value: str, limit: int = 64) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")
+def _name(rule: Callable[[str, str], str], value: str, field: str) -> str:
+    # The rules live in dispatchd.common.names (shared with the gateway, the SDK and the CLI).
+    try:
+        return rule(value, field)
+    except names.InvalidName as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def job_type(value: str, field: str = "job_type") -> str:
     if not value:
         raise InvalidArgument(f"{field} is required")
-    if not routing.is_valid_job_type(value):
-        raise InvalidArgument(
-            f"{field} {_preview(value)} is invalid: use at most {routing.MAX_JOB_TYPE_LENGTH} characters of "
-            "lower-case dot-separated segments of [a-z0-9_-], each starting with a letter or digit "
-            "(e.g. 'email.send')"
-        )
-    return value
+    return _name(names.job_type, value, field)
 
 
 def job_id(value: str, field: str = "job_id") -> uuid.UUID:
@@ -69,7 +68,7 @@ def job_id(value: str, field: str = "job_id") -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise InvalidArgument(f"{field} must be a UUID, got {_preview(value)}") from None
+        raise InvalidArgument(f"{field} must be a UUID, got {names.preview(value)}") from None
 
 
 def duration_seconds(value: duration_pb2.Duration, field: str) -> float:
@@ -115,11 +114,11 @@ def metadata(values: dict[str, str], settings: Settings) -> dict[str, str]:
             raise InvalidArgument(f"metadata keys must be 1 to {MAX_METADATA_KEY_CHARS} characters long")
         if len(value) > MAX_METADATA_VALUE_CHARS:
             raise InvalidArgument(
-                f"metadata value of key {_preview(key)} is {len(value)} characters; "
+                f"metadata value of key {names.preview(key)} is {len(value)} characters; "
                 f"at most {MAX_METADATA_VALUE_CHARS} are allowed"
             )
-        _no_nul("metadata keys", key)
-        _no_nul(f"metadata value of key {_preview(key)}", value)
+        _name(names.printable, key, "metadata key")
+        _no_nul(f"metadata value of key {names.preview(key)}", value)
     return dict(values)
 
 
@@ -175,7 +174,7 @@ def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> Ne
         raise InvalidArgument(
             f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
         )
-    _no_nul("idempotency_key", key)
+    _name(names.printable, key, "idempotency_key")
     meta = metadata(dict(request.metadata), settings)
     policy, policy_set = retry_policy(request)
     run_at, delay_ms = schedule(request)

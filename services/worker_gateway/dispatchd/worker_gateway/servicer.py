@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from dispatchd.common import routing
+from dispatchd.common import names
 from dispatchd.platform import interceptors
 from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
@@ -56,19 +56,19 @@ def _validate(reg: pb.WorkerRegistration) -> str | None:
     """The problem with a registration, or None when it is fine."""
     if not 1 <= len(reg.worker_id) <= MAX_WORKER_ID_CHARS:
         return f"registration.worker_id must be 1 to {MAX_WORKER_ID_CHARS} characters"
-    if "\x00" in reg.worker_id or any("\x00" in k or "\x00" in v for k, v in reg.labels.items()):
+    if any("\x00" in k or "\x00" in v for k, v in reg.labels.items()):
         # Postgres text cannot hold NUL: without this it would surface as an internal error.
-        return "registration.worker_id and labels must not contain NUL characters"
+        return "registration.labels must not contain NUL characters"
     if len(reg.capabilities) > MAX_CAPABILITIES:
         return f"registration.capabilities may name at most {MAX_CAPABILITIES} job types"
     if not reg.capabilities:
         return "registration.capabilities must name at least one job type"
-    for capability in reg.capabilities:
-        if not routing.is_valid_job_type(capability):
-            return (
-                f"registration.capabilities: {capability!r} is not a valid job type "
-                "(lower-case dotted names such as 'email.send')"
-            )
+    try:
+        names.printable(reg.worker_id, "registration.worker_id")  # it is logged
+        for index, capability in enumerate(reg.capabilities):
+            names.job_type(capability, f"registration.capabilities[{index}]")
+    except names.InvalidName as exc:
+        return str(exc)
     if not 0 <= reg.max_concurrency <= MAX_CONCURRENCY:
         return f"registration.max_concurrency must be between 0 and {MAX_CONCURRENCY} (0 means 1)"
     if len(reg.labels) > MAX_LABELS:

@@ -38,8 +38,9 @@ class NewJob:
     # after the insert (by the database clock). At most one is set.
     run_at: dt.datetime | None = None
     delay_ms: int | None = None
-    # The authenticated subject submitting it; part of the fingerprint, so another subject
-    # reusing an idempotency key gets ALREADY_EXISTS instead of someone else's job.
+    # The authenticated subject submitting it (None without authentication). Idempotency keys
+    # are unique per submitter, so one subject's key never meets another's job; all
+    # unauthenticated submits share one scope.
     submitted_by: str | None = None
 
     def request_hash(self) -> bytes:
@@ -56,6 +57,7 @@ class NewJob:
             run_at = self.run_at.isoformat() if self.run_at is not None else None
             parts.append([self.execution_timeout_ms, run_at, self.delay_ms])
         if self.submitted_by is not None:
+            # Redundant since keys are scoped per submitter; kept so existing keys keep their hash.
             parts.append(["submitted_by", self.submitted_by])
         canonical = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
@@ -79,7 +81,7 @@ WITH n AS (SELECT clock_timestamp() AS now), j AS (
                 WHEN $15::bigint IS NOT NULL THEN n.now + make_interval(secs => $15::float8 / 1000)
            END, $16, n.now, n.now
     FROM n
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT (submitted_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), e AS (
     INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
@@ -91,7 +93,10 @@ WITH n AS (SELECT clock_timestamp() AS now), j AS (
 SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
 """
 
-_BY_KEY = "SELECT *, request_hash FROM jobs WHERE idempotency_key = $1"
+# The key's scope is the submitter's; `IS NULL` rather than `IS NOT DISTINCT FROM`, which no
+# index serves, for the shared scope of unauthenticated submits.
+_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = $1 AND submitted_by = $2"
+_BY_ANONYMOUS_KEY = "SELECT * FROM jobs WHERE idempotency_key = $1 AND submitted_by IS NULL"
 
 
 async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submitted:
@@ -120,7 +125,10 @@ async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submit
         ref = QueuedRef(row["queued_execution_id"], job.job_type, job.priority, row["queued_available_at"])
         return Submitted(job, ref, deduplicated=False)
     # The key is taken: ON CONFLICT waited for the other insert to commit, so it is visible.
-    existing = await conn.fetchrow(_BY_KEY, new.idempotency_key)
+    if new.submitted_by is None:
+        existing = await conn.fetchrow(_BY_ANONYMOUS_KEY, new.idempotency_key)
+    else:
+        existing = await conn.fetchrow(_BY_KEY, new.idempotency_key, new.submitted_by)
     if existing is None:  # deleted in between; extremely unlikely, but never lose the submit
         return await submit(conn, new)
     if bytes(existing["request_hash"] or b"") != digest:
