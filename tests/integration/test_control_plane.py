@@ -58,8 +58,12 @@ Serve = Callable[[asyncpg.Pool, redis.asyncio.Redis], Awaitable[Harness]]
 
 
 @pytest_asyncio.fixture
-async def serve_on() -> AsyncIterator[Serve]:
-    """Factory: serve a JobService on (pool, redis client); everything stops at teardown."""
+async def serve_on(db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis) -> AsyncIterator[Serve]:
+    """Factory: serve a JobService on (pool, redis client); everything stops at teardown.
+
+    It takes the test's pool and client as fixtures only so that it is torn down before them:
+    the servers stop while the stores they use are still open.
+    """
     cleanups: list[tuple[grpc.aio.Server, asyncio.Task[None], grpc.aio.Channel]] = []
 
     async def start(pool: asyncpg.Pool, client: redis.asyncio.Redis) -> Harness:

@@ -238,3 +238,39 @@ async def _connections_named(client: redis.asyncio.Redis, name: str, expected: i
             break
         await asyncio.sleep(0.05)
     return count
+
+
+class _SwallowingPubSub:
+    """A real pub/sub whose reads swallow a cancellation, as a library's timeout/retry code can."""
+
+    def __init__(self, inner: redis.client.PubSub) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def get_message(self, **options: object) -> object:
+        try:
+            return await self._inner.get_message(**options)  # type: ignore[arg-type]
+        except asyncio.CancelledError:
+            return None
+
+
+async def test_a_cancellation_a_library_swallows_still_stops_it(redis_url: str) -> None:
+    client = redis.asyncio.from_url(redis_url)
+    real_pubsub = client.pubsub
+    client.pubsub = lambda: _SwallowingPubSub(real_pubsub())  # type: ignore[assignment,method-assign,return-value]
+    recorder = Recorder()
+    subscription = recorder.subscription(client, keepalive_seconds=30)
+    task = asyncio.create_task(subscription.run())
+    try:
+        await recorder.subscribed()
+        task.cancel()
+        # Without the check the loop would read on for another keepalive period, and again.
+        done, _ = await asyncio.wait({task}, timeout=5)
+        assert done == {task} and task.cancelled()
+    finally:
+        if not task.done():  # the failure case: a second cancellation reaches it at some point
+            task.cancel()
+            await asyncio.wait({task}, timeout=35)
+        await client.aclose()

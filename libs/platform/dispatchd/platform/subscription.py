@@ -89,18 +89,20 @@ class Subscription:
 
     async def run(self) -> None:
         """Keep the subscription up until cancelled; closes its connection on the way out."""
+        task = asyncio.current_task()
         try:
             while True:
                 try:
-                    await self._listen()
+                    await self._listen(task)
                 except Exception as exc:  # any failure means: reconnect after a pause
+                    _honour_cancel(task, exc)
                     self._lost(exc)
                 await asyncio.sleep(self._backoff)
                 self._backoff = min(self._backoff * 2, self._backoff_range[1])
         finally:
             self.ready.clear()
 
-    async def _listen(self) -> None:
+    async def _listen(self, task: asyncio.Task[Any] | None) -> None:
         pubsub = self._client.pubsub()
         try:
             if self._channels:
@@ -110,6 +112,7 @@ class Subscription:
             awaiting_pong = False
             while True:
                 message = await pubsub.get_message(timeout=self._keepalive)
+                _honour_cancel(task)
                 if message is None:
                     if awaiting_pong:
                         raise KeepaliveTimeout(f"no reply to a ping for {self._keepalive:g}s")
@@ -163,3 +166,14 @@ class Subscription:
             log.debug("%s: still reconnecting: %s", self.name, exc)
         if self._on_lost is not None:
             self._on_lost()
+
+
+def _honour_cancel(task: asyncio.Task[Any] | None, cause: BaseException | None = None) -> None:
+    """Raise CancelledError when this task was asked to stop, even if a library swallowed it.
+
+    redis-py's reads run inside timeouts and retries; a cancellation that lands while one of
+    them is unwinding can come back as a plain error or as "no message yet". The request is
+    still recorded on the task (`cancelling()`), so the loop stops instead of listening on.
+    """
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
