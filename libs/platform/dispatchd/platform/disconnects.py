@@ -4,12 +4,15 @@ grpc's asyncio server logs "ExecuteBatchError raised in core by servicer method 
 error with a traceback when a client cancels while a server write is blocked and the
 failed write is noticed before the cancellation (the two race inside grpc). Invariant:
 such a record reaches the handlers as one INFO line without a traceback; every other
-record of grpc's logger passes unchanged.
+record of grpc's logger passes unchanged; and `went_away` tells our own handlers (the
+audit line of a stream) that such a failure is a disconnect, not an error of ours.
 """
 
 from __future__ import annotations
 
 import logging
+
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # grpc-stubs leave out the core module
 
 GRPC_LOGGER = "grpc._cython.cygrpc"
 _GRPC_TEXT = "ExecuteBatchError raised in core by servicer method"
@@ -31,3 +34,12 @@ def install() -> None:
     logger = logging.getLogger(GRPC_LOGGER)
     if not any(isinstance(f, DisconnectFilter) for f in logger.filters):
         logger.addFilter(DisconnectFilter())
+
+
+def went_away(exc: BaseException) -> bool:
+    """True for what a handler sees when its client is gone mid-write.
+
+    The failed write itself, or GeneratorExit: grpc closes a streaming handler it stops
+    consuming, which it only does once the call is over.
+    """
+    return isinstance(exc, (cygrpc.ExecuteBatchError, GeneratorExit))
