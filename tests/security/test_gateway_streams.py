@@ -40,7 +40,7 @@ STALL_SECONDS = 1.0
 REGISTRATION_SECONDS = 1.0
 # Growth of the gateway's resident memory allowed while one stream floods it. Before the
 # fix the same flood grew it by hundreds of MiB within seconds.
-FLOOD_RSS_BOUND_MIB = 64
+FLOOD_RSS_BOUND_MIB = 128
 # A malformed execution id of a few MiB: the gateway used to echo it in every ack.
 HUGE_ID = "z" * (3 << 20)
 # Flood for at most this long; writes are expected to stall well before.
