@@ -197,6 +197,7 @@ async def test_flooding_stream_is_ended_and_memory_stays_bounded(
             pb.ConnectRequest(result=pb.TaskResult(execution_id=HUGE_ID, success=True)),
             pb.ConnectRequest(heartbeat=pb.WorkerHeartbeat(worker_id="flood-worker")),
             pb.ConnectRequest(started=pb.TaskStarted(execution_id=str(uuid.uuid4()))),
+            pb.ConnectRequest(),  # acknowledged without the lanes: must be pushed back on too
             *[malformed] * 20,
         )
         completed = 0

@@ -211,12 +211,13 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         try:
             async for request in requests:
                 kind = request.WhichOneof("payload")
-                if kind not in self._handlers:
+                if kind in self._handlers:
+                    apply = functools.partial(self._apply, session, kind, request)
+                    await session.lanes.submit(lane_key(request), apply, request.ByteSize())
+                else:
                     what = "a second registration" if kind == "registration" else "an empty message"
                     session.ack(kind or "unknown", REJECTED, f"unexpected {what} on a registered stream")
-                    continue
-                apply = functools.partial(self._apply, session, kind, request)
-                await session.lanes.submit(lane_key(request), apply, request.ByteSize())
+                # Backpressure: the next message is read only once the worker reads its replies.
                 if session.outbox.full and not await session.outbox.wait_room(self.stall_seconds):
                     await self._stalled(session, requests)
                     return
