@@ -24,6 +24,16 @@ Operation = Callable[[], Awaitable[None]]
 BYTES_PER_SLOT = 64 * 1024
 
 
+async def set_within(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event`; False if it was not set within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class Lanes:
     def __init__(self, limit: int = 64) -> None:
         self._limit = limit
@@ -75,12 +85,7 @@ class Lanes:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until everything queued has been processed; False on timeout."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await set_within(self._idle, timeout)
 
     async def cancel(self) -> None:
         tasks = list(self._tasks)

@@ -15,6 +15,7 @@ import asyncio
 from collections import deque
 
 from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.worker_gateway.lanes import set_within
 
 # Replies a worker may leave unread before the gateway stops reading from it. A reading
 # worker keeps this near zero; assignments of a burst may briefly exceed it.
@@ -58,9 +59,6 @@ class Outbox:
         """Wait until the queue is below its limit; False if nothing left it for `stall_seconds`."""
         while self.full:
             self._moved.clear()
-            try:
-                async with asyncio.timeout(stall_seconds):
-                    await self._moved.wait()
-            except TimeoutError:
+            if not await set_within(self._moved, stall_seconds):
                 return False
         return True
