@@ -52,6 +52,7 @@ MAX_STREAM_NAME_CHARS = 32
 MAX_LISTED_RUNNING = 1000
 UUID_CHARS = 36
 
+
 def _clean(text: str, limit: int) -> str:
     # Postgres text cannot hold NUL; protobuf strings can.
     return text.replace("\x00", "\ufffd")[:limit]
@@ -94,10 +95,13 @@ class Messages:
         self.heartbeat_seconds = heartbeat_seconds
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
-        session.draining = message.status == pb.WORKER_STATUS_DRAINING
         if message.worker_id and message.worker_id != session.worker_id:
             session.ack("heartbeat", REJECTED, "worker_id does not match the registration")
             return
+        if len(message.running_execution_ids) > MAX_LISTED_RUNNING:
+            session.ack("heartbeat", REJECTED, f"a heartbeat may list at most {MAX_LISTED_RUNNING} executions")
+            return
+        session.draining = message.status == pb.WORKER_STATUS_DRAINING
         current = await workers.heartbeat(self.pool, session.worker_id, session.session_id, int(message.status))
         if not current:
             # The worker registered again elsewhere; that stream owns its work now.
@@ -117,9 +121,6 @@ class Messages:
 
     async def _reconcile_running(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         """A heartbeat with the worker's list of running executions (see the module docstring)."""
-        if len(message.running_execution_ids) > MAX_LISTED_RUNNING:
-            session.ack("heartbeat", REJECTED, f"a heartbeat may list at most {MAX_LISTED_RUNNING} executions")
-            return
         listed: set[uuid.UUID] = set()
         malformed = 0
         for raw in message.running_execution_ids:

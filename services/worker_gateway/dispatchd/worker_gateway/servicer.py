@@ -88,8 +88,8 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         gateway_id: str,
         stopping: asyncio.Event,
         shutdown_grace_seconds: float,
-        registration_timeout_seconds: float = 10.0,
-        stall_seconds: float = 10.0,
+        registration_timeout_seconds: float,
+        stall_seconds: float,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
