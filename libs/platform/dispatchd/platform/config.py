@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         1.0, description="Safety-net interval of the scheduler's reconcile loop (events wake it sooner)."
     )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
+    registration_timeout_seconds: float = Field(
+        10.0, gt=0, description="A worker stream that has not registered this long after opening is ended "
+        "(DEADLINE_EXCEEDED)."
+    )
+    stream_stall_seconds: float = Field(
+        10.0, gt=0, description="A worker stream that leaves its replies unread this long (its outbound "
+        "queue full, nothing sent) is ended with RESOURCE_EXHAUSTED."
+    )
     priority_aging_seconds: float = Field(
         10.0,
         ge=0,

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dispatchd.common.observability import configure_logging, stop_logging
+from dispatchd.platform import disconnects
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
@@ -93,6 +94,7 @@ async def serve(
     build: Callable[[Runtime], Awaitable[Service]],
 ) -> None:
     configure_logging(name, settings.log_level, settings.log_json)
+    disconnects.install()
     try:
         region = Region.from_settings(settings)
     except RegionConfigError as exc:

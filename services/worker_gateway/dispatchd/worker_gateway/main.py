@@ -37,6 +37,8 @@ async def build(runtime: server.Runtime) -> server.Service:
         gateway_id=settings.gateway_id,
         stopping=runtime.stopping,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        registration_timeout_seconds=settings.registration_timeout_seconds,
+        stall_seconds=settings.stream_stall_seconds,
     )
     events = Events(queues, dispatcher)
     runtime.on_shutdown.append(gateway.drain)

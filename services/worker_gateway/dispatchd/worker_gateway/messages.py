@@ -3,7 +3,9 @@
 Every message is acknowledged with a WorkerAck naming its kind: ACCEPTED when applied,
 STALE when it refers to an execution this stream no longer owns (nothing changed), and
 REJECTED when malformed. A bad message never ends the stream; a lost store does, since
-the worker's results could no longer be recorded.
+the worker's results could no longer be recorded. Ids are validated before anything else
+and an ack never repeats what the worker sent unless it is a valid UUID: a reply costs
+the gateway at most a few hundred bytes, whatever the worker sends.
 
 Heartbeats. A heartbeat without a list (`lists_running` false, as reference clients send)
 renews every lease the stream owns. A heartbeat with the list renews only the listed
@@ -45,7 +47,10 @@ REJECTED = pb.ACK_STATUS_REJECTED
 
 MAX_ERROR_CHARS = 16 * 1024
 MAX_STREAM_NAME_CHARS = 32
-
+# A worker runs at most max_concurrency (at most 1000) executions; a longer list is not a
+# report of running work, and each listed id could cost a CancelExecution reply.
+MAX_LISTED_RUNNING = 1000
+UUID_CHARS = 36
 
 
 def _clean(text: str, limit: int) -> str:
@@ -62,6 +67,9 @@ def _cancel(execution_id: uuid.UUID, reason: str) -> pb.ConnectResponse:
 
 
 def _parse_id(raw: str) -> uuid.UUID | None:
+    # uuid.UUID drops any number of '-', so only the canonical length is parsed at all.
+    if len(raw) != UUID_CHARS:
+        return None
     try:
         return uuid.UUID(raw)
     except ValueError:
@@ -87,10 +95,13 @@ class Messages:
         self.heartbeat_seconds = heartbeat_seconds
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
-        session.draining = message.status == pb.WORKER_STATUS_DRAINING
         if message.worker_id and message.worker_id != session.worker_id:
-            session.ack("heartbeat", REJECTED, f"worker_id {message.worker_id!r} does not match the registration")
+            session.ack("heartbeat", REJECTED, "worker_id does not match the registration")
             return
+        if len(message.running_execution_ids) > MAX_LISTED_RUNNING:
+            session.ack("heartbeat", REJECTED, f"a heartbeat may list at most {MAX_LISTED_RUNNING} executions")
+            return
+        session.draining = message.status == pb.WORKER_STATUS_DRAINING
         current = await workers.heartbeat(self.pool, session.worker_id, session.session_id, int(message.status))
         if not current:
             # The worker registered again elsewhere; that stream owns its work now.
@@ -160,7 +171,7 @@ class Messages:
     async def started(self, session: Session, message: pb.TaskStarted) -> None:
         execution_id = _parse_id(message.execution_id)
         if execution_id is None:
-            session.ack("started", REJECTED, "execution_id must be a UUID", message.execution_id)
+            session.ack("started", REJECTED, "execution_id must be a UUID")
             return
         applied = await executions.mark_started(self.pool, execution_id, session.session_id)
         status, text = (ACCEPTED, "") if applied else (STALE, "execution is not claimed by this stream")
@@ -169,7 +180,7 @@ class Messages:
     async def result(self, session: Session, message: pb.TaskResult) -> None:
         execution_id = _parse_id(message.execution_id)
         if execution_id is None:
-            session.ack("result", REJECTED, "execution_id must be a UUID", message.execution_id)
+            session.ack("result", REJECTED, "execution_id must be a UUID")
             return
         if len(message.result) > self.max_payload_bytes:
             session.ack(
@@ -208,7 +219,7 @@ class Messages:
     async def log_chunk(self, session: Session, message: pb.TaskLogChunk) -> None:
         execution_id = _parse_id(message.execution_id)
         if execution_id is None:
-            session.ack("log", REJECTED, "execution_id must be a UUID", message.execution_id)
+            session.ack("log", REJECTED, "execution_id must be a UUID")
             return
         if len(message.message) > self.max_payload_bytes:
             session.ack("log", REJECTED, "log chunk is too large", message.execution_id)
@@ -233,13 +244,19 @@ class Messages:
 
 
 def lane_key(request: pb.ConnectRequest) -> str:
-    """Messages of one execution are applied in order; heartbeats have a lane of their own."""
+    """Messages of one execution are applied in order; heartbeats have a lane of their own.
+
+    Malformed ids share one lane (they are only rejected): no worker string longer than a
+    UUID becomes a key.
+    """
     kind = request.WhichOneof("payload")
     if kind == "result":
-        return "x:" + request.result.execution_id
-    if kind == "log_chunk":
-        return "x:" + request.log_chunk.execution_id
-    if kind == "started":
-        return "x:" + request.started.execution_id
-    return "heartbeat"
+        execution_id = request.result.execution_id
+    elif kind == "log_chunk":
+        execution_id = request.log_chunk.execution_id
+    elif kind == "started":
+        execution_id = request.started.execution_id
+    else:
+        return "heartbeat"
+    return "x:" + execution_id if len(execution_id) == UUID_CHARS else "malformed"
 

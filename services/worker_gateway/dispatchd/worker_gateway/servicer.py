@@ -1,10 +1,14 @@
 """WorkerService.Connect: one bidirectional stream per connected worker.
 
-The handler is an async generator that yields what the stream's outbound queue holds
-(acks, assignments, cancels, drain signals) while a reader task consumes the worker's
-messages. Whatever ends the stream (the worker closing, a transport error, the gateway
-draining or superseding it), the `finally` releases what the stream held so its
-executions are re-queued at once.
+The handler is an async generator that yields what the stream's outbox holds (acks,
+assignments, cancels, drain signals) while a reader task consumes the worker's messages.
+A stream must register within the registration timeout (DEADLINE_EXCEEDED otherwise).
+The reader does not read while the outbox is full, so a worker that stops reading its
+replies is stopped by gRPC flow control, and ended with RESOURCE_EXHAUSTED once nothing
+has left its outbox for the stall time. Whatever ends the stream (the worker closing, a
+transport error, the gateway draining, superseding or stalling it), closing the session
+starts the release of what it held, so its executions are re-queued at once even while
+a write to a worker that no longer reads is still blocked.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dispatchd.common import names
 from dispatchd.platform import interceptors
 from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
+from dispatchd.platform.streams import drain
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 from dispatchd.worker_gateway.dispatcher import Dispatcher
@@ -40,6 +45,7 @@ MAX_LABEL_CHARS = 256
 MAX_CAPABILITIES = 256
 # How long messages already read may take to land once a stream ends.
 LANES_GRACE_SECONDS = 5.0
+STALLED = "the worker stopped reading its stream (too many unread replies); reconnect"
 
 Context = grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse]
 
@@ -89,6 +95,8 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         gateway_id: str,
         stopping: asyncio.Event,
         shutdown_grace_seconds: float,
+        registration_timeout_seconds: float,
+        stall_seconds: float,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
@@ -97,6 +105,8 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         self.gateway_id = gateway_id
         self.stopping = stopping
         self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.registration_timeout_seconds = registration_timeout_seconds
+        self.stall_seconds = stall_seconds
         # Streams whose end-of-stream cleanup has not finished yet.
         self.live: set[Session] = set()
         # Set whenever an execution leaves a stream or a stream ends (drain waits on it).
@@ -119,15 +129,15 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         if session is None:
             return
         reader = asyncio.create_task(self._read(session, requests))
+        # Not in `finally` alone: a write to a worker that stopped reading may never finish.
+        cleanup = asyncio.create_task(self._end(session, reader))
         try:
-            while True:
-                message = await session.outbound.get()
-                if message is None:
-                    break
+            while (message := await session.outbox.get()) is not None:
                 yield message
         finally:
+            session.close()
             # Shielded: the cleanup must finish even when the RPC is being cancelled.
-            await asyncio.shield(self._end(session, reader))
+            await asyncio.shield(cleanup)
         if session.end.code is not None:
             await context.abort(session.end.code, session.end.message)
 
@@ -135,9 +145,14 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
 
     async def _register(self, requests: AsyncIterator[pb.ConnectRequest], context: Context) -> Session | None:
         try:
-            first = await anext(requests)
+            async with asyncio.timeout(self.registration_timeout_seconds):
+                first = await anext(requests)
         except StopAsyncIteration:
             return None
+        except TimeoutError:
+            # The worker sent nothing, so no write of its can race this status (grpc#36066).
+            seconds = f"{self.registration_timeout_seconds:g}"
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no registration within {seconds}s")
         if first.WhichOneof("payload") != "registration":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "first message must be a registration")
         reg = first.registration
@@ -214,12 +229,16 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         try:
             async for request in requests:
                 kind = request.WhichOneof("payload")
-                if kind not in self._handlers:
+                if kind in self._handlers:
+                    apply = functools.partial(self._apply, session, kind, request)
+                    await session.lanes.submit(lane_key(request), apply, request.ByteSize())
+                else:
                     what = "a second registration" if kind == "registration" else "an empty message"
                     session.ack(kind or "unknown", REJECTED, f"unexpected {what} on a registered stream")
-                    continue
-                apply = functools.partial(self._apply, session, kind, request)
-                await session.lanes.submit(lane_key(request), apply)
+                # Backpressure: the next message is read only once the worker reads its replies.
+                if session.outbox.full and not await session.outbox.wait_room(self.stall_seconds):
+                    await self._stalled(session, requests)
+                    return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport failed or the worker went away
@@ -227,6 +246,17 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         # The worker closed its side: let what it already sent land, then end the stream.
         await session.lanes.wait_idle(LANES_GRACE_SECONDS)
         session.close()
+
+    async def _stalled(self, session: Session, requests: AsyncIterator[pb.ConnectRequest]) -> None:
+        """End a stream whose worker stopped reading; other streams are unaffected."""
+        log.warning(
+            "worker stopped reading its stream; ending it",
+            extra={"fields": {"worker_id": session.worker_id, "unread": len(session.outbox)}},
+        )
+        self.dispatcher.remove(session)
+        # Let its pending writes land, so that it learns why once it reads (grpc#36066).
+        await drain(requests)
+        session.close(StreamEnd(grpc.StatusCode.RESOURCE_EXHAUSTED, STALLED), discard=True)
 
     async def _apply(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
         try:
@@ -245,9 +275,9 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
     # ----------------------------------------------------------------- the end
 
     async def _end(self, session: Session, reader: asyncio.Task[None]) -> None:
+        await session.ended.wait()
         self.dispatcher.remove(session)
         self.lifetimes.close(session)
-        session.close()
         try:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

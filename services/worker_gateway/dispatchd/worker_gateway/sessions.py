@@ -1,4 +1,8 @@
-"""A connected worker stream as the gateway sees it."""
+"""A connected worker stream as the gateway sees it.
+
+Invariant: once closed, a session queues nothing more and `ended` is set, which starts
+the release of what the stream holds (without waiting for the worker to read anything).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import grpc
 from dispatchd.common import routing
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.lanes import Lanes
+from dispatchd.worker_gateway.outbox import Outbox
 
 REREGISTERED = "worker re-registered"
 
@@ -37,13 +42,13 @@ class Session:
     # Executions this stream owns that the worker left out of its heartbeat list, and
     # since when (monotonic): released once missing for a heartbeat interval.
     unlisted: dict[uuid.UUID, float] = field(default_factory=dict)
-    # None is the end-of-stream marker.
-    outbound: asyncio.Queue[pb.ConnectResponse | None] = field(default_factory=asyncio.Queue)
+    outbox: Outbox = field(default_factory=Outbox)
     # Job types known to exist that some capability of this worker runs.
     matching: tuple[str, ...] = ()
     # The worker said it is draining (or the gateway is): no new assignments.
     draining: bool = False
     closed: bool = False
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
     end: StreamEnd = field(default_factory=StreamEnd)
     # Recorded on what the stream still holds when it ends.
     release_reason: str = "worker stream closed"
@@ -66,7 +71,7 @@ class Session:
 
     def send(self, message: pb.ConnectResponse) -> None:
         if not self.closed:
-            self.outbound.put_nowait(message)
+            self.outbox.put(message)
 
     def ack(self, kind: str, status: pb.AckStatus.ValueType, message: str = "", execution_id: str = "") -> None:
         ack = pb.WorkerAck(
@@ -83,11 +88,12 @@ class Session:
         self.inflight_changed.set()
         return True
 
-    def close(self, end: StreamEnd | None = None) -> None:
-        """End the stream after what is already queued has been sent."""
+    def close(self, end: StreamEnd | None = None, *, discard: bool = False) -> None:
+        """End the stream after what is already queued has been sent (`discard`: at once)."""
         if self.closed:
             return
         if end is not None:
             self.end = end
         self.closed = True
-        self.outbound.put_nowait(None)
+        self.outbox.end(discard=discard)
+        self.ended.set()

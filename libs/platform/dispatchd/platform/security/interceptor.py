@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from dispatchd.platform import disconnects
 from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
@@ -71,7 +72,7 @@ def _outcome(context: Context, exc: BaseException | None) -> tuple[grpc.StatusCo
         return code, details if isinstance(details, str) else ""
     if exc is None or isinstance(exc, grpc.aio.AbortError):
         return grpc.StatusCode.OK, ""
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError) or disconnects.went_away(exc):
         return grpc.StatusCode.CANCELLED, "call cancelled"
     return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}"
 
