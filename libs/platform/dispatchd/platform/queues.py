@@ -100,9 +100,7 @@ class Keys:
 
 
 class ReadyQueues:
-    def __init__(
-        self, client: aioredis.Redis, prefix: str, *, aging_seconds: float = DEFAULT_AGING_SECONDS
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, *, aging_seconds: float = DEFAULT_AGING_SECONDS) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.aging_seconds = aging_seconds

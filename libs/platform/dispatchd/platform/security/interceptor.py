@@ -22,10 +22,11 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit
 from dispatchd.platform.security.access import Access, current
@@ -35,7 +36,6 @@ from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certifi
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
 from dispatchd.platform.streams import await_first_message
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 CONNECT = f"/{WORKER_SERVICE}/Connect"
@@ -176,21 +176,14 @@ class Call:
         return None
 
 
-class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class SecurityInterceptor(HandlerInterceptor):
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
         self.streams = StreamCounter(config.max_streams_per_identity)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        call = Call(self, method, rule_for(method), _metadata(handler_call_details.invocation_metadata))
+    def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        method = details.method
+        call = Call(self, method, rule_for(method), _metadata(details.invocation_metadata))
         codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(_unary(call, handler.unary_unary), *codec)
@@ -235,6 +228,26 @@ async def _refuse_malformed(
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+@dataclass(slots=True)
+class _Ending:
+    """Around a handler: however it ends, its stream slot is freed and its outcome audited as `event`."""
+
+    call: Call
+    context: Context
+    record: audit.AuditRecord
+    event: str
+    identity: str | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, failure: BaseException | None, tb: object) -> None:
+        if self.identity is not None:
+            self.call.interceptor.streams.release(self.identity)
+        if self.call.audited:
+            self.record.write(self.event, *_outcome(self.context, failure))
+
+
 def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     async def handle(request: Any, context: Context) -> Any:
         access, record = await _open(call, context, "call")
@@ -242,18 +255,13 @@ def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
             await _refuse_malformed(call, context, record, "call", request)
         record.add_jobs(audit.job_ids(request))
         token = current.set(access)
-        failure: BaseException | None = None
         try:
-            response = await inner(request, context)
-            record.add_jobs(audit.job_ids(response))
-            return response
-        except BaseException as exc:
-            failure = exc
-            raise
+            with _Ending(call, context, record, "call"):
+                response = await inner(request, context)
+                record.add_jobs(audit.job_ids(response))
+                return response
         finally:
             current.reset(token)
-            if call.audited:
-                record.write("call", *_outcome(context, failure))
 
     return handle
 
@@ -266,16 +274,9 @@ def _unary_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncItera
         if call.audited:
             record.write("stream.open", grpc.StatusCode.OK)
         current.set(access)
-        failure: BaseException | None = None
-        try:
+        with _Ending(call, context, record, "stream.close"):
             async for response in inner(request, context):
                 yield response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
 
@@ -335,20 +336,11 @@ def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[
         access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         current.set(access)
-        failure: BaseException | None = None
-        try:
+        with _Ending(call, context, record, "stream.close", identity):
             response = await inner(guard.iterate(requests), context)
             if guard.refusal is not None:
                 await context.abort(guard.refusal.code, guard.refusal.message)
             return response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if identity is not None:
-                call.interceptor.streams.release(identity)
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
 
@@ -359,19 +351,10 @@ def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIter
         guard = _Requests(call, access, record)
         # Set in this task's context; the handler's own tasks copy it when they are created.
         current.set(access)
-        failure: BaseException | None = None
-        try:
+        with _Ending(call, context, record, "stream.close", identity):
             async for response in inner(guard.iterate(requests), context):
                 yield response
             if guard.refusal is not None:
                 await context.abort(guard.refusal.code, guard.refusal.message)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if identity is not None:
-                call.interceptor.streams.release(identity)
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
