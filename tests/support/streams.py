@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from dispatchd.platform.security.client import ClientSecurity
+from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 
