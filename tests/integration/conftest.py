@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.sdk import Worker
-from tests.support.factories import Spawn, StartControlPlane, StartScheduler, Streams, Workers
+from tests.support.factories import GatewayWith, Spawn, StartControlPlane, StartScheduler, Streams, Workers
 from tests.support.gateway import Gateway, start_gateway
 from tests.support.streams import WorkerStream
 
@@ -28,9 +28,19 @@ def gateway_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def gateway(database_url: str, redis_url: str, spawn_service: Spawn, gateway_env: dict[str, str]) -> Gateway:
-    # spawn_service last: the gateway is stopped before the database is dropped.
-    return start_gateway(spawn_service, database_url, redis_url, **gateway_env)
+def gateway_with(database_url: str, redis_url: str, spawn_service: Spawn) -> GatewayWith:
+    """`gateway_with(**env)`: a gateway process of the test's own, with this extra environment."""
+
+    def start(**env: str) -> Gateway:
+        # spawn_service last: the gateway is stopped before the database is dropped.
+        return start_gateway(spawn_service, database_url, redis_url, **env)
+
+    return start
+
+
+@pytest.fixture
+def gateway(gateway_with: GatewayWith, gateway_env: dict[str, str]) -> Gateway:
+    return gateway_with(**gateway_env)
 
 
 @pytest_asyncio.fixture

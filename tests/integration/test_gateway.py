@@ -19,8 +19,7 @@ from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import SAFETY_NET_SECONDS
-from tests.support.factories import Spawn, Streams
-from tests.support.gateway import start_gateway
+from tests.support.factories import GatewayWith, Streams
 from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
@@ -243,13 +242,11 @@ async def test_duplicate_late_and_malformed_results(
 
 async def test_oversized_result_is_rejected(
     streams: Streams,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Spawn,
+    gateway_with: GatewayWith,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_MAX_PAYLOAD_BYTES="10")
+    gateway = gateway_with(DISPATCHD_MAX_PAYLOAD_BYTES="10")
     stream = streams(gateway.target)
     await stream.register("w1", ["echo"])
     job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
@@ -288,13 +285,11 @@ async def test_log_chunks_are_stored_while_owned(
 
 async def test_heartbeat_renews_leases(
     streams: Streams,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Spawn,
+    gateway_with: GatewayWith,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_LEASE_SECONDS="5")
+    gateway = gateway_with(DISPATCHD_LEASE_SECONDS="5")
     stream = streams(gateway.target)
     await stream.register("w1", ["echo"])
     job_id = (await submit(db_pool, redis_client, "echo")).job.job_id

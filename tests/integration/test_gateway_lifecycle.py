@@ -18,8 +18,7 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import jobs
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.factories import Spawn, Streams
-from tests.support.gateway import start_gateway
+from tests.support.factories import GatewayWith, Streams
 from tests.support.polling import eventually
 from tests.support.submissions import PREFIX, submit
 
@@ -138,13 +137,11 @@ async def test_cancel_of_unknown_execution_is_ignored(
 
 async def test_sigterm_drains_streams(
     streams: Streams,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Spawn,
+    gateway_with: GatewayWith,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url)
+    gateway = gateway_with()
     stream = streams(gateway.target)
     job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     await stream.register("w1", ["echo"])
@@ -163,13 +160,11 @@ async def test_sigterm_drains_streams(
 
 async def test_drain_grace_then_release(
     streams: Streams,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Spawn,
+    gateway_with: GatewayWith,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_SHUTDOWN_GRACE_SECONDS="1")
+    gateway = gateway_with(DISPATCHD_SHUTDOWN_GRACE_SECONDS="1")
     stream = streams(gateway.target)
     job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     await stream.register("w1", ["echo"])
@@ -184,13 +179,11 @@ async def test_drain_grace_then_release(
 
 async def test_new_streams_are_refused_while_draining(
     streams: Streams,
-    database_url: str,
-    redis_url: str,
-    spawn_service: Spawn,
+    gateway_with: GatewayWith,
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = start_gateway(spawn_service, database_url, redis_url, DISPATCHD_SHUTDOWN_GRACE_SECONDS="3")
+    gateway = gateway_with(DISPATCHD_SHUTDOWN_GRACE_SECONDS="3")
     busy = streams(gateway.target)
     await submit(db_pool, redis_client, "echo")
     await busy.register("w1", ["echo"])

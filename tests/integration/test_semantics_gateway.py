@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -55,17 +56,38 @@ async def result(stream: WorkerStream, execution_id: str, token: str = "", succe
     return ack
 
 
+Worker = Callable[[int], Awaitable[WorkerStream]]
+
+
+@pytest.fixture
+def worker(streams: Streams, gateway: Gateway) -> Worker:
+    """worker(slots): a new raw stream registered as worker w1 for `echo` jobs."""
+
+    async def register(max_concurrency: int) -> WorkerStream:
+        stream = streams(gateway.target)
+        await stream.register("w1", ["echo"], max_concurrency=max_concurrency)
+        return stream
+
+    return register
+
+
+async def assign_one(
+    stream: WorkerStream, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> tuple[uuid.UUID, pb.TaskAssignment]:
+    """Submit an echo job; its id and the assignment the (otherwise idle) stream gets for it."""
+    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
+    assignment: pb.TaskAssignment = await stream.expect("assignment")
+    return job_id, assignment
+
+
 # --------------------------------------------------------------------------- claim tokens
 
 
 async def test_results_carrying_a_claim_token_must_match_the_claim(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = streams(gateway.target)
-    await stream.register("w1", ["echo"], max_concurrency=2)
-    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-    assignment = await stream.expect("assignment")
+    stream = await worker(2)
+    job_id, assignment = await assign_one(stream, db_pool, redis_client)
     row = await execution(db_pool, assignment.execution_id)
     assert assignment.claim_token == str(row["claim_token"])
     assert not assignment.HasField("execution_timeout")
@@ -85,13 +107,10 @@ async def test_results_carrying_a_claim_token_must_match_the_claim(
 
 
 async def test_a_result_for_a_cancelled_job_never_changes_it(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = streams(gateway.target)
-    await stream.register("w1", ["echo"], max_concurrency=1)
-    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-    assignment = await stream.expect("assignment")
+    stream = await worker(1)
+    job_id, assignment = await assign_one(stream, db_pool, redis_client)
     await stream.send(started=pb.TaskStarted(execution_id=assignment.execution_id))
     await stream.expect("ack", ack_kind="started")
     cancelled = await jobs.cancel(db_pool, job_id, "operator")
@@ -116,11 +135,9 @@ async def test_a_result_for_a_cancelled_job_never_changes_it(
 
 
 async def test_heartbeat_without_a_list_renews_everything_the_stream_owns(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = streams(gateway.target)
-    await stream.register("w1", ["echo"], max_concurrency=3)
+    stream = await worker(3)
     for _ in range(3):
         await submit(db_pool, redis_client, "echo")
     assigned = await stream.assignments(3)
@@ -133,11 +150,9 @@ async def test_heartbeat_without_a_list_renews_everything_the_stream_owns(
 
 
 async def test_heartbeat_list_renews_listed_releases_forgotten_and_cancels_foreign(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = streams(gateway.target)
-    await stream.register("w1", ["echo"], max_concurrency=2)
+    stream = await worker(2)
     kept_job = (await submit(db_pool, redis_client, "echo")).job.job_id
     kept = await stream.expect("assignment")
     await submit(db_pool, redis_client, "echo")
@@ -176,13 +191,10 @@ async def test_heartbeat_list_renews_listed_releases_forgotten_and_cancels_forei
 
 
 async def test_listing_an_execution_it_lost_gets_the_worker_a_cancel(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
-    stream = streams(gateway.target)
-    await stream.register("w1", ["echo"], max_concurrency=1)
-    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-    assignment = await stream.expect("assignment")
+    stream = await worker(1)
+    job_id, assignment = await assign_one(stream, db_pool, redis_client)
     # Its lease expired and the scheduler failed it (a GC pause on the worker, say).
     await db_pool.execute(
         "UPDATE executions SET status = 5, error_message = 'lease expired' WHERE execution_id = $1",
@@ -210,8 +222,7 @@ async def test_a_worker_restarted_under_the_same_id_does_not_keep_old_claims(
     new = WorkerStream(gateway.target)
     try:
         await old.register("w1", ["echo"], max_concurrency=1)
-        job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-        first = await old.expect("assignment")
+        job_id, first = await assign_one(old, db_pool, redis_client)
         await new.register("w1", ["echo"], max_concurrency=1)
         retried = await new.expect("assignment")
         assert (retried.job_id, retried.attempt) == (str(job_id), 2)
@@ -232,21 +243,18 @@ async def test_a_worker_restarted_under_the_same_id_does_not_keep_old_claims(
 
 
 async def test_late_results_after_a_stream_ends_are_stale_on_the_next_stream(
-    streams: Streams,
-    gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+    worker: Worker, gateway: Gateway, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     first = WorkerStream(gateway.target)
     await first.register("w1", ["echo"], max_concurrency=1)
-    job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
-    assignment = await first.expect("assignment")
+    job_id, assignment = await assign_one(first, db_pool, redis_client)
     await first.close()  # the stream drops: its execution is released at once
 
     async def released() -> bool:
         return int(await db_pool.fetchval("SELECT count(*) FROM executions WHERE job_id = $1", job_id)) == 2
 
     await eventually(released, 5)
-    second = streams(gateway.target)
-    await second.register("w1", ["echo"], max_concurrency=1)
+    second = await worker(1)
     retry = await second.expect("assignment")
     late = await result(second, assignment.execution_id, assignment.claim_token)
     assert late.status == pb.ACK_STATUS_STALE

@@ -24,8 +24,7 @@ from dispatchd.platform.store import executions, fence, jobs, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
-from tests.support.factories import Spawn, StartScheduler, Streams
-from tests.support.gateway import start_gateway
+from tests.support.factories import GatewayWith, StartScheduler, Streams
 from tests.support.leadership import KEYS, wait_leading
 from tests.support.polling import eventually
 from tests.support.submissions import PREFIX, first_attempt, submit
@@ -129,15 +128,13 @@ async def test_epoch_stays_monotonic_when_redis_loses_its_counter(
 
 
 @pytest.fixture
-def gateway_and_scheduler(
-    database_url: str, redis_url: str, spawn_service: Spawn, start_scheduler: StartScheduler
-) -> Callable[..., str]:
+def gateway_and_scheduler(gateway_with: GatewayWith, start_scheduler: StartScheduler) -> Callable[..., str]:
     """`gateway_and_scheduler(**settings)`: both running with these settings; the gateway's target."""
 
     def start(**settings: str) -> str:
         scheduler = start_scheduler(wait=False, **settings)
         env = {f"DISPATCHD_{key.upper()}": value for key, value in settings.items()}
-        target = start_gateway(spawn_service, database_url, redis_url, **env).target
+        target = gateway_with(**env).target
         scheduler.wait_healthy()
         return target
 

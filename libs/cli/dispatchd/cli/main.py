@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from dispatchd.cli import commands
 from dispatchd.cli.connection import CliError, describe, open_client
@@ -17,16 +18,10 @@ from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timesta
 from dispatchd.client import DEFAULT_TARGET, TARGET_ENV, DispatchdError
 from dispatchd.common import names
 from dispatchd.common import security as credentials
+from dispatchd.common.arguments import key_value
 
 STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
 DEFAULT_RPC_TIMEOUT = 30.0
-
-
-def _metadata_entry(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"invalid metadata {text!r}: use KEY=VALUE")
-    return key, value
 
 
 def _job_type(text: str) -> str:
@@ -84,6 +79,12 @@ def _dead_letter_filter(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=time_arg, metavar="TIME", help="dead-lettered before TIME")
 
 
+def _pages(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help=f"{what} per page (server default 50)")
+    parser.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
+    parser.add_argument("--all", action="store_true", help="follow every page")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dispatchctl",
@@ -101,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True)
     common = [_common_options(suppress=True)]
 
-    p = sub.add_parser("submit", parents=common, help="submit a job")
+    def command(name: str, handler: Callable[..., int], summary: str, **more: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=common, help=summary, **more)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("submit", commands.submit, "submit a job")
     p.add_argument("job_type", type=_job_type, metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="payload as text (UTF-8)")
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="0..1000, higher runs first (default 0)")
     p.add_argument("--idempotency-key", metavar="KEY", help="resubmitting with the same key returns the same job")
     p.add_argument(
-        "--meta", type=_metadata_entry, action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)"
+        "--meta", type=key_value("metadata"), action="append", metavar="KEY=VALUE", help="metadata entry (repeatable)"
     )
     p.add_argument("--max-attempts", type=int, metavar="N", help="attempts before the job fails (default 3)")
     p.add_argument("--initial-backoff", type=duration_arg, metavar="DUR", help="first retry delay, e.g. 500ms, 5s")
@@ -124,12 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--wait", action="store_true", help="wait until the job has finished")
     p.add_argument("--wait-timeout", type=seconds_arg, metavar="SECONDS", help="with --wait: give up after this long")
-    p.set_defaults(handler=commands.submit)
 
-    p = sub.add_parser(
+    p = command(
         "run",
-        parents=common,
-        help="run a shell command as a job and print its output",
+        commands.run,
+        "run a shell command as a job and print its output",
         description="Run COMMAND on a worker as a `shell` job, print its output and exit with its status. "
         "A single argument is a shell command line as-is; several are quoted word by word.",
     )
@@ -139,40 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=_positive_int, default=1, metavar="N", help="attempts (default 1)")
     p.add_argument("--priority", type=int, default=0, help="0..1000 (default 0)")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND...")
-    p.set_defaults(handler=commands.run)
 
-    p = sub.add_parser("get", parents=common, help="show a job")
+    p = command("get", commands.get, "show a job")
     p.add_argument("job_id", metavar="JOB_ID")
-    p.set_defaults(handler=commands.get)
 
-    p = sub.add_parser("list", parents=common, help="list jobs, newest first")
+    p = command("list", commands.list_jobs, "list jobs, newest first")
     p.add_argument("--status", type=_status, metavar="STATUS", help=f"only jobs in this status ({'|'.join(STATUSES)})")
     p.add_argument("--type", type=_job_type, metavar="JOB_TYPE", help="only jobs of exactly this type")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="jobs per page (server default 50)")
-    p.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
-    p.add_argument("--all", action="store_true", help="follow every page")
-    p.set_defaults(handler=commands.list_jobs)
+    _pages(p, "jobs")
 
-    p = sub.add_parser("cancel", parents=common, help="cancel a job")
+    p = command("cancel", commands.cancel, "cancel a job")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument("--reason", metavar="TEXT", help="recorded on the job")
-    p.set_defaults(handler=commands.cancel)
 
-    p = sub.add_parser("executions", parents=common, help="list the attempts of a job")
+    p = command("executions", commands.executions, "list the attempts of a job")
     p.add_argument("job_id", metavar="JOB_ID")
-    p.set_defaults(handler=commands.executions)
 
-    p = sub.add_parser("dead-letters", parents=common, help="list dead-lettered jobs, newest first")
+    p = command("dead-letters", commands.dead_letters, "list dead-lettered jobs, newest first")
     _dead_letter_filter(p)
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="per page (server default 50)")
-    p.add_argument("--page-token", metavar="TOKEN", help="continue from a previous page")
-    p.add_argument("--all", action="store_true", help="follow every page")
-    p.set_defaults(handler=commands.dead_letters)
+    _pages(p, "dead letters")
 
-    p = sub.add_parser(
+    p = command(
         "redrive",
-        parents=common,
-        help="give dead-lettered jobs a new attempt with a fresh attempt budget",
+        commands.redrive,
+        "give dead-lettered jobs a new attempt with a fresh attempt budget",
         description="Redrive the named jobs, or the dead letters a filter selects (--all: every one). "
         "Only failed jobs whose last attempt was dead-lettered are redriven; history is kept.",
     )
@@ -181,14 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="without job ids or filters: every dead letter")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="with a filter: redrive at most N (oldest first)")
     p.add_argument("--reason", metavar="TEXT", help="logged by the control plane")
-    p.set_defaults(handler=commands.redrive)
 
-    p = sub.add_parser("wait", parents=common, help="wait until a job has finished")
+    p = command("wait", commands.wait, "wait until a job has finished")
     p.add_argument("job_id", metavar="JOB_ID")
     p.add_argument(
         "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
     )
-    p.set_defaults(handler=commands.wait)
     return parser
 
 

@@ -160,30 +160,24 @@ def _path(value: object) -> Path | None:
     return Path(str(value)) if value else None
 
 
+# Each option: its metavar and help; its name and environment variable come from ENV.
+_OPTIONS = {
+    "token": ("JWT", "bearer token"),
+    "token_file": ("PATH", "file holding the bearer token, re-read for each call"),
+    "ca": ("PATH", "CA of the server certificate; TLS on"),
+    "cert": ("PATH", "client certificate for mTLS"),
+    "key": ("PATH", "its private key"),
+    "server_name": ("NAME", "name expected in the server certificate"),
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
     """--token, --token-file, --ca, --cert, --key, --server-name (defaults from the environment)."""
     group = parser.add_argument_group("authentication and TLS")
-
-    def default(name: str) -> Any:
-        return argparse.SUPPRESS if suppress else os.environ.get(ENV[name]) or None
-
-    group.add_argument("--token", default=default("token"), metavar="JWT", help=f"bearer token (env {ENV['token']})")
-    group.add_argument(
-        "--token-file",
-        default=default("token_file"),
-        metavar="PATH",
-        help=f"file holding the bearer token, re-read for each call (env {ENV['token_file']})",
-    )
-    group.add_argument(
-        "--ca", default=default("ca"), metavar="PATH", help=f"CA of the server certificate; TLS on (env {ENV['ca']})"
-    )
-    group.add_argument(
-        "--cert", default=default("cert"), metavar="PATH", help=f"client certificate for mTLS (env {ENV['cert']})"
-    )
-    group.add_argument("--key", default=default("key"), metavar="PATH", help=f"its private key (env {ENV['key']})")
-    group.add_argument(
-        "--server-name",
-        default=default("server_name"),
-        metavar="NAME",
-        help=f"name expected in the server certificate (env {ENV['server_name']})",
-    )
+    for name, (metavar, summary) in _OPTIONS.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            default=argparse.SUPPRESS if suppress else os.environ.get(ENV[name]) or None,
+            metavar=metavar,
+            help=f"{summary} (env {ENV[name]})",
+        )

@@ -6,9 +6,10 @@ name is INTERNAL with a generic message (the details go to the log, never to the
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import grpc
@@ -66,16 +67,36 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, A
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code."""
+# A string: grpc's runtime classes are not subscriptable, only its stubs are.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+
+
+class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """An interceptor that replaces the handler the server found for a method by `wrap`'s.
+
+    A method without a handler (unknown to the server) passes untouched: gRPC answers UNIMPLEMENTED.
+    """
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        return self.wrap(handler, handler_call_details)
+
+    @abc.abstractmethod
+    def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        """The handler that serves the call instead (`handler` itself to leave it as it is)."""
+
+
+class ErrorInterceptor(HandlerInterceptor):
+    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code."""
+
+    def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        if handler.unary_unary is None:
             return handler
         inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -67,42 +66,24 @@ return out
 """
 
 
-@dataclass(frozen=True, slots=True)
 class Keys:
-    prefix: str
+    """Every Redis key and channel name of one deployment, made once from its prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.job_types = f"{prefix}:job-types"
+        self.ready_channel = f"{prefix}:events:ready"
+        self.cancel_channel = f"{prefix}:events:cancel"
+        self.job_channel = f"{prefix}:events:job"
+        self.scheduler_channel = f"{prefix}:events:scheduler"
+        self.leader = f"{prefix}:scheduler:leader"
 
     def ready(self, job_type: str) -> str:
         return f"{self.prefix}:ready:{job_type}"
 
-    @property
-    def job_types(self) -> str:
-        return f"{self.prefix}:job-types"
-
-    @property
-    def ready_channel(self) -> str:
-        return f"{self.prefix}:events:ready"
-
-    @property
-    def cancel_channel(self) -> str:
-        return f"{self.prefix}:events:cancel"
-
-    @property
-    def job_channel(self) -> str:
-        return f"{self.prefix}:events:job"
-
-    @property
-    def scheduler_channel(self) -> str:
-        return f"{self.prefix}:events:scheduler"
-
-    @property
-    def leader(self) -> str:
-        return f"{self.prefix}:scheduler:leader"
-
 
 class ReadyQueues:
-    def __init__(
-        self, client: aioredis.Redis, prefix: str, *, aging_seconds: float = DEFAULT_AGING_SECONDS
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, *, aging_seconds: float = DEFAULT_AGING_SECONDS) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.aging_seconds = aging_seconds

@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dispatchd.common import security as credentials
+from dispatchd.common.arguments import key_value
 
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
 from dispatchd.common.observability import configure_logging
@@ -27,13 +28,6 @@ if TYPE_CHECKING:
     from dispatchd.sdk.worker import Worker
 
 log = logging.getLogger("dispatchd.sdk.cli")
-
-
-def _label(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"labels look like key=value, not {text!r}")
-    return key, value
 
 
 def _positive(text: str) -> float:
@@ -53,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker-id", default=None, help="stable worker identity (default: hostname-pid)")
     parser.add_argument("--concurrency", type=int, default=4, help="executions run at once (default %(default)s)")
     parser.add_argument(
-        "--label", type=_label, action="append", default=[], metavar="KEY=VALUE", help="worker label (repeatable)"
+        "--label",
+        type=key_value("label"),
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="worker label (repeatable)",
     )
     parser.add_argument(
         "--enable-shell", action="store_true", help="offer the 'shell' job type (runs arbitrary commands!)"

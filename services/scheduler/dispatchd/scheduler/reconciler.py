@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import math
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -135,29 +136,17 @@ class Reconciler:
     async def _fail_expired(self, report: PassReport) -> None:
         ids = await repairs.expired_leases(self.pool, EXPIRED_PAGE)
         report.more |= len(ids) == EXPIRED_PAGE
-        settled = []
-        for execution_id in ids:
-            # The guard re-checks the expiry in the same statement: a heartbeat that renewed
-            # the lease since the SELECT wins, and a second leader's duplicate is a no-op.
-            owner = executions.Owner(lease_expired=True)
-            settlement = await executions.fail(self.pool, execution_id, owner, LEASE_EXPIRED, epoch=self.epoch)
-            if settlement.applied:
-                report.expired += 1
-                settled.append(settlement)
-        await self._announce(settled, report, stop_reason=LEASE_EXPIRED)
+        # The guard re-checks the expiry in the same statement: a heartbeat that renewed
+        # the lease since the SELECT wins, and a second leader's duplicate is a no-op.
+        owner = executions.Owner(lease_expired=True)
+        report.expired += await self._fail([(i, owner) for i in ids], LEASE_EXPIRED, report)
 
     async def _fail_timed_out(self, report: PassReport) -> None:
         ids = await repairs.timed_out(self.pool, EXPIRED_PAGE)
         report.more |= len(ids) == EXPIRED_PAGE
-        settled = []
-        for execution_id in ids:
-            # A failed attempt like any other: retried after backoff, or dead-lettered.
-            owner = executions.Owner(deadline_passed=True)
-            settlement = await executions.fail(self.pool, execution_id, owner, TIMED_OUT, epoch=self.epoch)
-            if settlement.applied:
-                report.timed_out += 1
-                settled.append(settlement)
-        await self._announce(settled, report, stop_reason=TIMED_OUT)
+        # A failed attempt like any other: retried after backoff, or dead-lettered.
+        owner = executions.Owner(deadline_passed=True)
+        report.timed_out += await self._fail([(i, owner) for i in ids], TIMED_OUT, report)
 
     async def _release_silent_workers(self, report: PassReport) -> None:
         silent = await workers.mark_silent_offline(self.pool, self.settings.worker_offline_seconds, epoch=self.epoch)
@@ -171,16 +160,27 @@ class Reconciler:
         # pass (or a gateway) that died between marking and releasing. Idempotent either way.
         held = await repairs.owned_by_offline_workers(self.pool, EXPIRED_PAGE)
         report.more |= len(held) == EXPIRED_PAGE
+        owned = [(e, executions.Owner(worker_id=w, session_id=s)) for e, w, s in held]
+        report.released += await self._fail(owned, HEARTBEAT_LOST, report, retry_delay_ms=0)
+
+    async def _fail(
+        self,
+        owned: list[tuple[uuid.UUID, executions.Owner]],
+        reason: str,
+        report: PassReport,
+        *,
+        retry_delay_ms: int | None = None,
+    ) -> int:
+        """Fail each execution its owner still holds, announce the outcomes; returns how many failed."""
         settled = []
-        for execution_id, worker_id, session_id in held:
-            owner = executions.Owner(worker_id=worker_id, session_id=session_id)
+        for execution_id, owner in owned:
             settlement = await executions.fail(
-                self.pool, execution_id, owner, HEARTBEAT_LOST, retry_delay_ms=0, epoch=self.epoch
+                self.pool, execution_id, owner, reason, retry_delay_ms=retry_delay_ms, epoch=self.epoch
             )
             if settlement.applied:
                 settled.append(settlement)
-        report.released += len(settled)
-        await self._announce(settled, report, stop_reason=HEARTBEAT_LOST)
+        await self._announce(settled, report, stop_reason=reason)
+        return len(settled)
 
     async def _announce(self, settled: list[Settlement], report: PassReport, *, stop_reason: str) -> None:
         """Tell Redis what Postgres decided: push retries that are due, publish terminal jobs,

@@ -22,6 +22,7 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
+from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
 
@@ -68,17 +69,15 @@ VALUES ($1, $2, $3, {value(ExecutionStatus.QUEUED)}, $4, $5) RETURNING execution
 
 
 def _where(flt: DeadLetterFilter, args: list[object]) -> list[str]:
-    where = [_IS_DEAD_LETTER]
-    if flt.job_type:
-        args.append(flt.job_type)
-        where.append(f"j.job_type = ${len(args)}")
-    if flt.since is not None:
-        args.append(flt.since)
-        where.append(f"j.finished_at >= ${len(args)}")
-    if flt.until is not None:
-        args.append(flt.until)
-        where.append(f"j.finished_at < ${len(args)}")
-    return where
+    return [
+        _IS_DEAD_LETTER,
+        *where_set(
+            args,
+            ("j.job_type = {}", flt.job_type or None),
+            ("j.finished_at >= {}", flt.since),
+            ("j.finished_at < {}", flt.until),
+        ),
+    ]
 
 
 async def list_dead_letters(

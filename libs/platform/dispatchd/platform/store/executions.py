@@ -32,6 +32,7 @@ from dispatchd.platform.states import (
     JobStatus,
 )
 from dispatchd.platform.store import fence
+from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
 
@@ -179,9 +180,7 @@ WHERE job_id = $1 AND {one_of("status", JOB_SUCCEEDABLE)}
 """
 
 
-async def succeed(
-    pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, result: bytes
-) -> Settlement:
+async def succeed(pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, result: bytes) -> Settlement:
     async with pool.acquire() as conn, conn.transaction():
         job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
         if job is None:
@@ -325,17 +324,13 @@ async def release_owned(
     epoch: int | None = None,
 ) -> list[Settlement]:
     """Release what a lost stream or worker held: each attempt ends, the next is queued now."""
-    where: list[str] = []
     args: list[object] = []
-    if session_id is not None:
-        args.append(session_id)
-        where.append(f"session_id = ${len(args)}")
-    if worker_id is not None:
-        args.append(worker_id)
-        where.append(f"worker_id = ${len(args)}")
-    if exclude_session is not None:
-        args.append(exclude_session)
-        where.append(f"session_id IS DISTINCT FROM ${len(args)}")
+    where = where_set(
+        args,
+        ("session_id = {}", session_id),
+        ("worker_id = {}", worker_id),
+        ("session_id IS DISTINCT FROM {}", exclude_session),
+    )
     assert where, "release_owned needs a session or a worker"
     ids = await pool.fetch(f"{_OWNED_ROWS} AND " + " AND ".join(where), *args)
     settled = []

@@ -20,6 +20,7 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
+from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
 
@@ -159,17 +160,13 @@ async def list_jobs(
 
     Returns the page and the key of its last row when more rows follow (None after the last page).
     """
-    where: list[str] = []
     args: list[object] = []
-    if submitted_by is not None:
-        args.append(submitted_by)
-        where.append(f"submitted_by = ${len(args)}")
-    if status is not None:
-        args.append(int(status))
-        where.append(f"status = ${len(args)}")
-    if job_type:
-        args.append(job_type)
-        where.append(f"job_type = ${len(args)}")
+    where = where_set(
+        args,
+        ("submitted_by = {}", submitted_by),
+        ("status = {}", None if status is None else int(status)),
+        ("job_type = {}", job_type or None),
+    )
     if after is not None:
         args += list(after)
         where.append(f"(created_at, job_id) < (${len(args) - 1}, ${len(args)})")

@@ -1,10 +1,14 @@
-"""Plain row types returned by the store."""
+"""Plain row types returned by the store.
+
+Invariant: a row's fields are named after the table's columns, so a record is read by name;
+only statuses are converted (to their enums).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from dispatchd.platform.states import ExecutionStatus, JobStatus
@@ -38,29 +42,8 @@ class JobRow:
 
     @classmethod
     def from_record(cls, r: Any) -> JobRow:
-        return cls(
-            job_id=r["job_id"],
-            job_type=r["job_type"],
-            payload=r["payload"],
-            status=JobStatus(r["status"]),
-            priority=r["priority"],
-            idempotency_key=r["idempotency_key"],
-            metadata=r["metadata"],
-            max_attempts=r["max_attempts"],
-            initial_backoff_ms=r["initial_backoff_ms"],
-            max_backoff_ms=r["max_backoff_ms"],
-            retry_policy_set=r["retry_policy_set"],
-            attempts=r["attempts"],
-            result=r["result"],
-            error_message=r["error_message"],
-            created_at=r["created_at"],
-            updated_at=r["updated_at"],
-            finished_at=r["finished_at"],
-            execution_timeout_ms=r["execution_timeout_ms"],
-            run_at=r["run_at"],
-            attempt_base=r["attempt_base"],
-            submitted_by=r.get("submitted_by"),
-        )
+        # submitted_by came with migration 0003: a record without that column reads as no submitter.
+        return cls(**_columns(r, _JOB_COLUMNS), status=JobStatus(r["status"]), submitted_by=r.get("submitted_by"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,23 +66,20 @@ class ExecutionRow:
 
     @classmethod
     def from_record(cls, r: Any) -> ExecutionRow:
-        return cls(
-            execution_id=r["execution_id"],
-            job_id=r["job_id"],
-            attempt=r["attempt"],
-            status=ExecutionStatus(r["status"]),
-            job_type=r["job_type"],
-            priority=r["priority"],
-            worker_id=r["worker_id"],
-            error_message=r["error_message"],
-            result=r["result"],
-            queued_at=r["queued_at"],
-            available_at=r["available_at"],
-            claimed_at=r["claimed_at"],
-            started_at=r["started_at"],
-            finished_at=r["finished_at"],
-            deadline_at=r["deadline_at"],
-        )
+        return cls(**_columns(r, _EXECUTION_COLUMNS), status=ExecutionStatus(r["status"]))
+
+
+def _fields(row_type: type, *, but: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type) if f.name not in but)
+
+
+def _columns(r: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: r[name] for name in names}
+
+
+# Columns read as they are: every field is named after its column; the others are converted.
+_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by"))
+_EXECUTION_COLUMNS = _fields(ExecutionRow, but=("status",))
 
 
 @dataclass(frozen=True, slots=True)
