@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import grpc
@@ -90,6 +90,27 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     @abc.abstractmethod
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         """The handler that serves the call instead (`handler` itself to leave it as it is)."""
+
+
+class Wrappers(NamedTuple):
+    """One wrapper per handler shape: `wrapper(bound, inner)` returns the behaviour that replaces `inner`."""
+
+    unary_unary: Callable[[Any, Any], Any]
+    unary_stream: Callable[[Any, Any], Any]
+    stream_unary: Callable[[Any, Any], Any]
+    stream_stream: Callable[[Any, Any], Any]
+
+
+def rewrap(handler: Handler, wrappers: Wrappers, bound: Any, request_deserializer: Any = None) -> Handler:
+    """`handler` with its behaviour wrapped by the wrapper of its shape (and, optionally, a new decoder)."""
+    codec = (request_deserializer or handler.request_deserializer, handler.response_serializer)
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrappers.unary_unary(bound, handler.unary_unary), *codec)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrappers.unary_stream(bound, handler.unary_stream), *codec)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrappers.stream_unary(bound, handler.stream_unary), *codec)
+    return grpc.stream_stream_rpc_method_handler(wrappers.stream_stream(bound, handler.stream_stream), *codec)
 
 
 class ErrorInterceptor(HandlerInterceptor):

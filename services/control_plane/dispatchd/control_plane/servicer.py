@@ -44,15 +44,13 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+@dataclasses.dataclass(eq=False)  # identity semantics, as a plain class: one per server
 class JobService(job_service_pb2_grpc.JobServiceServicer):
-    def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, queues: ReadyQueues, waiters: JobWaiters, pages: paging.PageTokens
-    ) -> None:
-        self.settings = settings
-        self.pages = pages
-        self.pool = pool
-        self.queues = queues
-        self.waiters = waiters
+    settings: Settings
+    pool: asyncpg.Pool
+    queues: ReadyQueues
+    waiters: JobWaiters
+    pages: paging.PageTokens
 
     async def SubmitJob(  # noqa: N802
         self, request: job_service_pb2.SubmitJobRequest, context: Context

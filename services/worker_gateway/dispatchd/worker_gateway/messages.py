@@ -27,6 +27,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
+from dataclasses import KW_ONLY, dataclass
 
 import asyncpg
 import grpc
@@ -76,23 +77,23 @@ def _parse_id(raw: str) -> uuid.UUID | None:
         return None
 
 
+def _execution_id(session: Session, kind: str, raw: str) -> uuid.UUID | None:
+    """The message's execution id, or None after acking it REJECTED (the id itself is not echoed)."""
+    execution_id = _parse_id(raw)
+    if execution_id is None:
+        session.ack(kind, REJECTED, "execution_id must be a UUID")
+    return execution_id
+
+
+@dataclass(eq=False)  # identity semantics, as a plain class: one per gateway
 class Messages:
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        dispatcher: Dispatcher,
-        outcomes: Outcomes,
-        *,
-        lease_seconds: float,
-        max_payload_bytes: int,
-        heartbeat_seconds: float = 5.0,
-    ) -> None:
-        self.pool = pool
-        self.dispatcher = dispatcher
-        self.outcomes = outcomes
-        self.lease_seconds = lease_seconds
-        self.max_payload_bytes = max_payload_bytes
-        self.heartbeat_seconds = heartbeat_seconds
+    pool: asyncpg.Pool
+    dispatcher: Dispatcher
+    outcomes: Outcomes
+    _: KW_ONLY
+    lease_seconds: float
+    max_payload_bytes: int
+    heartbeat_seconds: float = 5.0
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         if message.worker_id and message.worker_id != session.worker_id:
@@ -169,18 +170,16 @@ class Messages:
         await self.outcomes.announce(settled)
 
     async def started(self, session: Session, message: pb.TaskStarted) -> None:
-        execution_id = _parse_id(message.execution_id)
+        execution_id = _execution_id(session, "started", message.execution_id)
         if execution_id is None:
-            session.ack("started", REJECTED, "execution_id must be a UUID")
             return
         applied = await executions.mark_started(self.pool, execution_id, session.session_id)
         status, text = (ACCEPTED, "") if applied else (STALE, "execution is not claimed by this stream")
         session.ack("started", status, text, message.execution_id)
 
     async def result(self, session: Session, message: pb.TaskResult) -> None:
-        execution_id = _parse_id(message.execution_id)
+        execution_id = _execution_id(session, "result", message.execution_id)
         if execution_id is None:
-            session.ack("result", REJECTED, "execution_id must be a UUID")
             return
         if len(message.result) > self.max_payload_bytes:
             session.ack(
@@ -217,9 +216,8 @@ class Messages:
         await self.outcomes.announce([settlement])
 
     async def log_chunk(self, session: Session, message: pb.TaskLogChunk) -> None:
-        execution_id = _parse_id(message.execution_id)
+        execution_id = _execution_id(session, "log", message.execution_id)
         if execution_id is None:
-            session.ack("log", REJECTED, "execution_id must be a UUID")
             return
         if len(message.message) > self.max_payload_bytes:
             session.ack("log", REJECTED, "log chunk is too large", message.execution_id)

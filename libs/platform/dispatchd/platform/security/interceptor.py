@@ -23,13 +23,14 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
 from dispatchd.platform import disconnects
 from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit, renewal
 from dispatchd.platform.security.access import Access, current
@@ -40,7 +41,6 @@ from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certifi
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
 from dispatchd.platform.streams import await_first_message
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 CONNECT = f"/{WORKER_SERVICE}/Connect"
@@ -193,29 +193,15 @@ class Call:
         return None
 
 
-class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class SecurityInterceptor(HandlerInterceptor):
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
         self.streams = StreamCounter(config.max_streams_per_identity)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        call = Call(self, method, rule_for(method), _metadata(handler_call_details.invocation_metadata))
-        codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_unary(call, handler.unary_unary), *codec)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_unary_stream(call, handler.unary_stream), *codec)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_stream_unary(call, handler.stream_unary), *codec)
-        return grpc.stream_stream_rpc_method_handler(_stream_stream(call, handler.stream_stream), *codec)
+    def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        method = details.method
+        call = Call(self, method, rule_for(method), _metadata(details.invocation_metadata))
+        return rewrap(handler, _WRAPPERS, call, _tolerant(handler.request_deserializer))
 
 
 def _metadata(items: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
@@ -252,6 +238,26 @@ async def _refuse_malformed(
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+class _Closing:
+    """The end of a call, however it ended: frees its stream slot and writes its audit line."""
+
+    __slots__ = ("call", "context", "event", "identity", "record")
+
+    def __init__(
+        self, call: Call, context: Context, record: audit.AuditRecord, event: str, identity: str | None = None
+    ) -> None:
+        self.call, self.context, self.record, self.event, self.identity = call, context, record, event, identity
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, failure: BaseException | None, traceback: object) -> None:
+        if self.identity is not None:
+            self.call.interceptor.streams.release(self.identity)
+        if self.call.audited:
+            self.record.write(self.event, *_outcome(self.context, failure))
+
+
 def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     async def handle(request: Any, context: Context) -> Any:
         access, record = await _open(call, context, "call")
@@ -283,16 +289,9 @@ def _unary_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncItera
         if call.audited:
             record.write("stream.open", grpc.StatusCode.OK)
         current.set(access)
-        failure: BaseException | None = None
-        try:
+        with _Closing(call, context, record, "stream.close"):
             async for response in relay(inner(request, context)):
                 yield response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
 
@@ -352,20 +351,11 @@ def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[
         access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         current.set(access)
-        failure: BaseException | None = None
-        try:
+        with _Closing(call, context, record, "stream.close", identity):
             response = await inner(guard.iterate(requests), context)
             if guard.refusal is not None:
                 await context.abort(guard.refusal.code, guard.refusal.message)
             return response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if identity is not None:
-                call.interceptor.streams.release(identity)
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
 
@@ -378,19 +368,13 @@ def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIter
         current.set(access)
         if call.method == CONNECT and access.principal is not None:
             renewal.current.set(call.renewal(access.principal, record.certificate))
-        failure: BaseException | None = None
-        try:
+        with _Closing(call, context, record, "stream.close", identity):
             async for response in relay(inner(guard.iterate(requests), context)):
                 yield response
             if guard.refusal is not None:
                 await context.abort(guard.refusal.code, guard.refusal.message)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            if identity is not None:
-                call.interceptor.streams.release(identity)
-            if call.audited:
-                record.write("stream.close", *_outcome(context, failure))
 
     return handle
+
+
+_WRAPPERS = Wrappers(_unary, _unary_stream, _stream_unary, _stream_stream)
