@@ -39,7 +39,8 @@ class Panel:
 
 def rate(metric: str, by: str, where: str = "") -> str:
     """Per-second rate of a counter, summed by the given labels."""
-    return f"sum by ({by}) (rate({metric}{{{where}}}[{RATE}]))"
+    selector = f"{metric}{{{where}}}" if where else metric
+    return f"sum by ({by}) (rate({selector}[{RATE}]))"
 
 
 def legend(by: str) -> str:
@@ -95,7 +96,7 @@ SERVICES = (
     Panel(
         "Store errors per second",
         "ops",
-        ((rate("dispatchd_store_errors_total", "service, store"), legend("service, store")),),
+        ((rate("dispatchd_store_errors_total", "service, store", SERVICE), legend("service, store")),),
     ),
     Panel(
         "Targets up and versions",
