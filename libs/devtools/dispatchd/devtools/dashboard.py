@@ -52,7 +52,7 @@ def quantiles(histogram: str, by: str = "", where: str = "") -> tuple[Target, ..
     labels = f"le, {by}" if by else "le"
     return tuple(
         (
-            f"histogram_quantile({q}, sum by ({labels}) (rate({histogram}_bucket{{{where}}}[{RATE}])))",
+            f"histogram_quantile({q}, {rate(f'{histogram}_bucket', labels, where)})",
             f"p{round(q * 100)} {legend(by)}".strip(),
         )
         for q in (0.5, 0.99)
