@@ -74,6 +74,24 @@ APPLICATION: Obj = {
     "spec": {"project": "p", "source": {"repoURL": "r", "path": "x"}, "destination": {"name": "d", "namespace": "n"}},
 }
 
+POD_MONITOR: Obj = {
+    "apiVersion": "monitoring.coreos.com/v1",
+    "kind": "PodMonitor",
+    "metadata": {"name": "m"},
+    "spec": {"selector": {"matchLabels": {"a": "b"}}, "podMetricsEndpoints": [{"port": "metrics"}]},
+}
+RULE = {"alert": "A", "expr": "up == 0", "for": "5m", "labels": {"severity": "warning"}}
+PROMETHEUS_RULE: Obj = {
+    "apiVersion": "monitoring.coreos.com/v1",
+    "kind": "PrometheusRule",
+    "metadata": {"name": "r"},
+    "spec": {"groups": [{"name": "g", "rules": [RULE]}]},
+}
+
+
+def with_rule(**fields: Any) -> Obj:
+    return changed(PROMETHEUS_RULE, "spec.groups", [{"name": "g", "rules": [{**RULE, **fields}]}])
+
 
 def changed(obj: Obj, path: str, value: Any) -> Obj:
     """A deep copy of obj with the dotted path set (value None: removed)."""
@@ -101,6 +119,15 @@ def changed(obj: Obj, path: str, value: Any) -> Obj:
         (changed(APPLICATION, "spec.destination", {"name": "d", "server": "https://x"}), False),
         (changed(APPLICATION, "spec.syncPolicy", {"automated": {"prune": True, "selfheal": True}}), False),
         (changed(APPLICATION, "spec.project", None), False),
+        (POD_MONITOR, True),
+        (changed(POD_MONITOR, "spec.podMetricsEndpoints", [{"targetPort": "metrics"}]), False),
+        (changed(POD_MONITOR, "spec.podMetricsEndpoints", []), False),
+        (changed(POD_MONITOR, "spec.selector", {"matchLabel": {"a": "b"}}), False),
+        (PROMETHEUS_RULE, True),
+        (with_rule(annotation={"summary": "s"}), False),
+        (with_rule(**{"for": "30 seconds"}), False),
+        (with_rule(record="r"), False),
+        (with_rule(expr=None), False),
     ],
 )
 def test_kept_schemas_reject_mistakes(obj: Obj, valid: bool) -> None:
