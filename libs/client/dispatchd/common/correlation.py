@@ -10,10 +10,8 @@ outside a job looks exactly as before.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from opentelemetry import trace
 
@@ -24,19 +22,30 @@ ATTRIBUTE = "correlation"
 _ids: ContextVar[dict[str, str] | None] = ContextVar("dispatchd_job_ids", default=None)
 
 
-@contextlib.contextmanager
-def bound(job_id: str = "", execution_id: str = "") -> Iterator[None]:
-    """Log lines written inside carry these ids (empty ones are left out); nests, innermost wins."""
-    ids = dict(_ids.get() or {})
-    if job_id:
-        ids["job_id"] = job_id
-    if execution_id:
-        ids["execution_id"] = execution_id
-    token = _ids.set(ids)
-    try:
-        yield
-    finally:
-        _ids.reset(token)
+class bound:  # noqa: N801 - used like a function: `with bound(job_id=...):`
+    """Log lines written inside carry these ids (empty ones are left out); nests, innermost wins.
+
+    A class, not a generator context manager: it runs for every message of every job.
+    """
+
+    __slots__ = ("_ids", "_token")
+
+    def __init__(self, job_id: str = "", execution_id: str = "") -> None:
+        ids = dict(_ids.get() or {})
+        if job_id:
+            ids["job_id"] = job_id
+        if execution_id:
+            ids["execution_id"] = execution_id
+        self._ids = ids
+        self._token: Token[dict[str, str] | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _ids.set(self._ids)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _ids.reset(self._token)
+            self._token = None
 
 
 def current() -> dict[str, str]:

@@ -7,7 +7,8 @@ path. Trace context crosses a process boundary only as a W3C carrier, a str -> s
 `traceparent` (and `tracestate`): in gRPC metadata, stored with a job, on the stream's
 TaskAssignment and TaskResult. Exporting, batching and sampling are the OpenTelemetry SDK's and
 read its standard variables (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_*,
-OTEL_EXPORTER_OTLP_*).
+OTEL_EXPORTER_OTLP_*); only the default sampler is ours: parent-based, DEFAULT_RATIO of new
+traces.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+# Share of new traces recorded unless OTEL_TRACES_SAMPLER says otherwise (the SDK's own default
+# records every one, which costs a job pipeline far more than it tells).
+DEFAULT_RATIO = 0.1
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 # The only metadata keys read or written: W3C Trace Context, not whatever OTEL_PROPAGATORS names.
 KEYS = ("traceparent", "tracestate")
@@ -66,13 +74,25 @@ def configure_tracing(service: str) -> bool:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME") or f"dispatchd-{service}"
-    # The sampler comes from OTEL_TRACES_SAMPLER(_ARG); unset, parent-based always-on.
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    provider = TracerProvider(sampler=_default_sampler(), resource=Resource.create({"service.name": name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     # Global too, so a handler's own spans (trace.get_tracer(...)) go to the same exporter.
     trace.set_tracer_provider(provider)
     install(provider)
     return True
+
+
+def _default_sampler() -> Sampler | None:
+    """Parent-based, DEFAULT_RATIO (or OTEL_TRACES_SAMPLER_ARG) of new traces; None: OTEL_TRACES_SAMPLER decides."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", DEFAULT_RATIO))
+    except ValueError:
+        ratio = DEFAULT_RATIO
+    return ParentBased(TraceIdRatioBased(min(max(ratio, 0.0), 1.0)))
 
 
 def install(provider: trace.TracerProvider) -> None:

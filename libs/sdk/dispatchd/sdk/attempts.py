@@ -34,7 +34,8 @@ class Attempt:
         self.carrier = trace_context
         self.outcome = ABANDONED
         self.span: trace.Span | None = None
-        self._scope = contextlib.ExitStack()
+        self._ids = correlation.bound(job_id=task.job_id, execution_id=task.execution_id)
+        self._current: contextlib.AbstractContextManager[trace.Span] | None = None
         if tracing.enabled():
             self.span = tracing.start(
                 "attempt",
@@ -51,12 +52,13 @@ class Attempt:
             self.carrier = tracing.carrier_of(self.span)
 
     def __enter__(self) -> Attempt:
-        self._scope.enter_context(correlation.bound(job_id=self.task.job_id, execution_id=self.task.execution_id))
+        self._ids.__enter__()
         if self.span is not None:
             # Ended in __exit__, with the outcome; the result may be settled after the handler.
-            self._scope.enter_context(
-                trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+            self._current = trace.use_span(
+                self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
             )
+            self._current.__enter__()
         return self
 
     def settle(self, result: pb.TaskResult, outcome: str) -> None:
@@ -69,7 +71,9 @@ class Attempt:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._scope.close()
+        if self._current is not None:
+            self._current.__exit__(None, None, None)
+        self._ids.__exit__()
         if self.span is not None:
             self.span.set_attribute(tracing.OUTCOME, self.outcome)
             self.span.end()
