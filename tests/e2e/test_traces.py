@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from dispatchd.client import Client, JobStatus
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
-from tests.support.otlp import Receiver, ReceivedSpan, receiving
+from tests.support.otlp import ReceivedSpan, Receiver, receiving
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
