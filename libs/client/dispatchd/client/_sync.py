@@ -2,14 +2,12 @@
 
 Invariant: there is one implementation. Each method runs the AsyncClient's coroutine to
 completion on the Client's own event loop, which also owns the gRPC channel; so a Client
-must not be used from inside a running event loop (use AsyncClient there). Each call runs in
-a copy of the caller's context, so the caller's current span is the parent of the call's.
+must not be used from inside a running event loop (use AsyncClient there).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
@@ -25,7 +23,7 @@ def _blocking(
     method: Callable[Concatenate[AsyncClient, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[Client, P], R]:
     def call(self: Client, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._runner.run(method(self._client, *args, **kwargs), context=contextvars.copy_context())
+        return self._runner.run(method(self._client, *args, **kwargs))
 
     functools.update_wrapper(call, method)
     return call
@@ -39,7 +37,7 @@ def _blocking_iter(
         try:
             while True:
                 try:
-                    yield self._runner.run(anext(pages), context=contextvars.copy_context())
+                    yield self._runner.run(anext(pages))
                 except StopAsyncIteration:
                     return
         finally:
