@@ -67,3 +67,21 @@ async def test_downgrading_the_per_submitter_keys_keeps_every_job(database_url: 
 
     await asyncio.to_thread(migrate.upgrade, database_url)
     assert await _indexes(db_pool) == {"jobs_submitter_idempotency_key_key"}
+
+
+async def test_the_trace_context_is_stored_with_the_job_and_goes_with_its_migration(
+    database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    traced = (await submit(db_pool, trace_context=carrier)).job
+    untraced = (await submit(db_pool)).job
+    stored = "SELECT job_id, trace_context FROM jobs ORDER BY created_at"
+    assert [tuple(r) for r in await db_pool.fetch(stored)] == [(traced.job_id, carrier), (untraced.job_id, None)]
+
+    await asyncio.to_thread(migrate.downgrade, database_url, "0004")
+    assert await db_pool.fetchval("SELECT count(*) FROM jobs") == 2
+    columns = await db_pool.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs'")
+    assert "trace_context" not in {r[0] for r in columns}
+
+    await asyncio.to_thread(migrate.upgrade, database_url)
+    assert [tuple(r) for r in await db_pool.fetch(stored)] == [(traced.job_id, None), (untraced.job_id, None)]

@@ -36,6 +36,7 @@ async def submit(
     run_at: dt.datetime | None = None,
     delay_ms: int | None = None,
     submitted_by: str | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> jobs.Submitted:
     """Insert a job; with `queues`, also push its first attempt onto its ready queue.
 
@@ -54,6 +55,7 @@ async def submit(
         run_at=run_at,
         delay_ms=delay_ms,
         submitted_by=submitted_by,
+        trace_context=trace_context,
     )
     submitted = await jobs.submit(pool, new)
     if queues is not None:

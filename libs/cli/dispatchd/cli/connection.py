@@ -2,14 +2,20 @@
 command line.
 
 Invariant: dispatchctl talks to the control plane only through `dispatchd.client`; this
-module only opens it and turns its exceptions into one line for stderr.
+module only opens it, turns its exceptions into one line for stderr and, when an OTLP
+endpoint is configured, makes the command one span that its calls' server spans join.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+
+from opentelemetry import trace
 
 from dispatchd.client import Client, ClientSecurity, DeadlineExceeded, DispatchdError, Unavailable
+from dispatchd.common import tracing
 
 # grpc's wording when no connection could be made at all (as opposed to a server answering UNAVAILABLE).
 _CONNECT_FAILURES = ("failed to connect", "connection refused", "dns resolution failed", "connect failed")
@@ -25,6 +31,19 @@ class CliError(Exception):
 
 def open_client(target: str, timeout: float, security: ClientSecurity) -> Client:
     return Client(target, security=security, timeout=dt.timedelta(seconds=timeout))
+
+
+@contextlib.contextmanager
+def traced(command: str) -> Iterator[None]:
+    """The command as a span ("dispatchctl submit"), exported before it returns; nothing when tracing is off."""
+    if not tracing.configure_tracing("dispatchctl"):
+        yield
+        return
+    try:
+        with tracing.tracer().start_as_current_span(f"dispatchctl {command}", kind=trace.SpanKind.CLIENT):
+            yield
+    finally:
+        tracing.stop_tracing()
 
 
 def describe(exc: DispatchdError, target: str, timeout: float) -> CliError:

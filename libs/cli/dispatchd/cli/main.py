@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from dispatchd.cli import commands
-from dispatchd.cli.connection import CliError, describe, open_client
+from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import DEFAULT_TARGET, TARGET_ENV, DispatchdError
 from dispatchd.common import names
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"dispatchctl: error: {exc}\n")
         return 2
     try:
-        with open_client(args.target, args.timeout, security) as client:
+        with open_client(args.target, args.timeout, security) as client, traced(args.command_name):
             code: int = args.handler(args, client, io)
     except DispatchdError as exc:
         sys.stderr.write(f"dispatchctl: error: {describe(exc, args.target, args.timeout)}\n")

@@ -23,6 +23,7 @@ from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
 from dispatchd.client._requests import Payload
 from dispatchd.client._retry import Retries
+from dispatchd.common import tracing
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import job_service_pb2 as pb
 from dispatchd.v1 import job_service_pb2_grpc as pb_grpc
@@ -86,8 +87,10 @@ class AsyncClient:
         while True:
             timeout = (self.timeout + extra).total_seconds()
             try:
-                # grpc-stubs type the synchronous stub; the aio one returns an awaitable call.
-                call = cast(Awaitable[Resp], method(request, timeout=timeout, metadata=self.security.metadata()))
+                # grpc-stubs type the synchronous stub; the aio one returns an awaitable call. The
+                # caller's current span (if any) becomes the parent of the server's.
+                metadata = tracing.outgoing(self.security.metadata())
+                call = cast(Awaitable[Resp], method(request, timeout=timeout, metadata=metadata))
                 return await call
             except grpc.RpcError as exc:
                 error = translate(exc)

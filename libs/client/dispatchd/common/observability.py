@@ -3,7 +3,8 @@
 Invariant: after `configure_logging` every record goes through one bounded queue to a writer
 thread (dispatchd.common.log_queue), so logging never blocks the event loop; repeated warnings
 and errors are rate-limited (dispatchd.common.repeats); `stop_logging` (also run at exit)
-drains and flushes it all. The line format does not depend on any of that.
+drains and flushes it all. The line format does not depend on any of that. Each record is
+stamped with its job and trace ids (dispatchd.common.correlation) on the thread that logs it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import sys
 import time
 
+from dispatchd.common.correlation import ATTRIBUTE, CorrelationFilter
 from dispatchd.common.log_queue import LogQueue
 from dispatchd.common.repeats import RepeatFilter
 
@@ -29,6 +31,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        ids = getattr(record, ATTRIBUTE, None)
+        if ids:
+            entry.update(ids)
         extra = getattr(record, "fields", None)
         if isinstance(extra, dict):
             entry.update(extra)
@@ -51,7 +56,7 @@ def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -
     root = logging.getLogger()
     root.setLevel(level.upper())
     _active = LogQueue()
-    _active.attach(root, [handler], "log lines", filters=[RepeatFilter()])
+    _active.attach(root, [handler], "log lines", filters=[RepeatFilter(), CorrelationFilter()])
     _active.start()
     if not _at_exit:
         # Runs before logging's own exit hook (registered first, so run last).

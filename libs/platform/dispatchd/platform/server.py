@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dispatchd.common.observability import configure_logging, stop_logging
+from dispatchd.common.tracing import configure_tracing, stop_tracing
 from dispatchd.platform import disconnects
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
@@ -31,6 +32,7 @@ from dispatchd.platform.interceptors import ErrorInterceptor
 from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
 from dispatchd.platform.security.serving import ServerSecurity, start_health_server
 from dispatchd.platform.security.settings import SecurityConfigError
+from dispatchd.platform.traces import TraceInterceptor
 
 log = logging.getLogger("dispatchd.server")
 
@@ -95,6 +97,8 @@ async def serve(
 ) -> None:
     configure_logging(name, settings.log_level, settings.log_json)
     disconnects.install()
+    # Off (and out of the interceptor chain) unless an OTLP endpoint is configured.
+    traced = configure_tracing(name)
     try:
         region = Region.from_settings(settings)
     except RegionConfigError as exc:
@@ -108,8 +112,14 @@ async def serve(
     runtime = await open_runtime(settings)
     service = await build(runtime)
     server = grpc.aio.server(
-        # Security first: nothing else runs for a caller it refuses.
-        interceptors=[security.interceptor, ErrorInterceptor(), PassiveRegionInterceptor(region)],
+        # Security first: nothing else runs for a caller it refuses. Tracing outside the error
+        # mapping, so a span sees the status the caller gets.
+        interceptors=[
+            security.interceptor,
+            *([TraceInterceptor()] if traced else []),
+            ErrorInterceptor(),
+            PassiveRegionInterceptor(region),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -133,7 +143,7 @@ async def serve(
         listen,
         extra={
             "fields": {"service": name, "listen": listen, "health_listen": settings.health_listen or None}
-            | {"security": security.summary()}
+            | {"security": security.summary(), "tracing": traced}
         },
     )
 
@@ -168,7 +178,7 @@ async def serve(
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a service's main coroutine on uvloop when available; then write out every queued log line."""
+    """Run a service's main coroutine on uvloop when available; then export the last spans and log lines."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
@@ -176,4 +186,5 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     else:
         uvloop.run(coro)
     finally:
+        stop_tracing()
         stop_logging()

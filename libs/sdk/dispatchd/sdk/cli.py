@@ -22,6 +22,7 @@ from dispatchd.common.arguments import key_value
 
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
 from dispatchd.common.observability import configure_logging
+from dispatchd.common.tracing import configure_tracing, stop_tracing
 from dispatchd.sdk.defaults import DEFAULT_TARGET
 
 if TYPE_CHECKING:
@@ -165,7 +166,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not worker.capabilities:
         parser.error("no handlers: pass --builtins, --enable-shell or --handlers MODULE:CALLABLE")
     configure_logging("worker", args.log_level, args.log_format == "json")
-    sys.exit(_run(serve(worker, args.grace_seconds)))
+    configure_tracing("worker")  # a handler span per attempt when an OTLP endpoint is configured
+    code = _run(serve(worker, args.grace_seconds))
+    stop_tracing()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ be accepted any more (the gateway re-queues those executions) and none is sent. 
 carries its assignment's claim token until the gateway acknowledges it; a result the gateway
 rejects for its bytes is re-sent as a failure without them, so the execution does not hang
 until its lease expires. An execution timeout cancels the handler and fails the attempt,
-even when the handler swallows the cancellation.
+even when the handler swallows the cancellation. Each attempt runs inside an `Attempt`
+(dispatchd.sdk.attempts): its log lines carry its ids, its handler span is current.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import datetime as dt
 import functools
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dispatchd.sdk.attempts import Attempt, outcome_of
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registry import Handler, Registry
 from dispatchd.sdk.task import HandlerFailed, Task, TaskCancelled, describe_error, encode_result
@@ -41,11 +43,14 @@ class _Running:
     timeout: float | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    # The assignment's W3C trace context (empty when the job was submitted untraced).
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 class Executions:
-    def __init__(self, registry: Registry, slots: asyncio.Semaphore, outbox: Outbox) -> None:
+    def __init__(self, registry: Registry, slots: asyncio.Semaphore, outbox: Outbox, worker_id: str = "") -> None:
         self.registry = registry
+        self.worker_id = worker_id
         self.slots = slots
         self.outbox = outbox
         self.running: dict[str, _Running] = {}
@@ -96,7 +101,7 @@ class Executions:
             else None,
         )
         task._log_sink = functools.partial(self._log, execution_id)
-        running = _Running(task)
+        running = _Running(task, trace_context=dict(assignment.trace_context))
         if assignment.HasField("execution_timeout"):
             timeout = assignment.execution_timeout.ToTimedelta().total_seconds()
             running.timeout = task.execution_timeout = timeout if timeout > 0 else None
@@ -131,37 +136,12 @@ class Executions:
     async def _execute(self, running: _Running, handler: Handler | None) -> None:
         task = running.task
         try:
-            try:
-                async with self.slots:
-                    self.outbox.put(pb.ConnectRequest(started=pb.TaskStarted(execution_id=task.execution_id)))
-                    if running.timeout is not None:
-                        loop = asyncio.get_running_loop()
-                        running.timer = loop.call_later(running.timeout, self._time_out, running)
-                    if handler is None:
-                        raise LookupError(f"this worker has no handler for job type {task.job_type!r}")
-                    value = handler(task)
-                    if inspect.isawaitable(value):
-                        value = await value
-                result = pb.TaskResult(success=True, result=encode_result(value))
-            except asyncio.CancelledError:
-                if running.cancel_reason is None:
-                    raise  # the stream is going away: no result can be accepted any more
-                current = asyncio.current_task()
-                if current is not None:
-                    current.uncancel()
-                result = pb.TaskResult(success=False, error_message=running.cancel_error)
-            except TaskCancelled:
-                result = pb.TaskResult(success=False, error_message=running.cancel_error)
-            except HandlerFailed as exc:
-                result = pb.TaskResult(success=False, error_message=exc.message[:MAX_ERROR_CHARS])
-                with contextlib.suppress(TypeError):
-                    result.result = encode_result(exc.result)
-            except Exception as exc:  # any handler error fails the attempt; the job may be retried
-                log.info("handler for %s failed: %s", task.job_type, describe_error(exc))
-                result = pb.TaskResult(success=False, error_message=describe_error(exc)[:MAX_ERROR_CHARS])
-            if running.timed_out and result.success:
-                # The handler swallowed the cancellation; past its timeout the attempt failed anyway.
-                result = pb.TaskResult(success=False, error_message=running.cancel_error)
+            with Attempt(task, running.trace_context, self.worker_id) as attempt:
+                result = await self._run(running, handler)
+                if running.timed_out and result.success:
+                    # The handler swallowed the cancellation; past its timeout the attempt failed anyway.
+                    result = pb.TaskResult(success=False, error_message=running.cancel_error)
+                attempt.settle(result, outcome_of(result, running.timed_out, running.cancel_reason is not None))
             self._send_result(task.execution_id, result)
         finally:
             if running.timer is not None:
@@ -169,6 +149,39 @@ class Executions:
             self.running.pop(task.execution_id, None)
             if not self.running:
                 self.idle.set()
+
+    async def _run(self, running: _Running, handler: Handler | None) -> pb.TaskResult:
+        """The handler's outcome as a result; raises CancelledError only when the stream is going away."""
+        task = running.task
+        try:
+            async with self.slots:
+                self.outbox.put(pb.ConnectRequest(started=pb.TaskStarted(execution_id=task.execution_id)))
+                if running.timeout is not None:
+                    loop = asyncio.get_running_loop()
+                    running.timer = loop.call_later(running.timeout, self._time_out, running)
+                if handler is None:
+                    raise LookupError(f"this worker has no handler for job type {task.job_type!r}")
+                value = handler(task)
+                if inspect.isawaitable(value):
+                    value = await value
+            return pb.TaskResult(success=True, result=encode_result(value))
+        except asyncio.CancelledError:
+            if running.cancel_reason is None:
+                raise  # the stream is going away: no result can be accepted any more
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return pb.TaskResult(success=False, error_message=running.cancel_error)
+        except TaskCancelled:
+            return pb.TaskResult(success=False, error_message=running.cancel_error)
+        except HandlerFailed as exc:
+            result = pb.TaskResult(success=False, error_message=exc.message[:MAX_ERROR_CHARS])
+            with contextlib.suppress(TypeError):
+                result.result = encode_result(exc.result)
+            return result
+        except Exception as exc:  # any handler error fails the attempt; the job may be retried
+            log.info("handler for %s failed: %s", task.job_type, describe_error(exc))
+            return pb.TaskResult(success=False, error_message=describe_error(exc)[:MAX_ERROR_CHARS])
 
     def _send_result(self, execution_id: str, result: pb.TaskResult) -> None:
         result.execution_id = execution_id

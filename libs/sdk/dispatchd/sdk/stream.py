@@ -70,7 +70,7 @@ class Stream:
         self.registry = registry
         self.stop = stop
         self.outbox = Outbox()
-        self.executions = Executions(registry, slots, self.outbox)
+        self.executions = Executions(registry, slots, self.outbox, config.worker_id)
         self.registered = asyncio.Event()
         self.drain_requested = asyncio.Event()
         self.draining = False

@@ -17,7 +17,9 @@ from typing import Any
 
 import asyncpg
 import grpc
+from opentelemetry import trace
 
+from dispatchd.common import correlation, tracing
 from dispatchd.control_plane import convert, validation
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
 from dispatchd.platform import paging
@@ -55,8 +57,28 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     async def SubmitJob(  # noqa: N802
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
-        new = dataclasses.replace(validation.new_job(request, self.settings), submitted_by=access.submitter())
+        new = dataclasses.replace(
+            validation.new_job(request, self.settings),
+            submitted_by=access.submitter(),
+            # The SubmitJob span's context: every attempt's spans join its trace.
+            trace_context=(tracing.carrier_of() or None) if tracing.enabled() else None,
+        )
         submitted = await jobs.submit(self.pool, new)
+        if tracing.enabled():
+            trace.get_current_span().set_attributes(
+                {
+                    tracing.JOB_ID: str(submitted.job.job_id),
+                    tracing.JOB_TYPE: submitted.job.job_type,
+                    "dispatchd.deduplicated": submitted.deduplicated,
+                }
+            )
+        with correlation.bound(job_id=str(submitted.job.job_id)):
+            await self._push(submitted)
+        return job_service_pb2.SubmitJobResponse(
+            job=convert.job(submitted.job), deduplicated=submitted.deduplicated
+        )
+
+    async def _push(self, submitted: jobs.Submitted) -> None:
         if submitted.queued is not None:
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
@@ -67,9 +89,6 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                     submitted.job.job_id,
                     _describe(exc),
                 )
-        return job_service_pb2.SubmitJobResponse(
-            job=convert.job(submitted.job), deduplicated=submitted.deduplicated
-        )
 
     async def ListDeadLetters(  # noqa: N802
         self, request: job_service_pb2.ListDeadLettersRequest, context: Context

@@ -4,7 +4,8 @@ One loop serves every stream. It sleeps on an event that is set when a ready-que
 notification names a job type some stream runs, when a stream registers and when a
 stream frees a slot; a one-second timeout is the safety net for lost notifications. A
 pass pops ids for every stream with free slots from the queues of its job types, claims
-them in Postgres and sends the assignments; passes repeat while they find work.
+them in Postgres and sends the assignments; passes repeat while they find work. An
+assignment carries its job's trace context, through an "assign" span when tracing is on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import uuid
 import asyncpg
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
 
+from dispatchd.common import tracing
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import executions
 from dispatchd.platform.store.rows import Claim
@@ -33,7 +36,21 @@ KNOWN_TYPES_REFRESH_SECONDS = 5.0
 ERROR_BACKOFF_SECONDS = 1.0
 
 
-def assignment(claim: Claim) -> pb.ConnectResponse:
+def _trace_context(claim: Claim, worker_id: str) -> dict[str, str]:
+    """What the assignment carries: its own "assign" span's context, or the job's when tracing is off here."""
+    if claim.trace_context is None or not tracing.enabled():
+        return claim.trace_context or {}
+    attributes: dict[str, str | int] = {
+        tracing.JOB_ID: str(claim.job_id),
+        tracing.JOB_TYPE: claim.job_type,
+        tracing.EXECUTION_ID: str(claim.execution_id),
+        tracing.ATTEMPT: claim.attempt,
+        tracing.WORKER_ID: worker_id,
+    }
+    return tracing.record("assign", claim.trace_context, trace.SpanKind.PRODUCER, attributes)
+
+
+def assignment(claim: Claim, worker_id: str) -> pb.ConnectResponse:
     lease = Timestamp()
     lease.FromDatetime(claim.lease_expires_at)
     message = pb.TaskAssignment(
@@ -45,6 +62,7 @@ def assignment(claim: Claim) -> pb.ConnectResponse:
         job_id=str(claim.job_id),
         metadata={str(k): str(v) for k, v in (claim.metadata or {}).items()},
         claim_token=str(claim.claim_token),
+        trace_context=_trace_context(claim, worker_id),
     )
     if claim.execution_timeout_ms:
         timeout = Duration()
@@ -173,7 +191,7 @@ class Dispatcher:
             )
             for claim in claims:
                 session.inflight.add(claim.execution_id)
-                session.send(assignment(claim))
+                session.send(assignment(claim, session.worker_id))
             await self._announce_deadlines(claims)
             return len(ids)
 

@@ -18,7 +18,8 @@ executions the stream really owns, and reconciles the rest:
 
 Results. A result carrying the assignment's `claim_token` must match the current claim of
 the execution, and come from the stream holding it; one without a token (reference
-clients) only needs to come from that stream. Anything else is STALE.
+clients) only needs to come from that stream. Anything else is STALE. A result carrying a
+trace context gets a "result" span under it (when tracing is on), covering the settlement.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ from dataclasses import KW_ONLY, dataclass
 
 import asyncpg
 import grpc
+from opentelemetry import trace
 
+from dispatchd.common import tracing
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
+from dispatchd.platform.store.rows import Settlement
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
@@ -196,6 +200,7 @@ class Messages:
                 session.ack("result", REJECTED, "claim_token must be a UUID", message.execution_id)
                 return
         owner = Owner(worker_id=session.worker_id, session_id=session.session_id, claim_token=token)
+        began = tracing.now_ns() if tracing.enabled() and message.trace_context else 0
         try:
             if message.success:
                 settlement = await executions.succeed(self.pool, execution_id, owner, message.result)
@@ -208,6 +213,8 @@ class Messages:
             # Applied or not, this stream no longer runs it: the slot is free again.
             if session.finish(execution_id):
                 self.dispatcher.wake()
+        if began:
+            _trace_result(message, session, settlement, began)
         if not settlement.applied:
             why = "this claim" if token is not None else "this stream"
             session.ack("result", STALE, f"execution is not owned by {why}", message.execution_id)
@@ -239,6 +246,20 @@ class Messages:
         )
         status, text = (ACCEPTED, "") if stored else (STALE, "execution is not owned by this stream")
         session.ack("log", status, text, message.execution_id)
+
+
+def _trace_result(message: pb.TaskResult, session: Session, settlement: Settlement, began: int) -> None:
+    outcome = ("succeeded" if message.success else "failed") if settlement.applied else "stale"
+    attributes: dict[str, str] = {
+        tracing.EXECUTION_ID: message.execution_id,
+        tracing.WORKER_ID: session.worker_id,
+        tracing.OUTCOME: outcome,
+    }
+    if settlement.job_id is not None:
+        attributes[tracing.JOB_ID] = str(settlement.job_id)
+    if settlement.retry is not None:
+        attributes["dispatchd.retry_execution_id"] = str(settlement.retry.execution_id)
+    tracing.record("result", message.trace_context, trace.SpanKind.CONSUMER, attributes, began)
 
 
 def lane_key(request: pb.ConnectRequest) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from dispatchd.common import names
+from dispatchd.common import correlation, names
 from dispatchd.platform import interceptors
 from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
@@ -259,18 +259,20 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         session.close(StreamEnd(grpc.StatusCode.RESOURCE_EXHAUSTED, STALLED), discard=True)
 
     async def _apply(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
-        try:
-            await self._handlers[kind](session, getattr(request, kind))
-        except asyncpg.exceptions.DataError as exc:  # a value Postgres cannot store: the message is bad
-            log.warning("could not apply a %s: %s", kind, exc)
-            session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
-        except STORE_UNAVAILABLE as exc:
-            # Results can no longer be recorded: end the stream, the worker reconnects later.
-            log.warning("store unavailable while applying a %s: %s", kind, exc)
-            session.close(StreamEnd(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; reconnect later"))
-        except Exception:
-            log.exception("applying a %s failed", kind)
-            session.ack(_ACK_KIND[kind], REJECTED, "internal error while applying the message")
+        # Log lines about one execution's message say which (results, start notices, log chunks).
+        with correlation.bound(execution_id=getattr(getattr(request, kind), "execution_id", "")):
+            try:
+                await self._handlers[kind](session, getattr(request, kind))
+            except asyncpg.exceptions.DataError as exc:  # a value Postgres cannot store: the message is bad
+                log.warning("could not apply a %s: %s", kind, exc)
+                session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
+            except STORE_UNAVAILABLE as exc:
+                # Results can no longer be recorded: end the stream, the worker reconnects later.
+                log.warning("store unavailable while applying a %s: %s", kind, exc)
+                session.close(StreamEnd(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; reconnect later"))
+            except Exception:
+                log.exception("applying a %s failed", kind)
+                session.ack(_ACK_KIND[kind], REJECTED, "internal error while applying the message")
 
     # ----------------------------------------------------------------- the end
 

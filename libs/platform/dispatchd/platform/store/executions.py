@@ -59,7 +59,7 @@ WITH c AS (
     FROM c WHERE jobs.job_id = c.job_id AND {one_of("jobs.status", JOB_CLAIMABLE)}
 )
 SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
-       c.execution_timeout_ms, j.job_type, j.payload, j.metadata
+       c.execution_timeout_ms, j.job_type, j.payload, j.metadata, j.trace_context
 FROM c JOIN jobs j ON j.job_id = c.job_id
 """
 
@@ -92,6 +92,7 @@ async def claim(
             lease_expires_at=r["lease_expires_at"],
             execution_timeout_ms=r["execution_timeout_ms"],
             deadline_at=r["deadline_at"],
+            trace_context=r["trace_context"],
         )
         for r in rows
     ]

@@ -43,6 +43,9 @@ class NewJob:
     # are unique per submitter, so one subject's key never meets another's job; all
     # unauthenticated submits share one scope.
     submitted_by: str | None = None
+    # The W3C trace context of the submit's span (None: tracing off). Not part of the request
+    # hash: a resubmit from another trace is the same request.
+    trace_context: dict[str, str] | None = None
 
     def request_hash(self) -> bytes:
         """Fingerprint of everything the caller sent, to tell a resubmit from a conflict."""
@@ -75,12 +78,12 @@ _INSERT_JOB = f"""
 WITH n AS (SELECT clock_timestamp() AS now), j AS (
     INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
                       metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set,
-                      execution_timeout_ms, run_at, submitted_by, created_at, updated_at)
+                      execution_timeout_ms, run_at, submitted_by, trace_context, created_at, updated_at)
     SELECT $1, $2, $3, {value(JobStatus.PENDING)}, $4, $5, $6, $7, $8, $9, $10, $11, $13,
            -- One clock reading, so a run_at in the past is exactly the creation time.
            CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, n.now)
                 WHEN $15::bigint IS NOT NULL THEN n.now + make_interval(secs => $15::float8 / 1000)
-           END, $16, n.now, n.now
+           END, $16, $17, n.now, n.now
     FROM n
     ON CONFLICT (submitted_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
@@ -120,6 +123,7 @@ async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submit
         new.run_at,
         new.delay_ms,
         new.submitted_by,
+        new.trace_context,
     )
     if row is not None:
         job = JobRow.from_record(row)

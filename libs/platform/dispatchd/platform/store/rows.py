@@ -106,6 +106,8 @@ class Claim:
     lease_expires_at: dt.datetime
     execution_timeout_ms: int | None = None
     deadline_at: dt.datetime | None = None
+    # The job's W3C trace context (None: submitted with tracing off).
+    trace_context: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,169 @@
+"""Traces: OpenTelemetry spans exported over OTLP/gRPC, off unless an OTLP endpoint is configured.
+
+Invariant: `enabled()` stays False until `configure_tracing` finds OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or a caller `install`s a provider. Every place that would
+make a span asks `enabled()` first, so with tracing off no span object is ever created on a hot
+path. Trace context crosses a process boundary only as a W3C carrier, a str -> str map holding
+`traceparent` (and `tracestate`): in gRPC metadata, stored with a job, on the stream's
+TaskAssignment and TaskResult. Exporting, batching and sampling are the OpenTelemetry SDK's and
+read its standard variables (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_*,
+OTEL_EXPORTER_OTLP_*); only the default sampler is ours: parent-based, DEFAULT_RATIO of new
+traces.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+# Share of new traces recorded unless OTEL_TRACES_SAMPLER says otherwise (the SDK's own default
+# records every one, which costs a job pipeline far more than it tells).
+DEFAULT_RATIO = 0.1
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# The only metadata keys read or written: W3C Trace Context, not whatever OTEL_PROPAGATORS names.
+KEYS = ("traceparent", "tracestate")
+INSTRUMENTATION = "dispatchd"
+# Span attributes, one spelling for every process.
+JOB_ID = "dispatchd.job_id"
+JOB_TYPE = "dispatchd.job_type"
+EXECUTION_ID = "dispatchd.execution_id"
+ATTEMPT = "dispatchd.attempt"
+WORKER_ID = "dispatchd.worker_id"
+OUTCOME = "dispatchd.outcome"
+
+_W3C = TraceContextTextMapPropagator()
+_enabled = False
+_tracer: trace.Tracer = trace.NoOpTracer()
+_provider: trace.TracerProvider | None = None
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def tracer() -> trace.Tracer:
+    """dispatchd's tracer (a no-op one while tracing is off)."""
+    return _tracer
+
+
+def endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The OTLP endpoint tracing would export to, or None (tracing stays off)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    return next((environ[name] for name in ENDPOINT_VARIABLES if environ.get(name, "").strip()), None)
+
+
+def configure_tracing(service: str) -> bool:
+    """Export this process's spans over OTLP when an endpoint is configured; True if tracing is on."""
+    if _enabled or endpoint() is None:
+        return _enabled
+    # Imported here: a process with tracing off never loads the SDK nor the exporter.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    name = os.environ.get("OTEL_SERVICE_NAME") or f"dispatchd-{service}"
+    provider = TracerProvider(sampler=_default_sampler(), resource=Resource.create({"service.name": name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    # Global too, so a handler's own spans (trace.get_tracer(...)) go to the same exporter.
+    trace.set_tracer_provider(provider)
+    install(provider)
+    return True
+
+
+def _default_sampler() -> Sampler | None:
+    """Parent-based, DEFAULT_RATIO (or OTEL_TRACES_SAMPLER_ARG) of new traces; None: OTEL_TRACES_SAMPLER decides."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
+        return None
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", DEFAULT_RATIO))
+    except ValueError:
+        ratio = DEFAULT_RATIO
+    return ParentBased(TraceIdRatioBased(min(max(ratio, 0.0), 1.0)))
+
+
+def install(provider: trace.TracerProvider) -> None:
+    """Make spans with `provider` from now on (`configure_tracing` does; an embedding application may)."""
+    global _enabled, _tracer, _provider
+    _provider = provider
+    _tracer = provider.get_tracer(INSTRUMENTATION)
+    _enabled = True
+
+
+def stop_tracing() -> None:
+    """Export what is still batched and stop making spans (idempotent)."""
+    global _enabled, _tracer, _provider
+    provider, _provider = _provider, None
+    _enabled = False
+    _tracer = trace.NoOpTracer()
+    shutdown = getattr(provider, "shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def parent(carrier: Mapping[str, str]) -> Context:
+    """The context a carrier describes (an empty one when it holds no valid traceparent)."""
+    return _W3C.extract(carrier)
+
+
+def carrier_of(span: trace.Span | None = None) -> dict[str, str]:
+    """`span`'s (default: the current span's) context as a carrier; {} when there is none."""
+    out: dict[str, str] = {}
+    _W3C.inject(out, context=None if span is None else trace.set_span_in_context(span))
+    return out
+
+
+def outgoing(metadata: Sequence[tuple[str, str | bytes]]) -> tuple[tuple[str, str | bytes], ...]:
+    """`metadata` plus the current span's context, when a span is active (whoever's provider made it)."""
+    if not trace.get_current_span().get_span_context().is_valid:
+        return tuple(metadata)
+    return (*metadata, *carrier_of().items())
+
+
+def incoming(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
+    """The trace carrier among a call's metadata."""
+    return {key: value for key, value in metadata or () if key in KEYS and isinstance(value, str)}
+
+
+def start(
+    name: str,
+    carrier: Mapping[str, str],
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    start_ns: int | None = None,
+) -> trace.Span:
+    """A span child of `carrier`'s context (a new trace when it has none). Call only when enabled."""
+    return _tracer.start_span(name, context=parent(carrier), kind=kind, attributes=attributes, start_time=start_ns)
+
+
+def record(
+    name: str,
+    carrier: Mapping[str, str],
+    kind: trace.SpanKind,
+    attributes: Mapping[str, AttributeValue],
+    start_ns: int | None = None,
+    error: str | None = None,
+) -> dict[str, str]:
+    """A span that already happened (from `start_ns`, default now, to now); returns its carrier."""
+    span = start(name, carrier, kind, attributes, start_ns)
+    if error is not None:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+    span.end()
+    return carrier_of(span)
+
+
+def now_ns() -> int:
+    return time.time_ns()
