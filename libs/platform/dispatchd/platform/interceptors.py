@@ -113,6 +113,13 @@ def rewrap(handler: Handler, wrappers: Wrappers, bound: Any, request_deserialize
     return grpc.stream_stream_rpc_method_handler(wrappers.stream_stream(bound, handler.stream_stream), *codec)
 
 
+def with_unary(handler: Handler, behaviour: Callable[..., Awaitable[Any]]) -> Handler:
+    """A unary handler like `handler` (same codec) whose behaviour is `behaviour`."""
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
 class ErrorInterceptor(HandlerInterceptor):
     """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code."""
 
@@ -129,8 +136,4 @@ class ErrorInterceptor(HandlerInterceptor):
             except Exception as exc:  # translated exactly once, here
                 await abort_for(exc, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return with_unary(handler, unary)

@@ -15,16 +15,14 @@ is marked an error for every status but OK, with the status code as `rpc.grpc.st
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from opentelemetry import trace
 
 from dispatchd.common import tracing
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, with_unary
 from dispatchd.platform.methods import HEALTH_SERVICE
-
-Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> grpc.StatusCode:
@@ -34,17 +32,12 @@ def _code(context: grpc.aio.ServicerContext[Any, Any], failed: bool) -> grpc.Sta
     return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
 
 
-class TraceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(details)
+class TraceInterceptor(HandlerInterceptor):
+    def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         service, _, method = details.method.lstrip("/").partition("/")
-        if handler is None or handler.unary_unary is None or service == HEALTH_SERVICE:
+        if handler.unary_unary is None or service == HEALTH_SERVICE:
             return handler
-        inner: Handler = handler.unary_unary  # type: ignore[assignment]
+        inner: Any = handler.unary_unary
         carrier = tracing.incoming(details.invocation_metadata)
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
@@ -63,8 +56,4 @@ class TraceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
                 span.end()
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return with_unary(handler, unary)
