@@ -14,6 +14,7 @@ import asyncpg
 import grpc
 import redis.exceptions
 
+from dispatchd.platform import metrics
 from dispatchd.platform.errors import AlreadyExists, DispatchdError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("dispatchd.rpc")
@@ -60,6 +61,7 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, A
     if code is not None:
         await context.abort(code, str(exc))
     if isinstance(exc, STORE_UNAVAILABLE):
+        metrics.count_store_error(exc)
         log.warning("backing store unavailable: %s", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
     log.exception("unhandled error", exc_info=exc)

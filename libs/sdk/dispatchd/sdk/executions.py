@@ -17,10 +17,12 @@ import datetime as dt
 import functools
 import inspect
 import logging
+import time
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dispatchd.sdk import metrics
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registry import Handler, Registry
 from dispatchd.sdk.task import HandlerFailed, Task, TaskCancelled, describe_error, encode_result
@@ -41,6 +43,16 @@ class _Running:
     timeout: float | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+
+
+def _outcome(running: _Running, result: pb.TaskResult | None) -> str:
+    if result is None:
+        return "abandoned"
+    if result.success:
+        return "succeeded"
+    if running.timed_out:
+        return "timed_out"
+    return "failed" if running.cancel_reason is None else "canceled"
 
 
 class Executions:
@@ -130,18 +142,22 @@ class Executions:
 
     async def _execute(self, running: _Running, handler: Handler | None) -> None:
         task = running.task
+        started: float | None = None
+        result: pb.TaskResult | None = None
         try:
             try:
                 async with self.slots:
+                    started = time.perf_counter()
                     self.outbox.put(pb.ConnectRequest(started=pb.TaskStarted(execution_id=task.execution_id)))
                     if running.timeout is not None:
                         loop = asyncio.get_running_loop()
                         running.timer = loop.call_later(running.timeout, self._time_out, running)
                     if handler is None:
                         raise LookupError(f"this worker has no handler for job type {task.job_type!r}")
-                    value = handler(task)
-                    if inspect.isawaitable(value):
-                        value = await value
+                    with metrics.INFLIGHT.track_inprogress():
+                        value = handler(task)
+                        if inspect.isawaitable(value):
+                            value = await value
                 result = pb.TaskResult(success=True, result=encode_result(value))
             except asyncio.CancelledError:
                 if running.cancel_reason is None:
@@ -164,6 +180,8 @@ class Executions:
                 result = pb.TaskResult(success=False, error_message=running.cancel_error)
             self._send_result(task.execution_id, result)
         finally:
+            seconds = None if started is None else time.perf_counter() - started
+            metrics.for_type(task.job_type).ended(_outcome(running, result), seconds)
             if running.timer is not None:
                 running.timer.cancel()
             self.running.pop(task.execution_id, None)

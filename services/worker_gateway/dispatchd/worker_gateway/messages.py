@@ -32,6 +32,7 @@ import grpc
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
 from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.worker_gateway import metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
@@ -199,6 +200,7 @@ class Messages:
             if session.finish(execution_id):
                 self.dispatcher.wake()
         if not settlement.applied:
+            metrics.STALE_RESULTS.inc()
             why = "this claim" if token is not None else "this stream"
             session.ack("result", STALE, f"execution is not owned by {why}", message.execution_id)
             return

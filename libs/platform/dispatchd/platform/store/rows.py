@@ -126,6 +126,8 @@ class Claim:
     lease_expires_at: dt.datetime
     execution_timeout_ms: int | None = None
     deadline_at: dt.datetime | None = None
+    # From when the attempt became due to this claim (database clock), for the latency metric.
+    waited_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +145,6 @@ class Settlement:
     # Who held the settled execution (a failure may have to tell it to stop).
     execution_id: uuid.UUID | None = None
     worker_id: str | None = None
+    # What the metrics label and observe: the job's type and how long ago it was submitted.
+    job_type: str = ""
+    job_age_seconds: float | None = None
