@@ -12,15 +12,36 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from importlib import metadata
+from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Gauge, start_http_server
 
 log = logging.getLogger("dispatchd.metrics")
 
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
 BUILD_INFO = Gauge("dispatchd_build_info", "Always 1; the labels say what runs.", ["version", "service"])
+
+
+class Bound(Generic[K, T]):
+    """Label children (or bundles of them) made once per key, e.g. a job type: the hot path only looks them up."""
+
+    __slots__ = ("_bound", "_make")
+
+    def __init__(self, make: Callable[[K], T]) -> None:
+        self._make = make
+        self._bound: dict[K, T] = {}
+
+    def __call__(self, key: K) -> T:
+        found = self._bound.get(key)
+        if found is None:
+            found = self._bound[key] = self._make(key)
+        return found
 
 
 class MetricsListenError(ValueError):

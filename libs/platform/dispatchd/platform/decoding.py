@@ -17,7 +17,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap
+
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -59,26 +60,13 @@ def refusal(method: str, bad: Malformed) -> str:
     return f"request is not a valid message for {method}: {bad.problem}"
 
 
-class DecodeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class DecodeInterceptor(WrappingInterceptor):
     """Refuses undecodable requests (and stream messages) with INVALID_ARGUMENT."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        codec = (tolerant(handler.request_deserializer), handler.response_serializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_unary(method, handler.unary_unary), *codec)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_unary_stream(method, handler.unary_stream), *codec)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_stream_unary(method, handler.stream_unary), *codec)
-        return grpc.stream_stream_rpc_method_handler(_stream_stream(method, handler.stream_stream), *codec)
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method = details.method
+        checked = tolerant(handler.request_deserializer)
+        return rewrap(handler, lambda shape, inner: _CHECKED[shape](method, inner), checked)
 
 
 async def _check(method: str, request: Any, context: Context) -> None:
@@ -122,3 +110,11 @@ def _stream_stream(method: str, inner: Any) -> Callable[[AsyncIterator[Any], Con
             yield response
 
     return handle
+
+
+_CHECKED: dict[Shape, Callable[[str, Any], Any]] = {
+    "unary_unary": _unary,
+    "unary_stream": _unary_stream,
+    "stream_unary": _stream_unary,
+    "stream_stream": _stream_stream,
+}

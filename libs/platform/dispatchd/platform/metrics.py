@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
+from dispatchd.common.metrics import Bound
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store.rows import JobRow, Settlement
 
@@ -76,14 +77,7 @@ class JobTypeMetrics:
             outcome.to_terminal.observe(age_seconds)
 
 
-_by_type: dict[str, JobTypeMetrics] = {}
-
-
-def for_type(job_type: str) -> JobTypeMetrics:
-    found = _by_type.get(job_type)
-    if found is None:
-        found = _by_type[job_type] = JobTypeMetrics(job_type)
-    return found
+for_type: Bound[str, JobTypeMetrics] = Bound(JobTypeMetrics)
 
 
 def count_settled(settlements: Iterable[Settlement]) -> None:
@@ -108,14 +102,17 @@ def count_cancelled(job: JobRow) -> None:
     metrics.finished(JobStatus.CANCELED, age)
 
 
-# -- store errors: labelled with this process's service, named once at start (`serve`).
+# -- store errors: labelled with this process's service, named once at start (`serve`;
+# "unknown" before that, in tools and tests).
 
-_store_errors: dict[str, Counter] = {}
+_store_errors: Bound[str, Counter] = Bound(lambda store: STORE_ERRORS.labels(store, "unknown"))
 
 
 def bind_service(service: str) -> None:
+    global _store_errors
+    _store_errors = Bound(lambda store: STORE_ERRORS.labels(store, service))
     for store in ("postgres", "redis"):
-        _store_errors[store] = STORE_ERRORS.labels(store, service)
+        _store_errors(store)  # present (at 0) from the start
 
 
 def store_of(exc: BaseException) -> str:
@@ -125,11 +122,7 @@ def store_of(exc: BaseException) -> str:
 
 def count_store_error(exc: BaseException | None = None, store: str | None = None) -> None:
     """One failed store operation; `store` when the caller knows it, else guessed from `exc`."""
-    name = store or ("postgres" if exc is None else store_of(exc))
-    child = _store_errors.get(name)
-    if child is None:  # before `bind_service` (tools and tests): still counted
-        child = _store_errors[name] = STORE_ERRORS.labels(name, "unknown")
-    child.inc()
+    _store_errors(store or ("postgres" if exc is None else store_of(exc))).inc()
 
 
 async def sample_every(seconds: float, take: Callable[[], Awaitable[None]]) -> None:

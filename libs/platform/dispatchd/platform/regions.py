@@ -20,7 +20,7 @@ see `scripts/promote-region.sh`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -29,6 +29,7 @@ import grpc
 from dispatchd.platform.config import Settings
 from dispatchd.platform.methods import is_mutating
 from dispatchd.platform.streams import await_first_message
+from dispatchd.platform.wrapping import Handler, WrappingInterceptor
 
 
 class RegionConfigError(ValueError):
@@ -72,24 +73,18 @@ class Region:
 
 
 # Strings: grpc's runtime classes are not subscriptable, only its stubs are.
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
-class PassiveRegionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class PassiveRegionInterceptor(WrappingInterceptor):
     """Refuses mutating calls with FAILED_PRECONDITION while the region is passive."""
 
     def __init__(self, region: Region) -> None:
         self.region = region
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not self.region.passive or not is_mutating(method):
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method = details.method
+        if not self.region.passive or not is_mutating(method):
             return handler
         message = self.region.refusal(method)
 

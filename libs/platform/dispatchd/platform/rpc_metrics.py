@@ -22,9 +22,10 @@ from typing import Any, TypeAlias
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from dispatchd.common.metrics import Bound
 from dispatchd.platform.decoding import relay
+from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 REQUESTS = Counter(
@@ -60,53 +61,33 @@ def status_of_call(context: Context, exc: BaseException | None) -> grpc.StatusCo
 class MethodMetrics:
     """The children of one method, bound on its first call."""
 
-    __slots__ = ("_codes", "_labels", "duration", "streams")
+    __slots__ = ("duration", "requests", "streams")
 
     def __init__(self, service: str, method: str) -> None:
-        self._labels = (service, method)
         self.duration = DURATION.labels(service, method)
         self.streams = STREAMS.labels(service, method)
-        self._codes: dict[grpc.StatusCode, Counter] = {}
-
-    def count(self, code: grpc.StatusCode) -> None:
-        child = self._codes.get(code)
-        if child is None:
-            child = self._codes[code] = REQUESTS.labels(*self._labels, code.name)
-        child.inc()
+        self.requests: Bound[grpc.StatusCode, Counter] = Bound(
+            lambda code: REQUESTS.labels(service, method, code.name)
+        )
 
     def ended(self, context: Context, exc: BaseException | None) -> None:
-        self.count(status_of_call(context, exc))
+        self.requests(status_of_call(context, exc)).inc()
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class MetricsInterceptor(WrappingInterceptor):
     def __init__(self, service: str) -> None:
         self.service = service
-        self._methods: dict[str, MethodMetrics] = {}
+        self._metrics: Bound[str, MethodMetrics] = Bound(lambda path: MethodMetrics(service, method_label(path)))
 
-    def _metrics(self, path: str) -> MethodMetrics:
-        found = self._methods.get(path)
-        if found is None:
-            found = self._methods[path] = MethodMetrics(self.service, method_label(path))
-        return found
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        metrics = self._metrics(details.method)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        metrics = self._metrics(handler_call_details.method)
-        codec = (handler.request_deserializer, handler.response_serializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_awaited(metrics, handler.unary_unary, stream=False), *codec)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_streaming(metrics, handler.unary_stream), *codec)
-        if handler.stream_unary is not None:
-            awaited = _awaited(metrics, handler.stream_unary, stream=True)
-            return grpc.stream_unary_rpc_method_handler(awaited, *codec)
-        return grpc.stream_stream_rpc_method_handler(_streaming(metrics, handler.stream_stream), *codec)
+        def measured(shape: Shape, inner: Any) -> Any:
+            if shape.endswith("_unary"):  # one response, awaited
+                return _awaited(metrics, inner, stream=shape == "stream_unary")
+            return _streaming(metrics, inner)
+
+        return rewrap(handler, measured)
 
 
 def _awaited(metrics: MethodMetrics, inner: Any, *, stream: bool) -> Callable[[Any, Context], Awaitable[Any]]:

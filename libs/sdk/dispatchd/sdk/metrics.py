@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from dispatchd.common.metrics import Bound
+
 EXECUTIONS = Counter(
     "dispatchd_worker_executions_total", "Executions this worker ended, by outcome.", ["job_type", "outcome"]
 )
@@ -40,11 +42,4 @@ class JobTypeMetrics:
             self.duration.observe(seconds)
 
 
-_by_type: dict[str, JobTypeMetrics] = {}
-
-
-def for_type(job_type: str) -> JobTypeMetrics:
-    found = _by_type.get(job_type)
-    if found is None:
-        found = _by_type[job_type] = JobTypeMetrics(job_type)
-    return found
+for_type: Bound[str, JobTypeMetrics] = Bound(JobTypeMetrics)

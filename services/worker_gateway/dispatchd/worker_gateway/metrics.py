@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from dispatchd.common.metrics import Bound
 from dispatchd.platform.metrics import JOB_SECONDS
 from dispatchd.platform.store.rows import Claim, Settlement
 
@@ -35,17 +36,13 @@ STALE_RESULTS = Counter("dispatchd_stale_results_total", "Results for executions
 WORKER_STREAMS = Gauge("dispatchd_worker_streams", "Registered worker streams connected to this gateway.")
 WORKER_FREE_SLOTS = Gauge("dispatchd_worker_free_slots", "Free execution slots of the workers connected here.")
 
-_claimed: dict[str, Histogram] = {}
+_claimed: Bound[str, Histogram] = Bound(SUBMIT_TO_CLAIM.labels)
 
 
 def observe_claims(claims: Iterable[Claim]) -> None:
     for claim in claims:
-        if claim.waited_seconds is None:
-            continue
-        child = _claimed.get(claim.job_type)
-        if child is None:
-            child = _claimed[claim.job_type] = SUBMIT_TO_CLAIM.labels(claim.job_type)
-        child.observe(claim.waited_seconds)
+        if claim.waited_seconds is not None:
+            _claimed(claim.job_type).observe(claim.waited_seconds)
 
 
 def count_released(released: Iterable[Settlement]) -> None:

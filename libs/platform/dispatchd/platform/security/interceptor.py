@@ -23,7 +23,7 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 
@@ -38,8 +38,8 @@ from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
 from dispatchd.platform.streams import await_first_message
+from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 CONNECT = f"/{WORKER_SERVICE}/Connect"
@@ -192,29 +192,15 @@ class Call:
         return None
 
 
-class SecurityInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class SecurityInterceptor(WrappingInterceptor):
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
         self.streams = StreamCounter(config.max_streams_per_identity)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        call = Call(self, method, rule_for(method), _metadata(handler_call_details.invocation_metadata))
-        codec = (_tolerant(handler.request_deserializer), handler.response_serializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_unary(call, handler.unary_unary), *codec)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(_unary_stream(call, handler.unary_stream), *codec)
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(_stream_unary(call, handler.stream_unary), *codec)
-        return grpc.stream_stream_rpc_method_handler(_stream_stream(call, handler.stream_stream), *codec)
+    def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
+        method = details.method
+        call = Call(self, method, rule_for(method), _metadata(details.invocation_metadata))
+        return rewrap(handler, lambda shape, inner: _GATED[shape](call, inner), _tolerant(handler.request_deserializer))
 
 
 def _metadata(items: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
@@ -393,3 +379,11 @@ def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIter
                 record.write("stream.close", *_outcome(context, failure))
 
     return handle
+
+
+_GATED: dict[Shape, Callable[[Call, Any], Any]] = {
+    "unary_unary": _unary,
+    "unary_stream": _unary_stream,
+    "stream_unary": _stream_unary,
+    "stream_stream": _stream_stream,
+}
