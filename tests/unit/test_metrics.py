@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -12,6 +14,9 @@ import pytest
 import redis.exceptions
 from prometheus_client import REGISTRY
 
+import dispatchd.scheduler.metrics
+import dispatchd.sdk.metrics
+import dispatchd.worker_gateway.metrics  # noqa: F401 - registers the metrics of each process kind
 from dispatchd.common.metrics import MetricsListenError, parse_listen, serve_metrics
 from dispatchd.platform import metrics
 from dispatchd.platform.rpc_metrics import MetricsInterceptor, method_label
@@ -178,3 +183,15 @@ def test_store_errors_name_the_store_and_the_service() -> None:
     metrics.count_store_error(TimeoutError(), "redis")
     assert value("dispatchd_store_errors_total", store="redis", service="unit-store") == before + 2
     assert value("dispatchd_store_errors_total", store="postgres", service="unit-store") == 1
+
+
+def test_the_readme_table_lists_exactly_the_metrics_the_processes_export() -> None:
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in REGISTRY.collect()
+        if family.name.startswith("dispatchd_")
+    }
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(dispatchd_[a-z_]+)` \|", section, re.MULTILINE))
+    assert documented == exported
