@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import uuid
@@ -92,9 +93,15 @@ async def broken(request: bytes, context: Any) -> bytes:
     raise RuntimeError("a bug")
 
 
+# Holds a server stream open after its first response until the test has looked.
+held_open: list[asyncio.Event] = []
+
+
 async def listing(request: bytes, context: Any) -> AsyncIterator[bytes]:
-    for _ in range(3):
-        yield request
+    yield request
+    await held_open[-1].wait()
+    yield request
+    yield request
 
 
 @pytest.fixture
@@ -131,12 +138,14 @@ async def test_every_call_is_counted_once_with_the_code_its_caller_got(channel: 
 
 async def test_streams_are_counted_when_they_end_and_open_while_they_last(channel: grpc.aio.Channel) -> None:
     labels = {"service": "unit-rpc", "method": "Probe/List"}
+    held_open.append(asyncio.Event())
     call = channel.unary_stream("/test.v1.Probe/List")(b"x")
     seen = 0
     async for _ in call:
         seen += 1
         if seen == 1:
             assert value("dispatchd_grpc_server_streams", **labels) == 1
+            held_open[-1].set()
     assert seen == 3
     assert value("dispatchd_grpc_server_requests_total", **labels, code="OK") == 1
     assert value("dispatchd_grpc_server_streams", **labels) == 0

@@ -14,7 +14,6 @@ once per method and per code, so a call costs two dict lookups, an increment and
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -24,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from dispatchd.common.metrics import Bound
 from dispatchd.platform.decoding import relay
-from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap
+from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap, status_of_call
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -44,18 +43,6 @@ def method_label(path: str) -> str:
     """`/dispatchd.v1.JobService/SubmitJob` -> `JobService/SubmitJob`."""
     service, _, name = path.lstrip("/").rpartition("/")
     return f"{service.rsplit('.', 1)[-1]}/{name}" if service else path
-
-
-def status_of_call(context: Context, exc: BaseException | None) -> grpc.StatusCode:
-    """The status a call ended with: what the handler set or aborted with, else what its exception means."""
-    code = context.code()
-    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
-        return code
-    if exc is None or isinstance(exc, grpc.aio.AbortError):
-        return grpc.StatusCode.OK
-    if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN
 
 
 class MethodMetrics:

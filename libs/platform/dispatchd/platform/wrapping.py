@@ -4,16 +4,20 @@ Invariant: a `WrappingInterceptor` hands `wrap` the handler of every call a serv
 (gRPC itself answers calls to unknown methods) and the call's method path; `rewrap` rebuilds
 a handler with the same shape (unary or streaming on each side) and codec, replacing only
 its behaviour, so an interceptor states what it does around one call and nothing else.
+`status_of_call` is the one reading of how a wrapped call ended (the audit log and the
+request metrics agree on it).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeAlias
 
 import grpc
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Shape = Literal["unary_unary", "unary_stream", "stream_unary", "stream_stream"]
 
 _BUILD: dict[Shape, Callable[..., Handler]] = {
@@ -52,3 +56,15 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def wrap(self, details: grpc.HandlerCallDetails, handler: Handler) -> Handler:
         """The handler this call runs instead of `handler`."""
         raise NotImplementedError
+
+
+def status_of_call(context: Context, exc: BaseException | None) -> grpc.StatusCode:
+    """The status a wrapped call ended with: what the handler set or aborted with, else what its exception means."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
+        return code
+    if exc is None or isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.OK
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN

@@ -18,7 +18,6 @@ line per call (streams: at open and at close).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,7 +37,7 @@ from dispatchd.platform.security.settings import SecurityConfig
 from dispatchd.platform.security.tls import TLS13, PeerCertificate, peer_certificate, tls_version
 from dispatchd.platform.security.tokens import Principal, TokenError, bearer_token
 from dispatchd.platform.streams import await_first_message
-from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap
+from dispatchd.platform.wrapping import Handler, Shape, WrappingInterceptor, rewrap, status_of_call
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -65,15 +64,11 @@ def _short(method: str) -> str:
 
 
 def _outcome(context: Context, exc: BaseException | None) -> tuple[grpc.StatusCode, str]:
-    code = context.code()
-    details = context.details() or ""
-    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
-        return code, details if isinstance(details, str) else ""
+    code = status_of_call(context, exc)
     if exc is None or isinstance(exc, grpc.aio.AbortError):
-        return grpc.StatusCode.OK, ""
-    if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED, "call cancelled"
-    return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}"
+        details = context.details() or ""
+        return code, details if isinstance(details, str) else ""
+    return code, "call cancelled" if code is grpc.StatusCode.CANCELLED else type(exc).__name__
 
 
 class StreamCounter:
