@@ -38,6 +38,7 @@ ENV PATH=/opt/dispatchd/bin:$PATH \
     DISPATCHD_SERVICE=${SERVICE}
 USER 10001:10001
 # gRPC: control plane, worker gateway, scheduler; 8081 is the plaintext health-only port
-# (DISPATCHD_HEALTH_LISTEN) the Kubernetes probes use.
-EXPOSE 50051 50052 50053 8081
+# (DISPATCHD_HEALTH_LISTEN) the Kubernetes probes use; 9464 serves Prometheus metrics
+# (DISPATCHD_METRICS_LISTEN).
+EXPOSE 50051 50052 50053 8081 9464
 ENTRYPOINT ["/usr/local/bin/dispatchd"]

@@ -9,6 +9,9 @@ as `make up` does, then measures:
 - throughput: a burst of jobs submitted by --clients concurrent callers; timed from the
   first submit until every job is SUCCEEDED.
 
+With --metrics (the default) every process serves /metrics and a scraper reads them all once
+a second while measuring, as an eager Prometheus would; --no-metrics serves none.
+
 Writes evidence/perf/smoke.json (or --out) with the raw percentiles and the setup.
 """
 
@@ -21,7 +24,11 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -113,12 +120,40 @@ async def measure_throughput(target: str, count: int, clients: int) -> dict[str,
     }
 
 
+SCRAPE_SECONDS = 1.0
+
+
+@contextmanager
+def scraping(urls: list[str]) -> Iterator[list[int]]:
+    """Scrape every URL each SCRAPE_SECONDS on a thread until the block ends; yields the scrape count."""
+    done = threading.Event()
+    count = [0]
+
+    def scrape() -> None:
+        while not done.wait(SCRAPE_SECONDS):
+            for url in urls:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    reply.read()
+            count[0] += 1
+
+    thread = threading.Thread(target=scrape, name="scraper", daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        done.set()
+        thread.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--burst-jobs", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=32, help="worker max_concurrency")
+    parser.add_argument(
+        "--metrics", action=argparse.BooleanOptionalAction, default=True, help="serve and scrape /metrics"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "evidence" / "perf" / "smoke.json")
     args = parser.parse_args(argv)
 
@@ -126,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     platform = Topology(
         workers=(Workers(1, ("--builtins",), concurrency=args.concurrency),),
         settings={"DISPATCHD_LOG_LEVEL": "WARNING"},
+        metrics=args.metrics,
     )
     directory = Path(tempfile.mkdtemp(prefix="dispatchd-perf-"))
     try:
         with Stack(platform, directory) as stack:
             target = stack.control_plane_target
             asyncio.run(measure_latency(target, 20))  # warm-up: connections, caches
-            latency = asyncio.run(measure_latency(target, args.latency_jobs))
-            throughput = asyncio.run(measure_throughput(target, args.burst_jobs, args.clients))
+            with scraping(list(stack.metrics_urls().values())) as scrapes:
+                latency = asyncio.run(measure_latency(target, args.latency_jobs))
+                throughput = asyncio.run(measure_throughput(target, args.burst_jobs, args.clients))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     evidence = {
@@ -142,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             "processes": "control plane, worker gateway, 2 schedulers, 1 worker; private Postgres and Redis",
             "job_type": "builtin.echo",
             "worker_concurrency": args.concurrency,
+            "metrics": f"served, every process scraped each {SCRAPE_SECONDS:g}s ({scrapes[0]} rounds)"
+            if args.metrics
+            else "not served",
         },
         "latency_submit_to_succeeded_ms": summary_ms(latency),
         "throughput": throughput,

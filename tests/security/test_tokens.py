@@ -9,6 +9,7 @@ import pytest
 
 from dispatchd.v1 import job_service_pb2
 from tests.support.polling import wait_until
+from tests.support.scrape import Scrape
 from tests.support.security import Credentials, SecureStack, add_jwks_key, bad_tokens
 from tests.support.streams import WorkerStream
 
@@ -94,3 +95,13 @@ async def test_a_worker_with_a_bad_token_cannot_connect(secure_stack: SecureStac
             assert await stream.ended() is grpc.StatusCode.UNAUTHENTICATED, name
         finally:
             await stream.close()
+
+
+def test_refused_calls_are_counted_with_the_code_the_caller_got(secure_stack: SecureStack) -> None:
+    # The metrics interceptor sits outside the security interceptor: refusals are requests too.
+    url = secure_stack.processes["control-plane"].metrics_url
+    labels = {"method": "JobService/ListJobs", "code": "UNAUTHENTICATED"}
+    before = Scrape.of({"cp": url}).total("dispatchd_grpc_server_requests_total", **labels)
+    assert _list(secure_stack, None)[0] is grpc.StatusCode.UNAUTHENTICATED
+    after = Scrape.of({"cp": url}).total("dispatchd_grpc_server_requests_total", **labels)
+    assert after == before + 1

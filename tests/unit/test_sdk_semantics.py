@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 
 from google.protobuf.duration_pb2 import Duration
+from prometheus_client import REGISTRY
 
+from dispatchd.sdk import metrics
 from dispatchd.sdk.registry import Registry
 from dispatchd.sdk.stream import Config, StopRequest, Stream
 from dispatchd.sdk.task import Task
@@ -105,3 +107,40 @@ async def test_a_cancel_from_the_gateway_is_reported_as_cancelled() -> None:
     (result,) = [m.result for m in await _drain(stream) if m.WhichOneof("payload") == "result"]
     assert (result.success, result.error_message) == (False, "cancelled")
     assert stream.executions.running == {}
+
+
+async def test_the_worker_metrics_count_each_ending_once_by_outcome() -> None:
+    def counts() -> dict[str, float]:
+        name = "dispatchd_worker_executions_total"
+        return {o: REGISTRY.get_sample_value(name, {"job_type": "t", "outcome": o}) or 0.0 for o in metrics.OUTCOMES}
+
+    async def handler(task: Task) -> str:
+        if task.payload == b"fail":
+            raise RuntimeError("no")
+        if task.payload == b"slow":
+            await asyncio.sleep(10)
+        return "ok"
+
+    before = counts()
+    stream = _stream(handler)
+    for execution_id, payload, timeout_ms in [("ok", b"", None), ("bad", b"fail", None), ("late", b"slow", 50)]:
+        assignment = _assignment(execution_id, timeout_ms)
+        assignment.payload = payload
+        stream.executions.start(assignment)
+    await asyncio.wait_for(_settle(stream), 2)
+    slow = _assignment("stopped")
+    slow.payload = b"slow"
+    stream.executions.start(slow)
+    await asyncio.sleep(0)
+    assert REGISTRY.get_sample_value("dispatchd_worker_inflight") == 1
+    stream.executions.cancel(pb.CancelExecution(execution_id="stopped", reason="job cancelled"))
+    await asyncio.wait_for(_settle(stream), 2)
+    after = counts()
+    assert {o: after[o] - before[o] for o in after} == {
+        "succeeded": 1,
+        "failed": 1,
+        "timed_out": 1,
+        "canceled": 1,
+        "abandoned": 0,
+    }
+    assert REGISTRY.get_sample_value("dispatchd_worker_inflight") == 0

@@ -127,6 +127,8 @@ def banner(stack: Stack, options: Options) -> str:
         f"  postgres         {redact(stack.database_url)}",
         f"  redis            {redact(stack.redis_url)}",
         f"  logs             {stack.log_dir}/",
+        "  metrics",
+        *(f"    {name:<15}{url}" for name, url in stack.metrics_urls().items()),
         "",
         *(
             [f"  security         auth + TLS 1.3 + client certificates; first: source {security.env_file}"]

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         "calls, or `off` (refused with APP_ENV=production).",
     )
 
+    metrics_listen: str = Field(
+        "",
+        description="Address (`host:port`) serving Prometheus metrics at `/metrics`; empty: not served "
+        "(the deploy manifests use `0.0.0.0:9464`).",
+    )
+
     log_level: str = Field("INFO", description="Log level of every process.")
     log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")
 

@@ -7,6 +7,7 @@ name is INTERNAL with a generic message (the details go to the log, never to the
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple, TypeAlias
@@ -15,6 +16,7 @@ import asyncpg
 import grpc
 import redis.exceptions
 
+from dispatchd.platform import disconnects, metrics
 from dispatchd.platform.errors import AlreadyExists, DispatchdError, FailedPrecondition, InvalidArgument, NotFound
 
 log = logging.getLogger("dispatchd.rpc")
@@ -61,6 +63,7 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, A
     if code is not None:
         await context.abort(code, str(exc))
     if isinstance(exc, STORE_UNAVAILABLE):
+        metrics.count_store_error(exc)
         log.warning("backing store unavailable: %s", exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
     log.exception("unhandled error", exc_info=exc)
@@ -111,6 +114,22 @@ def rewrap(handler: Handler, wrappers: Wrappers, bound: Any, request_deserialize
     if handler.stream_unary is not None:
         return grpc.stream_unary_rpc_method_handler(wrappers.stream_unary(bound, handler.stream_unary), *codec)
     return grpc.stream_stream_rpc_method_handler(wrappers.stream_stream(bound, handler.stream_stream), *codec)
+
+
+def status_of_call(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException | None) -> grpc.StatusCode:
+    """The status a wrapped call ended with (the audit log and the request metrics agree on it).
+
+    What the handler set or aborted with; else what its exception means: a cancellation, or a
+    client that went away while a response was being written, is CANCELLED; anything else UNKNOWN.
+    """
+    code = context.code()
+    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
+        return code
+    if exc is None or isinstance(exc, grpc.aio.AbortError):
+        return grpc.StatusCode.OK
+    if isinstance(exc, asyncio.CancelledError) or disconnects.went_away(exc):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 def with_unary(handler: Handler, behaviour: Callable[..., Awaitable[Any]]) -> Handler:

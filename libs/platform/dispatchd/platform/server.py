@@ -22,14 +22,16 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dispatchd.common.metrics import MetricsListenError, serve_metrics
 from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.common.tracing import configure_tracing, stop_tracing
-from dispatchd.platform import disconnects
+from dispatchd.platform import disconnects, metrics
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.interceptors import ErrorInterceptor
 from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
+from dispatchd.platform.rpc_metrics import MetricsInterceptor
 from dispatchd.platform.security.serving import ServerSecurity, start_health_server
 from dispatchd.platform.security.settings import SecurityConfigError
 from dispatchd.platform.traces import TraceInterceptor
@@ -109,12 +111,19 @@ async def serve(
     except SecurityConfigError as exc:
         log.error("%s: %s", name, exc)
         raise SystemExit(f"{name}: {exc}") from None
+    metrics.bind_service(name)
+    try:
+        exposition = serve_metrics(settings.metrics_listen, name)
+    except (MetricsListenError, OSError) as exc:
+        raise SystemExit(f"{name}: cannot serve metrics on {settings.metrics_listen!r}: {exc}") from None
     runtime = await open_runtime(settings)
     service = await build(runtime)
     server = grpc.aio.server(
-        # Security first: nothing else runs for a caller it refuses. Tracing outside the error
-        # mapping, so a span sees the status the caller gets.
+        # Metrics outermost, so refused calls count too; then security: nothing else runs for a
+        # caller it refuses. Tracing outside the error mapping, so a span sees the status the
+        # caller gets.
         interceptors=[
+            MetricsInterceptor(name),
             security.interceptor,
             *([TraceInterceptor()] if traced else []),
             ErrorInterceptor(),
@@ -169,6 +178,8 @@ async def serve(
     await server.stop(settings.shutdown_grace_seconds)
     if probes is not None:
         await probes.stop(None)
+    if exposition is not None:
+        exposition.stop()
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)

@@ -21,6 +21,7 @@ from dispatchd.common import security as credentials
 from dispatchd.common.arguments import key_value
 
 # Only gRPC-free modules at import time: main() configures gRPC before it is loaded.
+from dispatchd.common.metrics import MetricsListenError, parse_listen, serve_metrics
 from dispatchd.common.observability import configure_logging
 from dispatchd.common.tracing import configure_tracing, stop_tracing
 from dispatchd.sdk.defaults import DEFAULT_TARGET
@@ -75,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["json", "text"],
         default="json" if os.environ.get("DISPATCHD_LOG_JSON", "true").lower() in ("1", "true", "yes") else "text",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=os.environ.get("DISPATCHD_METRICS_LISTEN", ""),
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env DISPATCHD_METRICS_LISTEN; default: off)",
     )
     credentials.add_arguments(parser)
     return parser
@@ -158,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 1 <= args.concurrency <= 1000:
         parser.error("--concurrency must be between 1 and 1000")
     try:
+        parse_listen(args.metrics_listen)
+    except MetricsListenError as exc:
+        parser.error(str(exc))
+    try:
         worker = build_worker(args)
     except credentials.CredentialsError as exc:
         parser.error(str(exc))
@@ -166,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not worker.capabilities:
         parser.error("no handlers: pass --builtins, --enable-shell or --handlers MODULE:CALLABLE")
     configure_logging("worker", args.log_level, args.log_format == "json")
+    try:
+        serve_metrics(args.metrics_listen, "worker")
+    except OSError as exc:
+        parser.error(f"cannot serve metrics on {args.metrics_listen}: {exc}")
     configure_tracing("worker")  # a handler span per attempt when an OTLP endpoint is configured
     code = _run(serve(worker, args.grace_seconds))
     stop_tracing()

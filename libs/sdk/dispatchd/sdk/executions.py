@@ -18,10 +18,12 @@ import datetime as dt
 import functools
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from dispatchd.sdk import metrics
 from dispatchd.sdk.attempts import Attempt, outcome_of
 from dispatchd.sdk.outbox import Outbox
 from dispatchd.sdk.registry import Handler, Registry
@@ -43,8 +45,20 @@ class _Running:
     timeout: float | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    # perf_counter() when the handler got its slot and started (None: it never started).
+    started: float | None = None
     # The assignment's W3C trace context (empty when the job was submitted untraced).
     trace_context: dict[str, str] = field(default_factory=dict)
+
+
+def _outcome(running: _Running, result: pb.TaskResult | None) -> str:
+    if result is None:
+        return "abandoned"
+    if result.success:
+        return "succeeded"
+    if running.timed_out:
+        return "timed_out"
+    return "failed" if running.cancel_reason is None else "canceled"
 
 
 class Executions:
@@ -135,6 +149,7 @@ class Executions:
 
     async def _execute(self, running: _Running, handler: Handler | None) -> None:
         task = running.task
+        result: pb.TaskResult | None = None
         try:
             with Attempt(task, running.trace_context, self.worker_id) as attempt:
                 result = await self._run(running, handler)
@@ -144,6 +159,8 @@ class Executions:
                 attempt.settle(result, outcome_of(result, running.timed_out, running.cancel_reason is not None))
             self._send_result(task.execution_id, result)
         finally:
+            seconds = None if running.started is None else time.perf_counter() - running.started
+            metrics.for_type(task.job_type).ended(_outcome(running, result), seconds)
             if running.timer is not None:
                 running.timer.cancel()
             self.running.pop(task.execution_id, None)
@@ -159,11 +176,13 @@ class Executions:
                 if running.timeout is not None:
                     loop = asyncio.get_running_loop()
                     running.timer = loop.call_later(running.timeout, self._time_out, running)
+                running.started = time.perf_counter()
                 if handler is None:
                     raise LookupError(f"this worker has no handler for job type {task.job_type!r}")
-                value = handler(task)
-                if inspect.isawaitable(value):
-                    value = await value
+                with metrics.INFLIGHT.track_inprogress():
+                    value = handler(task)
+                    if inspect.isawaitable(value):
+                        value = await value
             return pb.TaskResult(success=True, result=encode_result(value))
         except asyncio.CancelledError:
             if running.cancel_reason is None:

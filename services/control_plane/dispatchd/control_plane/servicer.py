@@ -22,7 +22,7 @@ from opentelemetry import trace
 from dispatchd.common import correlation, tracing
 from dispatchd.control_plane import convert, validation
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
-from dispatchd.platform import paging
+from dispatchd.platform import metrics, paging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.queues import ReadyQueues
@@ -80,10 +80,12 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
 
     async def _push(self, submitted: jobs.Submitted) -> None:
         if submitted.queued is not None:
+            metrics.for_type(submitted.job.job_type).submitted.inc()
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
                     await self.queues.enqueue([submitted.queued])
             except Exception as exc:  # the job is safe in Postgres; the scheduler queues it
+                metrics.count_store_error(exc, "redis")
                 log.warning(
                     "could not push job %s to its ready queue (the scheduler will): %s",
                     submitted.job.job_id,
@@ -132,6 +134,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             if isinstance(outcome, str):
                 skipped.append(job_service_pb2.RedriveSkipped(job_id=str(job_id), reason=outcome))
             else:
+                metrics.for_type(outcome.job.job_type).redriven.inc()
                 redriven.append(outcome)
         if redriven:
             log.info(
@@ -143,6 +146,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
                     await self.queues.enqueue([r.queued for r in redriven])
             except Exception as exc:  # queued in Postgres; the scheduler pushes them
+                metrics.count_store_error(exc, "redis")
                 log.warning("could not push redriven jobs to their ready queues (the scheduler will): %s", exc)
         return job_service_pb2.RedriveJobsResponse(
             redriven=[convert.job(r.job) for r in redriven], skipped=skipped, more=more
@@ -202,6 +206,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
         job_id = validation.job_id(request.job_id)
         reason = validation.reason(request.reason)
         cancelled = await jobs.cancel(self.pool, job_id, reason)
+        if cancelled.changed:
+            metrics.count_cancelled(cancelled.job)
         if cancelled.stopped or cancelled.changed:
             await self._announce_cancel(cancelled, reason or "job cancelled")
         return job_service_pb2.CancelJobResponse(job=convert.job(cancelled.job))
@@ -214,6 +220,7 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 if cancelled.changed:
                     await self.queues.publish_job_event(str(cancelled.job.job_id), int(cancelled.job.status))
         except Exception as exc:  # cancelled in Postgres; a late result is rejected by the settle guard
+            metrics.count_store_error(exc, "redis")
             log.warning("could not announce the cancellation of job %s: %s", cancelled.job.job_id, _describe(exc))
 
     async def WaitJob(  # noqa: N802

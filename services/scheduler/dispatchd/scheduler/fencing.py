@@ -21,6 +21,7 @@ import asyncpg
 
 from dispatchd.platform.store import fence
 from dispatchd.platform.store.fence import Fenced
+from dispatchd.scheduler import metrics
 from dispatchd.scheduler.leader import LeaderLease, Term
 from dispatchd.scheduler.reconciler import Reconciler
 
@@ -44,6 +45,7 @@ class FencedLeadership:
         if epoch > term.epoch:
             await self.lease.raise_epoch(epoch)
         self._opened = (term, epoch)
+        metrics.EPOCH.set(epoch)
         log.info(
             "opened the fenced term",
             extra={"fields": {"event": "term_opened", "redis_epoch": term.epoch, "epoch": epoch}},

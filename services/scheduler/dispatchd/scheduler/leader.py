@@ -26,6 +26,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from dispatchd.scheduler import metrics
+
 log = logging.getLogger("dispatchd.scheduler.leader")
 
 # Take the lease if it is free (or still ours after a step-down) and open a new term.
@@ -197,6 +199,7 @@ class Campaign:
         self._valid_until = started + self.lease.ttl_seconds
         self.term = Term(epoch=self.lease.epoch, token=self.lease.token)
         log.info("became leader", extra=self._fields(event="leader_elected", epoch=self.term.epoch))
+        metrics.leading(self.term.epoch)
         self._task = asyncio.create_task(self._lead(self.term), name=f"{self.name}-leading")
         return min(self.renew_interval, self._time_left())
 
@@ -250,6 +253,7 @@ class Campaign:
         epoch = self.term.epoch if self.term else None
         await self._stop_leading()
         self.term = None
+        metrics.not_leading()
         log.warning("stepped down", extra=self._fields(event="leader_lost", epoch=epoch, reason=reason))
 
     async def _shutdown(self) -> None:
@@ -259,6 +263,7 @@ class Campaign:
             epoch = self.term.epoch
             await self._stop_leading()
             self.term = None
+            metrics.not_leading()
             try:
                 async with asyncio.timeout(self.lease.ttl_seconds):
                     released = await self.lease.release()

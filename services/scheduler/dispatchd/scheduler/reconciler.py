@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from dispatchd.platform import metrics
 from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
@@ -42,6 +43,7 @@ from dispatchd.platform.store import executions, repairs, workers
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import QueuedRef, Settlement
 from dispatchd.platform.subscription import Subscription
+from dispatchd.scheduler import metrics as scheduler_metrics
 
 log = logging.getLogger("dispatchd.scheduler.reconciler")
 
@@ -101,6 +103,7 @@ class Reconciler:
         )
         # Fencing epoch of the current leadership term; None runs unfenced (tests, tools).
         self.epoch: int | None = None
+        self.queue_gauges = scheduler_metrics.QueueGauges(pool)
 
     # -- one pass
 
@@ -185,6 +188,7 @@ class Reconciler:
     async def _announce(self, settled: list[Settlement], report: PassReport, *, stop_reason: str) -> None:
         """Tell Redis what Postgres decided: push retries that are due, publish terminal jobs,
         and tell workers that may still run a settled execution to stop."""
+        metrics.count_settled(settled)
         now = dt.datetime.now(dt.UTC)
         due = []
         for s in settled:
@@ -203,6 +207,7 @@ class Reconciler:
                 try:
                     await self.queues.publish_cancel(str(s.execution_id), s.worker_id, stop_reason)
                 except Exception as exc:  # a listing worker is told again at its next heartbeat
+                    metrics.count_store_error(exc, "redis")
                     log.warning("could not tell worker %s to stop %s: %s", s.worker_id, s.execution_id, exc)
 
     # -- the loop
@@ -214,28 +219,37 @@ class Reconciler:
         """
         self.epoch = epoch
         listener = asyncio.create_task(self._wakeups.run(), name="scheduler-wakeups")
+        gauges = asyncio.create_task(
+            metrics.sample_every(scheduler_metrics.QUEUE_SAMPLE_SECONDS, self.queue_gauges.sample),
+            name="scheduler-queue-gauges",
+        )
         try:
             await self._loop()
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, gauges):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.queue_gauges.clear()
 
     async def _loop(self) -> None:
         backoff = ERROR_BACKOFF_MIN
         while True:
             # Whatever was committed before this point is seen by the pass's queries.
             self._requested = math.inf
+            started = time.perf_counter()
             try:
                 report = await self.run_pass()
             except (asyncio.CancelledError, Fenced):
                 raise
             except Exception as exc:  # PG or Redis down: the next pass repairs what this one could not
+                metrics.count_store_error(exc)
                 log.warning("reconcile pass failed: %s", exc, extra={"fields": {"retry_in": backoff}})
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, ERROR_BACKOFF_MAX)
                 continue
             backoff = ERROR_BACKOFF_MIN
+            scheduler_metrics.count_pass(report, time.perf_counter() - started)
             repaired = report.repairs()
             if repaired:
                 log.info("reconcile pass repaired", extra={"fields": repaired})

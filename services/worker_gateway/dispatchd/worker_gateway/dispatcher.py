@@ -22,10 +22,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 
 from dispatchd.common import tracing
+from dispatchd.platform import metrics
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import executions
 from dispatchd.platform.store.rows import Claim
 from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.worker_gateway import metrics as gateway_metrics
 from dispatchd.worker_gateway.sessions import Session
 
 log = logging.getLogger("dispatchd.gateway.dispatcher")
@@ -135,6 +137,7 @@ class Dispatcher:
                 while not self._stopped and await self._pass():
                     pass
             except Exception as exc:  # a store is down; popped ids stay QUEUED, the scheduler re-queues them
+                metrics.count_store_error(exc)
                 log.warning("dispatch pass failed: %s", exc)
                 await asyncio.sleep(ERROR_BACKOFF_SECONDS)
 
@@ -192,6 +195,7 @@ class Dispatcher:
             for claim in claims:
                 session.inflight.add(claim.execution_id)
                 session.send(assignment(claim, session.worker_id))
+            gateway_metrics.observe_claims(claims)
             await self._announce_deadlines(claims)
             return len(ids)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dispatchd.platform import server
+from dispatchd.platform import metrics, server
 from dispatchd.platform.config import get_settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from dispatchd.worker_gateway import metrics as gateway_metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.events import Events
 from dispatchd.worker_gateway.messages import Messages
@@ -42,10 +43,11 @@ async def build(runtime: server.Runtime) -> server.Service:
     )
     events = Events(queues, dispatcher)
     runtime.on_shutdown.append(gateway.drain)
+    gauges = gateway_metrics.stream_gauges(dispatcher)
     return server.Service(
         register=lambda grpc_server: pb_grpc.add_WorkerServiceServicer_to_server(gateway, grpc_server),
         service_names=[SERVICE_NAME],
-        tasks=[dispatcher.run, events.run],
+        tasks=[dispatcher.run, events.run, lambda: metrics.sample_every(gateway_metrics.GAUGE_SAMPLE_SECONDS, gauges)],
     )
 
 

@@ -39,6 +39,7 @@ from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
 from dispatchd.platform.store.rows import Settlement
 from dispatchd.v1 import worker_service_pb2 as pb
+from dispatchd.worker_gateway import metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
@@ -216,6 +217,7 @@ class Messages:
         if began:
             _trace_result(message, session, settlement, began)
         if not settlement.applied:
+            metrics.STALE_RESULTS.inc()
             why = "this claim" if token is not None else "this stream"
             session.ack("result", STALE, f"execution is not owned by {why}", message.execution_id)
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from dispatchd.platform import metrics
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
 from dispatchd.platform.store.rows import QueuedRef, Settlement
@@ -21,6 +22,8 @@ class Outcomes:
         self.queues = queues
 
     async def announce(self, settlements: Iterable[Settlement]) -> None:
+        settlements = list(settlements)
+        metrics.count_settled(settlements)
         retries: list[QueuedRef] = []
         finished: list[Settlement] = []
         for s in settlements:
@@ -37,4 +40,5 @@ class Outcomes:
                 assert s.job_id is not None and s.job_status is not None
                 await self.queues.publish_job_event(str(s.job_id), int(s.job_status))
         except Exception as exc:  # Redis is only a hint; the scheduler repairs from Postgres
+            metrics.count_store_error(exc, "redis")
             log.warning("could not announce settled executions: %s", exc)

@@ -24,12 +24,13 @@ import asyncpg
 import grpc
 
 from dispatchd.common import correlation, names
-from dispatchd.platform import interceptors
+from dispatchd.platform import interceptors, metrics
 from dispatchd.platform.interceptors import STORE_UNAVAILABLE
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.streams import drain
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from dispatchd.worker_gateway import metrics as gateway_metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.lifetimes import TokenLifetimes
 from dispatchd.worker_gateway.messages import REJECTED, Messages, lane_key
@@ -195,6 +196,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         except Exception as exc:  # UNAVAILABLE when a store is down, INTERNAL otherwise
             await interceptors.abort_for(exc, context)
             raise
+        gateway_metrics.count_released(released)
         await self.outcomes.announce(released)
         # The ack goes on the queue before the dispatcher can see the stream, so no
         # assignment can ever precede it.
@@ -268,6 +270,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
                 session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")
             except STORE_UNAVAILABLE as exc:
                 # Results can no longer be recorded: end the stream, the worker reconnects later.
+                metrics.count_store_error(exc)
                 log.warning("store unavailable while applying a %s: %s", kind, exc)
                 session.close(StreamEnd(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; reconnect later"))
             except Exception:
@@ -292,6 +295,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
             released = await executions.release_owned(
                 self.pool, session_id=session.session_id, reason=session.release_reason
             )
+            gateway_metrics.count_released(released)
             await self.outcomes.announce(released)
             await workers.disconnect(self.pool, session.worker_id, session.session_id)
             log.info(

@@ -44,7 +44,8 @@ class ServiceProcess:
 
     `listen` is the address it serves on (checked to be free before each start, so a busy
     port is a clear error and not a confusing crash); `health` is where it answers the
-    health service (default: `listen`), reached with `security` (default: plaintext).
+    health service (default: `listen`), reached with `security` (default: plaintext);
+    `metrics` is where it serves Prometheus metrics, if anywhere (the caller passes it on).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class ServiceProcess:
         listen: str | None = None,
         health: str | None = None,
         security: ClientSecurity | None = None,
+        metrics: str | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -66,6 +68,7 @@ class ServiceProcess:
         self.listen = listen
         self.health = health or listen
         self.security = security
+        self.metrics = metrics
         directory = log_dir or Path(tempfile.mkdtemp(prefix=f"dispatchd-{name}-"))
         directory.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / f"{name}.log"
@@ -89,6 +92,13 @@ class ServiceProcess:
         if self.listen is None:
             raise RuntimeError(f"{self.name} listens nowhere")
         return self.listen
+
+    @property
+    def metrics_url(self) -> str:
+        """Where its Prometheus metrics are scraped."""
+        if self.metrics is None:
+            raise RuntimeError(f"{self.name} serves no metrics")
+        return f"http://{self.metrics}/metrics"
 
     @property
     def started(self) -> bool:

@@ -30,11 +30,13 @@ def service_process(
     listen: str | None = None,
     health: str | None = None,
     security: ClientSecurity | None = None,
+    metrics: str | None = None,
 ) -> ServiceProcess:
     """Service `kind` listening on `listen` (default: a free port), not started yet.
 
     `health`: a separate plaintext health port (set as DISPATCHD_HEALTH_LISTEN), checked
-    instead of `listen`; `security`: how to reach `listen` for health checks otherwise.
+    instead of `listen`; `security`: how to reach `listen` for health checks otherwise;
+    `metrics`: where it serves Prometheus metrics (DISPATCHD_METRICS_LISTEN).
     """
     service = SERVICE_BY_KIND[kind]
     listen = listen or free_listen()
@@ -42,6 +44,8 @@ def service_process(
     if health is not None:
         process_env["DISPATCHD_HEALTH_LISTEN"] = health
         security = None
+    if metrics is not None:
+        process_env["DISPATCHD_METRICS_LISTEN"] = metrics
     return ServiceProcess(
         name or kind,
         python_module_argv(service.module),
@@ -50,4 +54,5 @@ def service_process(
         listen=listen,
         health=health,
         security=security,
+        metrics=metrics,
     )

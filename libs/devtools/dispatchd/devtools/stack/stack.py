@@ -81,6 +81,10 @@ class Stack:
     def redis(self) -> RedisInstance | None:
         return self.backing.redis
 
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each process (services and workers) serves its Prometheus metrics, by name."""
+        return {name: p.metrics_url for name, p in self.processes.items() if p.metrics is not None}
+
     def targets_of(self, kind: str) -> list[str]:
         return [target for name, target in self.targets.items() if kind_of(name) == kind]
 
@@ -166,6 +170,7 @@ class Stack:
                 listen=self.targets[name],
                 health=free_listen() if topo.health_ports else None,
                 security=self.client_security(),
+                metrics=free_listen() if topo.metrics else None,
             )
 
     def add_worker(self, name: str, *args: str, group: Workers | None = None, start: bool = True) -> ServiceProcess:
@@ -188,7 +193,10 @@ class Stack:
                 argv += [option, str(value)]
         if self.topology.security is not None:
             argv += self.topology.security.worker_args(name)
-        process = ServiceProcess(name, argv, {**self.env, **group.env}, self.log_dir)
+        metrics = free_listen() if self.topology.metrics else None
+        if metrics is not None:
+            argv += ["--metrics-listen", metrics]
+        process = ServiceProcess(name, argv, {**self.env, **group.env}, self.log_dir, metrics=metrics)
         self.worker_ids[name] = name
         self.processes[name] = process
         return process.start() if start else process

@@ -95,6 +95,8 @@ class Topology:
     security: Security | None = None
     # A plaintext health-only port per service (DISPATCHD_HEALTH_LISTEN): readiness without credentials.
     health_ports: bool = False
+    # A Prometheus metrics port per service and worker (`process.metrics_url`); False: none.
+    metrics: bool = True
     listen: Mapping[str, str] = field(default_factory=dict)  # fixed addresses by process name
     redis_prefix: str | None = None
     # Settings for every process (DISPATCHD_*, region, log level...), applied last.

@@ -18,7 +18,6 @@ line per call (streams: at open and at close).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -27,10 +26,9 @@ from typing import Any
 
 import grpc
 
-from dispatchd.platform import disconnects
 from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap, status_of_call
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit, renewal
 from dispatchd.platform.security.access import Access, current
@@ -66,15 +64,11 @@ def _short(method: str) -> str:
 
 
 def _outcome(context: Context, exc: BaseException | None) -> tuple[grpc.StatusCode, str]:
-    code = context.code()
-    details = context.details() or ""
-    if isinstance(code, grpc.StatusCode) and (exc is None or isinstance(exc, grpc.aio.AbortError)):
-        return code, details if isinstance(details, str) else ""
+    code = status_of_call(context, exc)
     if exc is None or isinstance(exc, grpc.aio.AbortError):
-        return grpc.StatusCode.OK, ""
-    if isinstance(exc, asyncio.CancelledError) or disconnects.went_away(exc):
-        return grpc.StatusCode.CANCELLED, "call cancelled"
-    return grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}"
+        details = context.details() or ""
+        return code, details if isinstance(details, str) else ""
+    return code, "call cancelled" if code is grpc.StatusCode.CANCELLED else type(exc).__name__
 
 
 class StreamCounter:

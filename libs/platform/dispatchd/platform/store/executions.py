@@ -53,13 +53,13 @@ WITH c AS (
     WHERE j.job_id = e.job_id AND e.execution_id = ANY($1::uuid[]) AND {one_of("e.status", EXECUTION_CLAIMABLE)}
       AND e.available_at <= clock_timestamp() AND e.job_id = ANY($5::uuid[])
     RETURNING e.execution_id, e.job_id, e.attempt, e.claim_token, e.lease_expires_at, e.deadline_at,
-              j.execution_timeout_ms
+              j.execution_timeout_ms, EXTRACT(EPOCH FROM e.claimed_at - e.available_at)::float8 AS waited
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.DISPATCHING)}, updated_at = clock_timestamp()
     FROM c WHERE jobs.job_id = c.job_id AND {one_of("jobs.status", JOB_CLAIMABLE)}
 )
 SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
-       c.execution_timeout_ms, j.job_type, j.payload, j.metadata, j.trace_context
+       c.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context
 FROM c JOIN jobs j ON j.job_id = c.job_id
 """
 
@@ -93,6 +93,7 @@ async def claim(
             execution_timeout_ms=r["execution_timeout_ms"],
             deadline_at=r["deadline_at"],
             trace_context=r["trace_context"],
+            waited_seconds=r["waited"],
         )
         for r in rows
     ]
@@ -164,7 +165,8 @@ def _owner_guard(owner: Owner, first_arg: int) -> tuple[str, list[object]]:
 
 
 _LOCK_JOB_OF_ONE = """
-SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority, attempt_base
+SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority, attempt_base,
+       EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 AS age_seconds
 FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
 """
 
@@ -197,6 +199,8 @@ async def succeed(pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, res
             job_status=JobStatus.SUCCEEDED,
             execution_id=execution_id,
             worker_id=done,
+            job_type=job["job_type"],
+            job_age_seconds=job["age_seconds"],
         )
 
 
@@ -277,7 +281,13 @@ async def _fail_locked(
     if ExecutionStatus(ended["status"]) is ExecutionStatus.DEAD_LETTERED:
         await conn.execute(_JOB_FAILED, job_id, error, result)
         return Settlement(
-            applied=True, job_id=job_id, job_status=JobStatus.FAILED, execution_id=execution_id, worker_id=worker_id
+            applied=True,
+            job_id=job_id,
+            job_status=JobStatus.FAILED,
+            execution_id=execution_id,
+            worker_id=worker_id,
+            job_type=job["job_type"],
+            job_age_seconds=job["age_seconds"],
         )
     policy = RetryPolicy(job["max_attempts"], job["initial_backoff_ms"], job["max_backoff_ms"])
     failed_attempt = ended["attempt"] - job["attempt_base"]
@@ -301,6 +311,7 @@ async def _fail_locked(
         retry=ref,
         execution_id=execution_id,
         worker_id=worker_id,
+        job_type=job["job_type"],
     )
 
 

@@ -39,6 +39,13 @@ SELECT EXTRACT(EPOCH FROM LEAST(
 ) - clock_timestamp())
 """
 
+# One range scan of the partial index on queued executions (`available_at WHERE queued`).
+_QUEUE_STATS = f"""
+SELECT job_type, count(*) AS depth, EXTRACT(EPOCH FROM clock_timestamp() - min(available_at))::float8 AS oldest
+FROM executions WHERE {one_of("status", EXECUTION_CLAIMABLE)} AND available_at <= clock_timestamp()
+GROUP BY job_type
+"""
+
 _EXPIRED = f"""
 SELECT execution_id FROM executions WHERE {one_of("status", EXECUTION_OWNED)}
   AND lease_expires_at < clock_timestamp() ORDER BY lease_expires_at LIMIT $1
@@ -82,6 +89,12 @@ async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> flo
     """Until the next timed event: a queued execution becoming due, or an attempt's deadline."""
     seconds = await conn.fetchval(_NEXT_DUE)
     return None if seconds is None else max(0.0, float(seconds))
+
+
+async def queue_stats(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, tuple[int, float]]:
+    """Per job type with due work: how many queued executions are due, and seconds the oldest has waited."""
+    rows = await conn.fetch(_QUEUE_STATS)
+    return {r["job_type"]: (int(r["depth"]), max(0.0, float(r["oldest"]))) for r in rows}
 
 
 async def expired_leases(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[uuid.UUID]:

@@ -108,6 +108,8 @@ class Claim:
     deadline_at: dt.datetime | None = None
     # The job's W3C trace context (None: submitted with tracing off).
     trace_context: dict[str, str] | None = None
+    # From when the attempt became due to this claim (database clock), for the latency metric.
+    waited_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +127,6 @@ class Settlement:
     # Who held the settled execution (a failure may have to tell it to stop).
     execution_id: uuid.UUID | None = None
     worker_id: str | None = None
+    # What the metrics label and observe: the job's type and how long ago it was submitted.
+    job_type: str = ""
+    job_age_seconds: float | None = None
