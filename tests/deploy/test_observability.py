@@ -179,8 +179,8 @@ def test_every_process_is_scraped(renders: dict[str, Render], overlay: str) -> N
     "mutate",
     [
         lambda c: c["ports"].pop(),
-        lambda c: c["env"][-1].update(value="0.0.0.0:9999"),
-        lambda c: c["env"].pop(),
+        lambda c: c["env"].append({"name": "DISPATCHD_METRICS_LISTEN", "value": "0.0.0.0:9999"}),
+        lambda c: c["env"].append({"name": "DISPATCHD_METRICS_LISTEN", "value": ""}),
     ],
     ids=["port-removed", "listen-elsewhere", "metrics-off"],
 )
@@ -188,7 +188,9 @@ def test_scrape_gaps_are_caught(renders: dict[str, Render], mutate: Any) -> None
     objects = copy.deepcopy(renders["staging"].objects)
     scheduler = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "dispatchd-scheduler")
     container = scheduler["spec"]["template"]["spec"]["containers"][0]
-    assert container["ports"][-1]["name"] == "metrics" and container["env"][-1]["name"] == "DISPATCHD_METRICS_LISTEN"
+    # The services take DISPATCHD_METRICS_LISTEN from the shared ConfigMap; an env entry overrides it.
+    assert container["ports"][-1]["name"] == "metrics"
+    assert "DISPATCHD_METRICS_LISTEN" not in {e["name"] for e in container["env"]}
     mutate(container)
     assert scrape_gaps(Render("staging-broken", objects))
 

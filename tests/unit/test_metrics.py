@@ -23,6 +23,7 @@ from dispatchd.platform import metrics
 from dispatchd.platform.rpc_metrics import MetricsInterceptor, method_label
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store.rows import QueuedRef, Settlement
+from tests.support import metric_names
 from tests.support.scrape import parse, read
 
 
@@ -204,3 +205,14 @@ def test_the_readme_table_lists_exactly_the_metrics_the_processes_export() -> No
     section = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `(dispatchd_[a-z_]+)` \|", section, re.MULTILINE))
     assert documented == exported
+
+
+def test_the_dashboard_contract_names_exactly_the_exported_metrics_with_their_types() -> None:
+    # tests/support/metric_names.py is what the alert and dashboard checks accept; it must be
+    # what the code registers, name for name and type for type.
+    exported = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in REGISTRY.collect()
+        if family.name.startswith("dispatchd_")
+    }
+    assert exported == metric_names.EXPORTED
