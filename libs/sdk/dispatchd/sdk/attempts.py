@@ -22,7 +22,7 @@ from dispatchd.v1 import worker_service_pb2 as pb
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
-CANCELLED = "cancelled"
+CANCELLED = "canceled"  # the spelling of the job status and the metrics' outcome label
 TIMED_OUT = "timed_out"
 # The stream went away before a result could be sent.
 ABANDONED = "abandoned"

@@ -51,16 +51,6 @@ class _Running:
     trace_context: dict[str, str] = field(default_factory=dict)
 
 
-def _outcome(running: _Running, result: pb.TaskResult | None) -> str:
-    if result is None:
-        return "abandoned"
-    if result.success:
-        return "succeeded"
-    if running.timed_out:
-        return "timed_out"
-    return "failed" if running.cancel_reason is None else "canceled"
-
-
 class Executions:
     def __init__(self, registry: Registry, slots: asyncio.Semaphore, outbox: Outbox, worker_id: str = "") -> None:
         self.registry = registry
@@ -149,9 +139,9 @@ class Executions:
 
     async def _execute(self, running: _Running, handler: Handler | None) -> None:
         task = running.task
-        result: pb.TaskResult | None = None
+        attempt = Attempt(task, running.trace_context, self.worker_id)
         try:
-            with Attempt(task, running.trace_context, self.worker_id) as attempt:
+            with attempt:
                 result = await self._run(running, handler)
                 if running.timed_out and result.success:
                     # The handler swallowed the cancellation; past its timeout the attempt failed anyway.
@@ -160,7 +150,8 @@ class Executions:
             self._send_result(task.execution_id, result)
         finally:
             seconds = None if running.started is None else time.perf_counter() - running.started
-            metrics.for_type(task.job_type).ended(_outcome(running, result), seconds)
+            # The span's outcome; still ABANDONED when the stream went away before a result.
+            metrics.for_type(task.job_type).ended(attempt.outcome, seconds)
             if running.timer is not None:
                 running.timer.cancel()
             self.running.pop(task.execution_id, None)
