@@ -30,6 +30,7 @@ from dispatchd.platform.store import executions, workers
 from dispatchd.platform.streams import drain
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
+from dispatchd.worker_gateway import lifetimes
 from dispatchd.worker_gateway import metrics as gateway_metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.lifetimes import TokenLifetimes
@@ -55,7 +56,7 @@ _ACK_KIND = {
     "started": "started",
     "result": "result",
     "log_chunk": "log",
-    "token_refresh": "token",
+    "token_refresh": lifetimes.KIND,
 }
 
 
