@@ -32,7 +32,7 @@ async def test_outbox_waits_while_its_reader_makes_progress() -> None:
 
     reading = asyncio.create_task(slow_reader())
     # Each step is shorter than the stall time, so waiting succeeds though it takes longer.
-    assert await outbox.wait_room(0.1)
+    assert await outbox.wait_room(1.0)
     assert len(outbox) == 1
     await reading
 

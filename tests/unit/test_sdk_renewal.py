@@ -40,7 +40,7 @@ async def test_renewal_sends_the_file_token_once_it_expires_later(tmp_path: Path
         await asyncio.sleep(0.7)
         assert len(outbox) == 0  # the file still holds the stream's own token
         token_file.write_text(_token(iat=now, exp=now + 1))  # expires earlier: not fresher
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(2.6)  # two of the loop's retries (about 1.25 s apart) see it
         assert len(outbox) == 0
         fresh = _token(iat=now, exp=now + 600)
         token_file.write_text(fresh + "\n")
