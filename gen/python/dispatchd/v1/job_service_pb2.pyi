@@ -549,3 +549,85 @@ class RedriveJobsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveJobsResponse: _TypeAlias = RedriveJobsResponse  # noqa: Y015
+
+@_typing.final
+class BatchSubmitJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitJobRequest]:
+        """At most the server's batch limit (1000 by default); more is INVALID_ARGUMENT for the call."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___SubmitJobRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSubmitJobsRequest: _TypeAlias = BatchSubmitJobsRequest  # noqa: Y015
+
+@_typing.final
+class BatchSubmitJobResult(_message.Message):
+    """The answer to one job of a batch, in the order of the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DEDUPLICATED_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The accepted job (or the earlier job its idempotency key names); empty when refused."""
+    deduplicated: _builtins.bool
+    """True when an earlier job with the same idempotency key was returned."""
+    code: _builtins.int
+    """A google.rpc.Code value: 0 (OK) when accepted, else why this job was refused
+    (3 INVALID_ARGUMENT, 6 ALREADY_EXISTS, ...).
+    """
+    error_message: _builtins.str
+    """Why the job was refused; empty when accepted."""
+    status: _common_pb2.JobStatus.ValueType
+    """The job's status right after the call (PENDING for a new job)."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        deduplicated: _builtins.bool = ...,
+        code: _builtins.int = ...,
+        error_message: _builtins.str = ...,
+        status: _common_pb2.JobStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "deduplicated", b"deduplicated", "error_message", b"error_message", "job_id", b"job_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSubmitJobResult: _TypeAlias = BatchSubmitJobResult  # noqa: Y015
+
+@_typing.final
+class BatchSubmitJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchSubmitJobResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchSubmitJobResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchSubmitJobsResponse: _TypeAlias = BatchSubmitJobsResponse  # noqa: Y015

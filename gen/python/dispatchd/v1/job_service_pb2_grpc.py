@@ -75,6 +75,11 @@ class JobServiceStub:
                 request_serializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.FromString,
                 _registered_method=True)
+        self.BatchSubmitJobs = channel.unary_unary(
+                '/dispatchd.v1.JobService/BatchSubmitJobs',
+                request_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -133,6 +138,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchSubmitJobs(self, request, context):
+        """Added: submit many jobs in one call: one transaction, one ready-queue publish. Each job
+        is validated, deduplicated (per idempotency key) and answered on its own; one refused
+        job does not refuse the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -175,6 +189,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.RedriveJobs,
                     request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.SerializeToString,
+            ),
+            'BatchSubmitJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSubmitJobs,
+                    request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +413,33 @@ class JobService:
             '/dispatchd.v1.JobService/RedriveJobs',
             dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsRequest.SerializeToString,
             dispatchd_dot_v1_dot_job__service__pb2.RedriveJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSubmitJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/BatchSubmitJobs',
+            dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,11 @@ class JobServiceStub:
     """Added: jobs that failed after their last attempt (dead letters), newest first."""
     RedriveJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RedriveJobsRequest, _job_service_pb2.RedriveJobsResponse]
     """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
+    BatchSubmitJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.BatchSubmitJobsRequest, _job_service_pb2.BatchSubmitJobsResponse]
+    """Added: submit many jobs in one call: one transaction, one ready-queue publish. Each job
+    is validated, deduplicated (per idempotency key) and answered on its own; one refused
+    job does not refuse the others.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -63,6 +68,11 @@ class JobServiceAsyncStub(JobServiceStub):
     """Added: jobs that failed after their last attempt (dead letters), newest first."""
     RedriveJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RedriveJobsRequest, _job_service_pb2.RedriveJobsResponse]  # type: ignore[assignment]
     """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
+    BatchSubmitJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.BatchSubmitJobsRequest, _job_service_pb2.BatchSubmitJobsResponse]  # type: ignore[assignment]
+    """Added: submit many jobs in one call: one transaction, one ready-queue publish. Each job
+    is validated, deduplicated (per idempotency key) and answered on its own; one refused
+    job does not refuse the others.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService is the control plane API: submit, inspect and cancel jobs."""
@@ -126,5 +136,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.RedriveJobsResponse, _abc.Awaitable[_job_service_pb2.RedriveJobsResponse]]:
         """Added: give dead-lettered jobs a new attempt with a fresh attempt budget."""
+
+    @_abc_1.abstractmethod
+    def BatchSubmitJobs(
+        self,
+        request: _job_service_pb2.BatchSubmitJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.BatchSubmitJobsResponse, _abc.Awaitable[_job_service_pb2.BatchSubmitJobsResponse]]:
+        """Added: submit many jobs in one call: one transaction, one ready-queue publish. Each job
+        is validated, deduplicated (per idempotency key) and answered on its own; one refused
+        job does not refuse the others.
+        """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dispatchd/v1/worker_service.proto\x12\x0c\x64ispatchd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x03\n\x0e\x43onnectRequest\x12\x46\n\x0cregistration\x18\x01 \x01(\x0b\x32 .dispatchd.v1.WorkerRegistrationH\x00R\x0cregistration\x12=\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.dispatchd.v1.WorkerHeartbeatH\x00R\theartbeat\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32\x18.dispatchd.v1.TaskResultH\x00R\x06result\x12\x39\n\tlog_chunk\x18\x04 \x01(\x0b\x32\x1a.dispatchd.v1.TaskLogChunkH\x00R\x08logChunk\x12\x35\n\x07started\x18\x05 \x01(\x0b\x32\x19.dispatchd.v1.TaskStartedH\x00R\x07started\x12\x41\n\rtoken_refresh\x18\x06 \x01(\x0b\x32\x1a.dispatchd.v1.TokenRefreshH\x00R\x0ctokenRefreshB\t\n\x07payload\"\x82\x02\n\x0f\x43onnectResponse\x12>\n\nassignment\x18\x01 \x01(\x0b\x32\x1c.dispatchd.v1.TaskAssignmentH\x00R\nassignment\x12+\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.dispatchd.v1.WorkerAckH\x00R\x03\x61\x63k\x12>\n\x0c\x64rain_signal\x18\x03 \x01(\x0b\x32\x19.dispatchd.v1.DrainSignalH\x00R\x0b\x64rainSignal\x12\x37\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1d.dispatchd.v1.CancelExecutionH\x00R\x06\x63\x61ncelB\t\n\x07payload\"\xff\x01\n\x12WorkerRegistration\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\"\n\x0c\x63\x61pabilities\x18\x02 \x03(\tR\x0c\x63\x61pabilities\x12\'\n\x0fmax_concurrency\x18\x03 \x01(\x05R\x0emaxConcurrency\x12\x44\n\x06labels\x18\x04 \x03(\x0b\x32,.dispatchd.v1.WorkerRegistration.LabelsEntryR\x06labels\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xec\x01\n\x0fWorkerHeartbeat\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\x1a.dispatchd.v1.WorkerStatusR\x06status\x12/\n\x13inflight_executions\x18\x03 \x01(\x05R\x12inflightExecutions\x12\x32\n\x15running_execution_ids\x18\x04 \x03(\tR\x13runningExecutionIds\x12#\n\rlists_running\x18\x05 \x01(\x08R\x0clistsRunning\"\xe3\x04\n\x0eTaskAssignment\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x19\n\x08job_type\x18\x02 \x01(\tR\x07jobType\x12\x18\n\x07payload\x18\x03 \x01(\x0cR\x07payload\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12\x44\n\x10lease_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x15\n\x06job_id\x18\x06 \x01(\tR\x05jobId\x12\x46\n\x08metadata\x18\x07 \x03(\x0b\x32*.dispatchd.v1.TaskAssignment.MetadataEntryR\x08metadata\x12\x1f\n\x0b\x63laim_token\x18\x08 \x01(\tR\nclaimToken\x12\x46\n\x11\x65xecution_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x10\x65xecutionTimeout\x12S\n\rtrace_context\x18\n \x03(\x0b\x32..dispatchd.v1.TaskAssignment.TraceContextEntryR\x0ctraceContext\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xba\x03\n\nTaskResult\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12#\n\rerror_message\x18\x03 \x01(\tR\x0c\x65rrorMessage\x12\x42\n\x08metadata\x18\x04 \x03(\x0b\x32&.dispatchd.v1.TaskResult.MetadataEntryR\x08metadata\x12\x16\n\x06result\x18\x05 \x01(\x0cR\x06result\x12\x1f\n\x0b\x63laim_token\x18\x06 \x01(\tR\nclaimToken\x12O\n\rtrace_context\x18\x07 \x03(\x0b\x32*.dispatchd.v1.TaskResult.TraceContextEntryR\x0ctraceContext\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9e\x01\n\x0cTaskLogChunk\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nemitted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\temittedAt\x12\x16\n\x06stream\x18\x04 \x01(\tR\x06stream\"0\n\x0bTaskStarted\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\"$\n\x0cTokenRefresh\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\"\xe0\x01\n\tWorkerAck\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x17.dispatchd.v1.AckStatusR\x06status\x12\x12\n\x04kind\x18\x05 \x01(\tR\x04kind\x12\x34\n\x16supports_token_refresh\x18\x06 \x01(\x08R\x14supportsTokenRefresh\"%\n\x0b\x44rainSignal\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"L\n\x0f\x43\x61ncelExecution\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason*\x95\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKER_STATUS_READY\x10\x01\x12\x16\n\x12WORKER_STATUS_BUSY\x10\x02\x12\x1a\n\x16WORKER_STATUS_DRAINING\x10\x03\x12\x19\n\x15WORKER_STATUS_OFFLINE\x10\x04*o\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x14\n\x10\x41\x43K_STATUS_STALE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x32[\n\rWorkerService\x12J\n\x07\x43onnect\x12\x1c.dispatchd.v1.ConnectRequest\x1a\x1d.dispatchd.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!dispatchd/v1/worker_service.proto\x12\x0c\x64ispatchd.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x04\n\x0e\x43onnectRequest\x12\x46\n\x0cregistration\x18\x01 \x01(\x0b\x32 .dispatchd.v1.WorkerRegistrationH\x00R\x0cregistration\x12=\n\theartbeat\x18\x02 \x01(\x0b\x32\x1d.dispatchd.v1.WorkerHeartbeatH\x00R\theartbeat\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32\x18.dispatchd.v1.TaskResultH\x00R\x06result\x12\x39\n\tlog_chunk\x18\x04 \x01(\x0b\x32\x1a.dispatchd.v1.TaskLogChunkH\x00R\x08logChunk\x12\x35\n\x07started\x18\x05 \x01(\x0b\x32\x19.dispatchd.v1.TaskStartedH\x00R\x07started\x12\x41\n\rtoken_refresh\x18\x06 \x01(\x0b\x32\x1a.dispatchd.v1.TokenRefreshH\x00R\x0ctokenRefresh\x12\x42\n\x0cresult_batch\x18\x07 \x01(\x0b\x32\x1d.dispatchd.v1.TaskResultBatchH\x00R\x0bresultBatch\x12\x45\n\rstarted_batch\x18\x08 \x01(\x0b\x32\x1e.dispatchd.v1.TaskStartedBatchH\x00R\x0cstartedBatchB\t\n\x07payload\"\x8f\x03\n\x0f\x43onnectResponse\x12>\n\nassignment\x18\x01 \x01(\x0b\x32\x1c.dispatchd.v1.TaskAssignmentH\x00R\nassignment\x12+\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x17.dispatchd.v1.WorkerAckH\x00R\x03\x61\x63k\x12>\n\x0c\x64rain_signal\x18\x03 \x01(\x0b\x32\x19.dispatchd.v1.DrainSignalH\x00R\x0b\x64rainSignal\x12\x37\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1d.dispatchd.v1.CancelExecutionH\x00R\x06\x63\x61ncel\x12N\n\x10\x61ssignment_batch\x18\x05 \x01(\x0b\x32!.dispatchd.v1.TaskAssignmentBatchH\x00R\x0f\x61ssignmentBatch\x12;\n\tack_batch\x18\x06 \x01(\x0b\x32\x1c.dispatchd.v1.WorkerAckBatchH\x00R\x08\x61\x63kBatchB\t\n\x07payload\"\xaa\x02\n\x12WorkerRegistration\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\"\n\x0c\x63\x61pabilities\x18\x02 \x03(\tR\x0c\x63\x61pabilities\x12\'\n\x0fmax_concurrency\x18\x03 \x01(\x05R\x0emaxConcurrency\x12\x44\n\x06labels\x18\x04 \x03(\x0b\x32,.dispatchd.v1.WorkerRegistration.LabelsEntryR\x06labels\x12)\n\x10supports_batches\x18\x05 \x01(\x08R\x0fsupportsBatches\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xec\x01\n\x0fWorkerHeartbeat\x12\x1b\n\tworker_id\x18\x01 \x01(\tR\x08workerId\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\x1a.dispatchd.v1.WorkerStatusR\x06status\x12/\n\x13inflight_executions\x18\x03 \x01(\x05R\x12inflightExecutions\x12\x32\n\x15running_execution_ids\x18\x04 \x03(\tR\x13runningExecutionIds\x12#\n\rlists_running\x18\x05 \x01(\x08R\x0clistsRunning\"\xe3\x04\n\x0eTaskAssignment\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x19\n\x08job_type\x18\x02 \x01(\tR\x07jobType\x12\x18\n\x07payload\x18\x03 \x01(\x0cR\x07payload\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12\x44\n\x10lease_expires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x15\n\x06job_id\x18\x06 \x01(\tR\x05jobId\x12\x46\n\x08metadata\x18\x07 \x03(\x0b\x32*.dispatchd.v1.TaskAssignment.MetadataEntryR\x08metadata\x12\x1f\n\x0b\x63laim_token\x18\x08 \x01(\tR\nclaimToken\x12\x46\n\x11\x65xecution_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x10\x65xecutionTimeout\x12S\n\rtrace_context\x18\n \x03(\x0b\x32..dispatchd.v1.TaskAssignment.TraceContextEntryR\x0ctraceContext\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xba\x03\n\nTaskResult\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x18\n\x07success\x18\x02 \x01(\x08R\x07success\x12#\n\rerror_message\x18\x03 \x01(\tR\x0c\x65rrorMessage\x12\x42\n\x08metadata\x18\x04 \x03(\x0b\x32&.dispatchd.v1.TaskResult.MetadataEntryR\x08metadata\x12\x16\n\x06result\x18\x05 \x01(\x0cR\x06result\x12\x1f\n\x0b\x63laim_token\x18\x06 \x01(\tR\nclaimToken\x12O\n\rtrace_context\x18\x07 \x03(\x0b\x32*.dispatchd.v1.TaskResult.TraceContextEntryR\x0ctraceContext\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a?\n\x11TraceContextEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\x9e\x01\n\x0cTaskLogChunk\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\x12\x39\n\nemitted_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\temittedAt\x12\x16\n\x06stream\x18\x04 \x01(\tR\x06stream\"0\n\x0bTaskStarted\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\"$\n\x0cTokenRefresh\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\"\x8b\x02\n\tWorkerAck\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x1b\n\tworker_id\x18\x02 \x01(\tR\x08workerId\x12\x18\n\x07message\x18\x03 \x01(\tR\x07message\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x17.dispatchd.v1.AckStatusR\x06status\x12\x12\n\x04kind\x18\x05 \x01(\tR\x04kind\x12\x34\n\x16supports_token_refresh\x18\x06 \x01(\x08R\x14supportsTokenRefresh\x12)\n\x10supports_batches\x18\x07 \x01(\x08R\x0fsupportsBatches\"%\n\x0b\x44rainSignal\x12\x16\n\x06reason\x18\x01 \x01(\tR\x06reason\"L\n\x0f\x43\x61ncelExecution\x12!\n\x0c\x65xecution_id\x18\x01 \x01(\tR\x0b\x65xecutionId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"E\n\x0fTaskResultBatch\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32\x18.dispatchd.v1.TaskResultR\x07results\"G\n\x10TaskStartedBatch\x12\x33\n\x07started\x18\x01 \x03(\x0b\x32\x19.dispatchd.v1.TaskStartedR\x07started\"U\n\x13TaskAssignmentBatch\x12>\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1c.dispatchd.v1.TaskAssignmentR\x0b\x61ssignments\"=\n\x0eWorkerAckBatch\x12+\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x17.dispatchd.v1.WorkerAckR\x04\x61\x63ks*\x95\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13WORKER_STATUS_READY\x10\x01\x12\x16\n\x12WORKER_STATUS_BUSY\x10\x02\x12\x1a\n\x16WORKER_STATUS_DRAINING\x10\x03\x12\x19\n\x15WORKER_STATUS_OFFLINE\x10\x04*o\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x14\n\x10\x41\x43K_STATUS_STALE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x32[\n\rWorkerService\x12J\n\x07\x43onnect\x12\x1c.dispatchd.v1.ConnectRequest\x1a\x1d.dispatchd.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,44 +43,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKRESULT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TASKRESULT_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_TASKRESULT_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_WORKERSTATUS']._serialized_start=2925
-  _globals['_WORKERSTATUS']._serialized_end=3074
-  _globals['_ACKSTATUS']._serialized_start=3076
-  _globals['_ACKSTATUS']._serialized_end=3187
+  _globals['_WORKERSTATUS']._serialized_start=3585
+  _globals['_WORKERSTATUS']._serialized_end=3734
+  _globals['_ACKSTATUS']._serialized_start=3736
+  _globals['_ACKSTATUS']._serialized_end=3847
   _globals['_CONNECTREQUEST']._serialized_start=117
-  _globals['_CONNECTREQUEST']._serialized_end=512
-  _globals['_CONNECTRESPONSE']._serialized_start=515
-  _globals['_CONNECTRESPONSE']._serialized_end=773
-  _globals['_WORKERREGISTRATION']._serialized_start=776
-  _globals['_WORKERREGISTRATION']._serialized_end=1031
-  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_start=974
-  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_end=1031
-  _globals['_WORKERHEARTBEAT']._serialized_start=1034
-  _globals['_WORKERHEARTBEAT']._serialized_end=1270
-  _globals['_TASKASSIGNMENT']._serialized_start=1273
-  _globals['_TASKASSIGNMENT']._serialized_end=1884
-  _globals['_TASKASSIGNMENT_METADATAENTRY']._serialized_start=1760
-  _globals['_TASKASSIGNMENT_METADATAENTRY']._serialized_end=1819
-  _globals['_TASKASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=1821
-  _globals['_TASKASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=1884
-  _globals['_TASKRESULT']._serialized_start=1887
-  _globals['_TASKRESULT']._serialized_end=2329
-  _globals['_TASKRESULT_METADATAENTRY']._serialized_start=1760
-  _globals['_TASKRESULT_METADATAENTRY']._serialized_end=1819
-  _globals['_TASKRESULT_TRACECONTEXTENTRY']._serialized_start=1821
-  _globals['_TASKRESULT_TRACECONTEXTENTRY']._serialized_end=1884
-  _globals['_TASKLOGCHUNK']._serialized_start=2332
-  _globals['_TASKLOGCHUNK']._serialized_end=2490
-  _globals['_TASKSTARTED']._serialized_start=2492
-  _globals['_TASKSTARTED']._serialized_end=2540
-  _globals['_TOKENREFRESH']._serialized_start=2542
-  _globals['_TOKENREFRESH']._serialized_end=2578
-  _globals['_WORKERACK']._serialized_start=2581
-  _globals['_WORKERACK']._serialized_end=2805
-  _globals['_DRAINSIGNAL']._serialized_start=2807
-  _globals['_DRAINSIGNAL']._serialized_end=2844
-  _globals['_CANCELEXECUTION']._serialized_start=2846
-  _globals['_CANCELEXECUTION']._serialized_end=2922
-  _globals['_WORKERSERVICE']._serialized_start=3189
-  _globals['_WORKERSERVICE']._serialized_end=3280
+  _globals['_CONNECTREQUEST']._serialized_end=651
+  _globals['_CONNECTRESPONSE']._serialized_start=654
+  _globals['_CONNECTRESPONSE']._serialized_end=1053
+  _globals['_WORKERREGISTRATION']._serialized_start=1056
+  _globals['_WORKERREGISTRATION']._serialized_end=1354
+  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_start=1297
+  _globals['_WORKERREGISTRATION_LABELSENTRY']._serialized_end=1354
+  _globals['_WORKERHEARTBEAT']._serialized_start=1357
+  _globals['_WORKERHEARTBEAT']._serialized_end=1593
+  _globals['_TASKASSIGNMENT']._serialized_start=1596
+  _globals['_TASKASSIGNMENT']._serialized_end=2207
+  _globals['_TASKASSIGNMENT_METADATAENTRY']._serialized_start=2083
+  _globals['_TASKASSIGNMENT_METADATAENTRY']._serialized_end=2142
+  _globals['_TASKASSIGNMENT_TRACECONTEXTENTRY']._serialized_start=2144
+  _globals['_TASKASSIGNMENT_TRACECONTEXTENTRY']._serialized_end=2207
+  _globals['_TASKRESULT']._serialized_start=2210
+  _globals['_TASKRESULT']._serialized_end=2652
+  _globals['_TASKRESULT_METADATAENTRY']._serialized_start=2083
+  _globals['_TASKRESULT_METADATAENTRY']._serialized_end=2142
+  _globals['_TASKRESULT_TRACECONTEXTENTRY']._serialized_start=2144
+  _globals['_TASKRESULT_TRACECONTEXTENTRY']._serialized_end=2207
+  _globals['_TASKLOGCHUNK']._serialized_start=2655
+  _globals['_TASKLOGCHUNK']._serialized_end=2813
+  _globals['_TASKSTARTED']._serialized_start=2815
+  _globals['_TASKSTARTED']._serialized_end=2863
+  _globals['_TOKENREFRESH']._serialized_start=2865
+  _globals['_TOKENREFRESH']._serialized_end=2901
+  _globals['_WORKERACK']._serialized_start=2904
+  _globals['_WORKERACK']._serialized_end=3171
+  _globals['_DRAINSIGNAL']._serialized_start=3173
+  _globals['_DRAINSIGNAL']._serialized_end=3210
+  _globals['_CANCELEXECUTION']._serialized_start=3212
+  _globals['_CANCELEXECUTION']._serialized_end=3288
+  _globals['_TASKRESULTBATCH']._serialized_start=3290
+  _globals['_TASKRESULTBATCH']._serialized_end=3359
+  _globals['_TASKSTARTEDBATCH']._serialized_start=3361
+  _globals['_TASKSTARTEDBATCH']._serialized_end=3432
+  _globals['_TASKASSIGNMENTBATCH']._serialized_start=3434
+  _globals['_TASKASSIGNMENTBATCH']._serialized_end=3519
+  _globals['_WORKERACKBATCH']._serialized_start=3521
+  _globals['_WORKERACKBATCH']._serialized_end=3582
+  _globals['_WORKERSERVICE']._serialized_start=3849
+  _globals['_WORKERSERVICE']._serialized_end=3940
 # @@protoc_insertion_point(module_scope)

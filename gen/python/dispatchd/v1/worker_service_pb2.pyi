@@ -82,6 +82,8 @@ class ConnectRequest(_message.Message):
     LOG_CHUNK_FIELD_NUMBER: _builtins.int
     STARTED_FIELD_NUMBER: _builtins.int
     TOKEN_REFRESH_FIELD_NUMBER: _builtins.int
+    RESULT_BATCH_FIELD_NUMBER: _builtins.int
+    STARTED_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registration(self) -> Global___WorkerRegistration: ...
     @_builtins.property
@@ -100,6 +102,14 @@ class ConnectRequest(_message.Message):
         set supports_token_refresh; acknowledged with a WorkerAck of kind "token".
         """
 
+    @_builtins.property
+    def result_batch(self) -> Global___TaskResultBatch:
+        """Added: several results / start notices in one message. Send only when the
+        registration ack set supports_batches; each item is acknowledged as if sent alone.
+        """
+
+    @_builtins.property
+    def started_batch(self) -> Global___TaskStartedBatch: ...
     def __init__(
         self,
         *,
@@ -109,12 +119,14 @@ class ConnectRequest(_message.Message):
         log_chunk: Global___TaskLogChunk | None = ...,
         started: Global___TaskStarted | None = ...,
         token_refresh: Global___TokenRefresh | None = ...,
+        result_batch: Global___TaskResultBatch | None = ...,
+        started_batch: Global___TaskStartedBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started", "token_refresh", b"token_refresh"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "result_batch", b"result_batch", "started", b"started", "started_batch", b"started_batch", "token_refresh", b"token_refresh"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "started", b"started", "token_refresh", b"token_refresh"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "log_chunk", b"log_chunk", "payload", b"payload", "registration", b"registration", "result", b"result", "result_batch", b"result_batch", "started", b"started", "started_batch", b"started_batch", "token_refresh", b"token_refresh"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["registration", "heartbeat", "result", "log_chunk", "started", "token_refresh"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["registration", "heartbeat", "result", "log_chunk", "started", "token_refresh", "result_batch", "started_batch"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -128,6 +140,8 @@ class ConnectResponse(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     DRAIN_SIGNAL_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_BATCH_FIELD_NUMBER: _builtins.int
+    ACK_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def assignment(self) -> Global___TaskAssignment: ...
     @_builtins.property
@@ -138,6 +152,14 @@ class ConnectResponse(_message.Message):
     def cancel(self) -> Global___CancelExecution:
         """Added: stop running an execution (its job was cancelled or timed out)."""
 
+    @_builtins.property
+    def assignment_batch(self) -> Global___TaskAssignmentBatch:
+        """Added: several assignments / acknowledgements in one message; sent only to a worker
+        whose registration set supports_batches. Each item means what it means alone.
+        """
+
+    @_builtins.property
+    def ack_batch(self) -> Global___WorkerAckBatch: ...
     def __init__(
         self,
         *,
@@ -145,12 +167,14 @@ class ConnectResponse(_message.Message):
         ack: Global___WorkerAck | None = ...,
         drain_signal: Global___DrainSignal | None = ...,
         cancel: Global___CancelExecution | None = ...,
+        assignment_batch: Global___TaskAssignmentBatch | None = ...,
+        ack_batch: Global___WorkerAckBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "assignment", b"assignment", "cancel", b"cancel", "drain_signal", b"drain_signal", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "ack_batch", b"ack_batch", "assignment", b"assignment", "assignment_batch", b"assignment_batch", "cancel", b"cancel", "drain_signal", b"drain_signal", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "assignment", b"assignment", "cancel", b"cancel", "drain_signal", b"drain_signal", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "ack_batch", b"ack_batch", "assignment", b"assignment", "assignment_batch", b"assignment_batch", "cancel", b"cancel", "drain_signal", b"drain_signal", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["assignment", "ack", "drain_signal", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["assignment", "ack", "drain_signal", "cancel", "assignment_batch", "ack_batch"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -184,8 +208,13 @@ class WorkerRegistration(_message.Message):
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SUPPORTS_BATCHES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     max_concurrency: _builtins.int
+    supports_batches: _builtins.bool
+    """Added: this worker accepts TaskAssignmentBatch / WorkerAckBatch messages and may send
+    TaskResultBatch / TaskStartedBatch (once the registration ack confirms it).
+    """
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Job types this worker runs. A capability matches a job type equal to it or inside
@@ -201,10 +230,11 @@ class WorkerRegistration(_message.Message):
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         max_concurrency: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        supports_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "labels", b"labels", "max_concurrency", b"max_concurrency", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "labels", b"labels", "max_concurrency", b"max_concurrency", "supports_batches", b"supports_batches", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -518,6 +548,7 @@ class WorkerAck(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     SUPPORTS_TOKEN_REFRESH_FIELD_NUMBER: _builtins.int
+    SUPPORTS_BATCHES_FIELD_NUMBER: _builtins.int
     execution_id: _builtins.str
     worker_id: _builtins.str
     message: _builtins.str
@@ -527,6 +558,8 @@ class WorkerAck(_message.Message):
     """Added: which kind of message is acknowledged ("registration", "heartbeat", "result", ...)."""
     supports_token_refresh: _builtins.bool
     """Added, on the registration ack: the gateway accepts TokenRefresh messages on this stream."""
+    supports_batches: _builtins.bool
+    """Added, on the registration ack: batches are on for this stream (both ways)."""
     def __init__(
         self,
         *,
@@ -536,10 +569,11 @@ class WorkerAck(_message.Message):
         status: Global___AckStatus.ValueType = ...,
         kind: _builtins.str = ...,
         supports_token_refresh: _builtins.bool = ...,
+        supports_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "kind", b"kind", "message", b"message", "status", b"status", "supports_token_refresh", b"supports_token_refresh", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "kind", b"kind", "message", b"message", "status", b"status", "supports_batches", b"supports_batches", "supports_token_refresh", b"supports_token_refresh", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -585,3 +619,83 @@ class CancelExecution(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelExecution: _TypeAlias = CancelExecution  # noqa: Y015
+
+@_typing.final
+class TaskResultBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___TaskResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskResultBatch: _TypeAlias = TaskResultBatch  # noqa: Y015
+
+@_typing.final
+class TaskStartedBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STARTED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def started(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStarted]: ...
+    def __init__(
+        self,
+        *,
+        started: _abc.Iterable[Global___TaskStarted] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["started", b"started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskStartedBatch: _TypeAlias = TaskStartedBatch  # noqa: Y015
+
+@_typing.final
+class TaskAssignmentBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskAssignment]: ...
+    def __init__(
+        self,
+        *,
+        assignments: _abc.Iterable[Global___TaskAssignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskAssignmentBatch: _TypeAlias = TaskAssignmentBatch  # noqa: Y015
+
+@_typing.final
+class WorkerAckBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerAck]: ...
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___WorkerAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerAckBatch: _TypeAlias = WorkerAckBatch  # noqa: Y015

@@ -47,6 +47,7 @@ _PUBLIC = Rule({}, public=True)
 
 METHODS: tuple[Method, ...] = (
     Method(JOB_SERVICE, "SubmitJob", mutates=True, rule=_SUBMIT),
+    Method(JOB_SERVICE, "BatchSubmitJobs", mutates=True, rule=_SUBMIT),
     Method(JOB_SERVICE, "GetJob", mutates=False, rule=_READ_JOBS),
     Method(JOB_SERVICE, "ListJobs", mutates=False, rule=_READ_JOBS),
     Method(JOB_SERVICE, "ListExecutions", mutates=False, rule=_READ_JOBS),
