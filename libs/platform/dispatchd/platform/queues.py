@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from dispatchd.platform.store.rows import QueuedRef
 
@@ -91,6 +92,15 @@ class ReadyQueues:
 
     async def push(self, refs: Iterable[QueuedRef], *, notify: bool = True) -> int:
         """Put executions on their ready queues and wake the gateways. Returns how many were new."""
+        pipe = self.client.pipeline(transaction=False)
+        queued = self.stage_push(pipe, refs, notify=notify)
+        if not queued:
+            return 0
+        results = await pipe.execute()
+        return sum(int(r) for r in results[:queued])
+
+    def stage_push(self, pipe: Pipeline, refs: Iterable[QueuedRef], *, notify: bool = True) -> int:
+        """Add `push`'s commands to `pipe`; returns how many ZADDs lead them (their replies count the new ids)."""
         by_type: dict[str, dict[str, float]] = {}
         for ref in refs:
             by_type.setdefault(ref.job_type, {})[str(ref.execution_id)] = score(
@@ -98,15 +108,13 @@ class ReadyQueues:
             )
         if not by_type:
             return 0
-        pipe = self.client.pipeline(transaction=False)
         for job_type, members in by_type.items():
             pipe.zadd(self.keys.ready(job_type), members, nx=True)
         pipe.sadd(self.keys.job_types, *by_type)
         if notify:
             for job_type in by_type:
                 pipe.publish(self.keys.ready_channel, job_type)
-        results = await pipe.execute()
-        return sum(int(r) for r in results[: len(by_type)])
+        return len(by_type)
 
     async def pop(self, job_types: Sequence[str], count: int) -> list[str]:
         """Take up to `count` execution ids, best first, from the queues of these job types."""
@@ -128,19 +136,35 @@ class ReadyQueues:
     async def enqueue(self, refs: Iterable[QueuedRef]) -> None:
         """Queue what is due now; announce the earliest later one to the scheduler's timer,
         which queues it when it becomes due (the one way new attempts enter Redis)."""
+        pipe = self.client.pipeline(transaction=False)
+        self.stage_enqueue(pipe, refs)
+        await pipe.execute()
+
+    def stage_enqueue(self, pipe: Pipeline, refs: Iterable[QueuedRef]) -> None:
+        """Add `enqueue`'s commands to `pipe`."""
         now = dt.datetime.now(dt.UTC)
         due: list[QueuedRef] = []
         later: list[QueuedRef] = []
         for ref in refs:
             (due if ref.available_at <= now else later).append(ref)
-        if due:
-            await self.push(due)
+        self.stage_push(pipe, due)
         if later:
-            await self.publish_due(min(r.available_at for r in later))
+            pipe.publish(self.keys.scheduler_channel, _due_message(min(r.available_at for r in later)))
 
     async def publish_due(self, due: dt.datetime) -> None:
         """Tell the scheduler leader something is due at `due` (a delayed attempt, a deadline)."""
-        await self.client.publish(self.keys.scheduler_channel, f"{due.timestamp():.3f}")
+        await self.client.publish(self.keys.scheduler_channel, _due_message(due))
 
     async def publish_job_event(self, job_id: str, status: int) -> None:
-        await self.client.publish(self.keys.job_channel, json.dumps({"job_id": job_id, "status": status}))
+        await self.client.publish(self.keys.job_channel, _job_event(job_id, status))
+
+    def stage_job_event(self, pipe: Pipeline, job_id: str, status: int) -> None:
+        pipe.publish(self.keys.job_channel, _job_event(job_id, status))
+
+
+def _due_message(due: dt.datetime) -> str:
+    return f"{due.timestamp():.3f}"
+
+
+def _job_event(job_id: str, status: int) -> str:
+    return json.dumps({"job_id": job_id, "status": status})

@@ -20,6 +20,14 @@ Results. A result carrying the assignment's `claim_token` must match the current
 the execution, and come from the stream holding it; one without a token (reference
 clients) only needs to come from that stream. Anything else is STALE. A result carrying a
 trace context gets a "result" span under it (when tracing is on), covering the settlement.
+
+Start notices and results go through the gateway's `Settler`: those of all streams that
+arrive together are applied in one transaction, and each is acknowledged once that
+transaction committed. A start notice has a lane of its own, so it does not hold up its
+execution's result while it waits for the commit; it is queued in the settler before the
+result is (its lane task is created first and queues it before its first await), and the
+settler applies reports in the order queued, so a start is never applied after its result.
+When both are in one batch, the start is folded into the (successful) result.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import asyncpg
 import grpc
@@ -38,11 +46,13 @@ from dispatchd.common import tracing
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
 from dispatchd.platform.store.rows import Settlement
+from dispatchd.platform.store.settlements import Finished, Started
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway import metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
+from dispatchd.worker_gateway.settler import Settler
 
 log = logging.getLogger("dispatchd.gateway.messages")
 
@@ -99,6 +109,10 @@ class Messages:
     lease_seconds: float
     max_payload_bytes: int
     heartbeat_seconds: float = 5.0
+    settler: Settler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settler = Settler(self.pool, self.outcomes)
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         if message.worker_id and message.worker_id != session.worker_id:
@@ -135,9 +149,7 @@ class Messages:
                 malformed += 1
             else:
                 listed.add(parsed)
-        renewed = await executions.renew_leases(
-            self.pool, session.session_id, self.lease_seconds, only=sorted(listed)
-        )
+        renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds, only=sorted(listed))
         now = asyncio.get_running_loop().time()
         # Held while claiming: a claim cannot slip in between reading what is owned and
         # correcting the in-flight count below.
@@ -178,7 +190,7 @@ class Messages:
         execution_id = _execution_id(session, "started", message.execution_id)
         if execution_id is None:
             return
-        applied = await executions.mark_started(self.pool, execution_id, session.session_id)
+        applied = await self.settler.start(Started(execution_id, session.session_id))
         status, text = (ACCEPTED, "") if applied else (STALE, "execution is not claimed by this stream")
         session.ack("started", status, text, message.execution_id)
 
@@ -200,16 +212,19 @@ class Messages:
             if token is None:
                 session.ack("result", REJECTED, "claim_token must be a UUID", message.execution_id)
                 return
-        owner = Owner(worker_id=session.worker_id, session_id=session.session_id, claim_token=token)
+        report = Finished(
+            execution_id,
+            session.worker_id,
+            session.session_id,
+            message.success,
+            # What a success stores as is, a failure stores only when there is something.
+            message.result if message.success else message.result or None,
+            "" if message.success else _clean(message.error_message, MAX_ERROR_CHARS) or "failed",
+            token,
+        )
         began = tracing.now_ns() if tracing.enabled() and message.trace_context else 0
         try:
-            if message.success:
-                settlement = await executions.succeed(self.pool, execution_id, owner, message.result)
-            else:
-                error = _clean(message.error_message, MAX_ERROR_CHARS) or "failed"
-                settlement = await executions.fail(
-                    self.pool, execution_id, owner, error, result=message.result or None
-                )
+            settlement = await self.settler.finish(report)
         finally:
             # Applied or not, this stream no longer runs it: the slot is free again.
             if session.finish(execution_id):
@@ -221,8 +236,8 @@ class Messages:
             why = "this claim" if token is not None else "this stream"
             session.ack("result", STALE, f"execution is not owned by {why}", message.execution_id)
             return
+        # Redis hears of it from the settler, in one pipeline for the whole batch.
         session.ack("result", ACCEPTED, "", message.execution_id)
-        await self.outcomes.announce([settlement])
 
     async def log_chunk(self, session: Session, message: pb.TaskLogChunk) -> None:
         execution_id = _execution_id(session, "log", message.execution_id)
@@ -265,19 +280,20 @@ def _trace_result(message: pb.TaskResult, session: Session, settlement: Settleme
 
 
 def lane_key(request: pb.ConnectRequest) -> str:
-    """Messages of one execution are applied in order; heartbeats have a lane of their own.
-
-    Malformed ids share one lane (they are only rejected): no worker string longer than a
-    UUID becomes a key.
-    """
+    """Messages of one execution are applied in order; heartbeats have a lane of their own."""
     kind = request.WhichOneof("payload")
-    if kind == "result":
-        execution_id = request.result.execution_id
-    elif kind == "log_chunk":
-        execution_id = request.log_chunk.execution_id
-    elif kind == "started":
-        execution_id = request.started.execution_id
-    else:
-        return "heartbeat"
-    return "x:" + execution_id if len(execution_id) == UUID_CHARS else "malformed"
+    if kind in ("result", "log_chunk", "started"):
+        return item_lane_key(kind, getattr(request, kind).execution_id)
+    return "heartbeat"
 
+
+def item_lane_key(kind: str, execution_id: str) -> str:
+    """The lane of one start notice, result or log chunk (also one item of a batch message).
+
+    Results and log chunks of one execution share a lane; its start notices have their own
+    (see the module docstring for why order still holds). Malformed ids share one lane (they
+    are only rejected): no worker string longer than a UUID becomes a key.
+    """
+    if len(execution_id) != UUID_CHARS:
+        return "malformed"
+    return ("s:" if kind == "started" else "x:") + execution_id

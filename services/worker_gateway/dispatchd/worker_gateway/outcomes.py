@@ -1,7 +1,10 @@
-"""What follows a settled execution: Redis learns what Postgres already decided.
+"""What follows settled executions: Redis learns what Postgres already decided.
 
-Everything here is a notification. When Redis is unreachable we log and go on: the
-scheduler re-queues due executions from Postgres and job watchers re-read the job.
+Everything here is a notification, sent after the commit. One call covers a whole batch of
+settlements in one Redis pipeline (one round trip): the retries go onto their ready queues
+(or to the scheduler's timer when not yet due) and every finished job's event is published.
+When Redis is unreachable we log and go on: the scheduler re-queues due executions from
+Postgres and job watchers re-read the job.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Iterable
 from dispatchd.platform import metrics
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
-from dispatchd.platform.store.rows import QueuedRef, Settlement
+from dispatchd.platform.store.rows import Settlement
 
 log = logging.getLogger("dispatchd.gateway.outcomes")
 
@@ -22,23 +25,17 @@ class Outcomes:
         self.queues = queues
 
     async def announce(self, settlements: Iterable[Settlement]) -> None:
-        settlements = list(settlements)
+        settlements = [s for s in settlements if s.applied]
         metrics.count_settled(settlements)
-        retries: list[QueuedRef] = []
-        finished: list[Settlement] = []
+        if not settlements:
+            return
+        pipe = self.queues.client.pipeline(transaction=False)
+        self.queues.stage_enqueue(pipe, [s.retry for s in settlements if s.retry is not None])
         for s in settlements:
-            if not s.applied:
-                continue
-            if s.retry is not None:
-                retries.append(s.retry)
             if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
-                finished.append(s)
+                self.queues.stage_job_event(pipe, str(s.job_id), int(s.job_status))
         try:
-            if retries:
-                await self.queues.enqueue(retries)
-            for s in finished:
-                assert s.job_id is not None and s.job_status is not None
-                await self.queues.publish_job_event(str(s.job_id), int(s.job_status))
+            await pipe.execute()
         except Exception as exc:  # Redis is only a hint; the scheduler repairs from Postgres
             metrics.count_store_error(exc, "redis")
             log.warning("could not announce settled executions: %s", exc)

@@ -4,8 +4,10 @@ The scheduler's repair queries (what is due, expired, timed out, orphaned) live 
 `store.repairs`; both use only the guards of `store.guards`, derived from `states.py`.
 
 Lock order, everywhere: the job row first (FOR UPDATE, in job_id order when there are
-several), then its executions. Cancel, claim and settle all follow it, so they cannot
-deadlock one another.
+several), then its executions (in execution_id order when there are several). Cancel,
+claim and settle (one at a time or in batches, `store.settlements`) all follow it, and a
+lease renewal, which locks no job, takes its executions in execution_id order too, so
+none of them can deadlock another.
 """
 
 from __future__ import annotations
@@ -36,36 +38,36 @@ from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
 
-_LOCK_JOBS_OF = f"""
-SELECT job_id FROM jobs
-WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
-  AND {one_of("status", JOB_ACTIVE)}
-ORDER BY job_id FOR UPDATE
-"""
-
+# One statement, one round trip: `j` locks each job (in job_id order) before `c` claims
+# its executions, then the jobs move on; an id whose job is no longer active is skipped.
 _CLAIM = f"""
-WITH c AS (
+WITH j AS (
+    SELECT job_id, job_type, payload, metadata, trace_context, execution_timeout_ms FROM jobs
+    WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
+      AND {one_of("status", JOB_ACTIVE)}
+    ORDER BY job_id FOR UPDATE
+), c AS (
     UPDATE executions e
     SET status = {value(ExecutionStatus.CLAIMED)}, worker_id = $2, session_id = $3, claim_token = gen_random_uuid(),
         claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + make_interval(secs => $4),
         deadline_at = clock_timestamp() + make_interval(secs => j.execution_timeout_ms::float8 / 1000)
-    FROM jobs j
+    FROM j
     WHERE j.job_id = e.job_id AND e.execution_id = ANY($1::uuid[]) AND {one_of("e.status", EXECUTION_CLAIMABLE)}
-      AND e.available_at <= clock_timestamp() AND e.job_id = ANY($5::uuid[])
+      AND e.available_at <= clock_timestamp()
     RETURNING e.execution_id, e.job_id, e.attempt, e.claim_token, e.lease_expires_at, e.deadline_at,
-              j.execution_timeout_ms, EXTRACT(EPOCH FROM e.claimed_at - e.available_at)::float8 AS waited
+              EXTRACT(EPOCH FROM e.claimed_at - e.available_at)::float8 AS waited
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.DISPATCHING)}, updated_at = clock_timestamp()
     FROM c WHERE jobs.job_id = c.job_id AND {one_of("jobs.status", JOB_CLAIMABLE)}
 )
 SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
-       c.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context
-FROM c JOIN jobs j ON j.job_id = c.job_id
+       j.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context
+FROM c JOIN j ON j.job_id = c.job_id
 """
 
 
 async def claim(
-    pool: asyncpg.Pool,
+    conn: asyncpg.Connection | asyncpg.Pool,
     execution_ids: list[uuid.UUID],
     *,
     worker_id: str,
@@ -75,11 +77,7 @@ async def claim(
     """Claim queued executions for a worker's stream; ids no longer claimable are skipped."""
     if not execution_ids:
         return []
-    async with pool.acquire() as conn, conn.transaction():
-        jobs = [r["job_id"] for r in await conn.fetch(_LOCK_JOBS_OF, execution_ids)]
-        if not jobs:
-            return []
-        rows = await conn.fetch(_CLAIM, execution_ids, worker_id, session_id, lease_seconds, jobs)
+    rows = await conn.fetch(_CLAIM, execution_ids, worker_id, session_id, lease_seconds)
     return [
         Claim(
             execution_id=r["execution_id"],
@@ -222,7 +220,7 @@ async def fail(
     """
     async with pool.acquire() as conn, conn.transaction():
         await fence.check(conn, epoch)
-        return await _fail_locked(conn, execution_id, owner, error, result, retry_delay_ms, rng)
+        return await fail_locked(conn, execution_id, owner, error, result, retry_delay_ms, rng)
 
 
 # The budget counts attempts since the latest redrive (attempt_base), not since submit.
@@ -252,15 +250,16 @@ WHERE job_id = $1 AND {one_of("status", JOB_RETRYABLE)}
 """
 
 
-async def _fail_locked(
+async def fail_locked(
     conn: asyncpg.Connection,
     execution_id: uuid.UUID,
     owner: Owner,
     error: str,
-    result: bytes | None,
-    retry_delay_ms: int | None,
-    rng: random.Random | None,
+    result: bytes | None = None,
+    retry_delay_ms: int | None = None,
+    rng: random.Random | None = None,
 ) -> Settlement:
+    """`fail` inside the caller's transaction (which may already hold the job's lock)."""
     job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
     if job is None:
         return Settlement(applied=False)
@@ -319,10 +318,16 @@ _OWNED_ROWS = f"SELECT execution_id, session_id FROM executions WHERE {one_of('s
 
 _OWNED_BY_SESSION = f"{_OWNED_ROWS} AND session_id = $1"
 
+# Rows locked in execution_id order, as a settlement batch locks them (see store.settlements).
 _RENEW = f"""
-UPDATE executions SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-WHERE session_id = $1 AND {one_of("status", EXECUTION_OWNED)}
-  AND ($3::uuid[] IS NULL OR execution_id = ANY($3::uuid[]))
+WITH l AS (
+    SELECT execution_id FROM executions
+    WHERE session_id = $1 AND {one_of("status", EXECUTION_OWNED)}
+      AND ($3::uuid[] IS NULL OR execution_id = ANY($3::uuid[]))
+    ORDER BY execution_id FOR UPDATE
+)
+UPDATE executions e SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
+FROM l WHERE e.execution_id = l.execution_id
 """
 
 
