@@ -77,7 +77,9 @@ async def test_a_stale_result_in_a_batch_changes_nothing_beside_accepted_neighbo
     assert await status(db_pool, right) == (ExecutionStatus.SUCCEEDED, JobStatus.SUCCEEDED)
 
 
-async def test_a_cancelled_jobs_result_in_a_batch_does_not_resurrect_it(db_pool: asyncpg.Pool, settler: Settler) -> None:
+async def test_a_cancelled_jobs_result_in_a_batch_does_not_resurrect_it(
+    db_pool: asyncpg.Pool, settler: Settler
+) -> None:
     session = uuid.uuid4()
     cancelled, other = await claimed(db_pool, session), await claimed(db_pool, session)
     await jobs.cancel(db_pool, cancelled.job_id, "no longer wanted")
