@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -44,27 +45,44 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
+class JobSpec(TypedDict, total=False):
+    """One job of `submit_many`: the arguments of `submit`, by name (`job_type` required)."""
+
+    job_type: Required[str]
+    payload: Payload
+    priority: int
+    idempotency_key: str | None
+    metadata: Mapping[str, str] | None
+    max_attempts: int | None
+    initial_backoff: dt.timedelta | None
+    max_backoff: dt.timedelta | None
+    execution_timeout: dt.timedelta | None
+    delay: dt.timedelta | None
+    run_at: dt.datetime | None
+
+
 def submit(
     job_type: str,
-    payload: Payload,
+    payload: Payload = None,
     *,
-    idempotency_key: str,
-    priority: int,
-    metadata: Mapping[str, str] | None,
-    max_attempts: int | None,
-    initial_backoff: dt.timedelta | None,
-    max_backoff: dt.timedelta | None,
-    execution_timeout: dt.timedelta | None,
-    delay: dt.timedelta | None,
-    run_at: dt.datetime | None,
+    idempotency_key: str | None = None,
+    priority: int = 0,
+    metadata: Mapping[str, str] | None = None,
+    max_attempts: int | None = None,
+    initial_backoff: dt.timedelta | None = None,
+    max_backoff: dt.timedelta | None = None,
+    execution_timeout: dt.timedelta | None = None,
+    delay: dt.timedelta | None = None,
+    run_at: dt.datetime | None = None,
 ) -> job_service_pb2.SubmitJobRequest:
+    """Without an `idempotency_key` one is generated here, once, so a retried call never makes a second job."""
     if delay is not None and run_at is not None:
         raise ValueError("give delay or run_at, not both")
     request = job_service_pb2.SubmitJobRequest(
         job_type=job_type,
         payload=encode_payload(payload),
         priority=priority,
-        idempotency_key=idempotency_key,
+        idempotency_key=idempotency_key or uuid.uuid4().hex,
         metadata=dict(metadata or {}),
         retry_policy=common_pb2.RetryPolicy(max_attempts=max_attempts or 0),
     )
