@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypedDict, TypeVar, Unpack, cast
 
 import grpc
@@ -20,7 +20,7 @@ import grpc
 from dispatchd.client import _requests
 from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
-from dispatchd.client._requests import JobSpec, Payload
+from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
 from dispatchd.common import tracing
 from dispatchd.common.security import ClientSecurity
@@ -100,35 +100,11 @@ class AsyncClient:
                     raise error from exc
             await asyncio.sleep(delay)
 
-    async def submit(
-        self,
-        job_type: str,
-        payload: Payload = None,
-        *,
-        priority: int = 0,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        max_attempts: int | None = None,
-        initial_backoff: dt.timedelta | None = None,
-        max_backoff: dt.timedelta | None = None,
-        execution_timeout: dt.timedelta | None = None,
-        delay: dt.timedelta | None = None,
-        run_at: dt.datetime | None = None,
-    ) -> Submission:
-        """Submit one job. Without an `idempotency_key` one is generated (and kept across retries)."""
-        request = _requests.submit(
-            job_type,
-            payload,
-            idempotency_key=idempotency_key,
-            priority=priority,
-            metadata=metadata,
-            max_attempts=max_attempts,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            execution_timeout=execution_timeout,
-            delay=delay,
-            run_at=run_at,
-        )
+    async def submit(self, job_type: str, payload: Payload = None, **options: Unpack[JobOptions]) -> Submission:
+        """Submit one job. Options: priority, idempotency_key, metadata, max_attempts,
+        initial_backoff, max_backoff, execution_timeout, delay or run_at. Without an
+        `idempotency_key` one is generated (and kept across retries)."""
+        request = _requests.submit(job_type, payload, **options)
         reply = await self._call(self._jobs().SubmitJob, request)
         return Submission(Job.from_proto(reply.job), reply.deduplicated)
 
