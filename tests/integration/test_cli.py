@@ -7,6 +7,7 @@ import json
 import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -274,3 +275,51 @@ async def test_run_of_a_successful_command(ctl: Ctl, db_pool: asyncpg.Pool, redi
     document = result.json()
     assert isinstance(document, dict)
     assert document["job_id"] == job_id and document["status"] == "JOB_STATUS_SUCCEEDED"
+
+
+async def test_submit_from_file_in_batches(ctl: Ctl, db_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    lines = [
+        {"job_type": "file.a", "payload": "one", "priority": 5, "meta": {"n": "1"}, "idempotency-key": "f1"},
+        {"job_type": "file.b", "payload": {"to": "x"}, "max_attempts": 2, "initial_backoff": "500ms", "delay": "1s"},
+        {"job_type": "file.a", "payload": "again", "idempotency_key": "f1"},  # the key of line 1, another request
+        {"job_type": "file.c"},
+    ]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n\n" + json.dumps(lines[3]) + "\n")
+    result = await ctl("-o", "json", "submit", "--from-file", str(jobs), "--batch-size", "2")
+    assert result.code == 0, result.err
+    outcomes = result.json()["results"]  # type: ignore[index]
+    assert [(o["line"], o["status"], o["deduplicated"]) for o in outcomes] == [
+        (1, "pending", False),
+        (2, "pending", False),
+        (4, "pending", False),
+    ]
+    rows = {
+        r["job_type"]: r
+        for r in await db_pool.fetch("SELECT job_type, payload, priority, metadata, max_attempts, run_at FROM jobs")
+    }
+    assert (rows["file.a"]["payload"], rows["file.a"]["priority"], rows["file.a"]["metadata"]) == (
+        b"one",
+        5,
+        {"n": "1"},
+    )
+    assert (rows["file.b"]["payload"], rows["file.b"]["max_attempts"]) == (b'{"to":"x"}', 2)
+    assert rows["file.b"]["run_at"] is not None and set(rows) == {"file.a", "file.b", "file.c"}
+
+    # Resubmitted with a conflicting line: the others are deduplicated, that one refused, exit 1.
+    jobs.write_text("\n".join(json.dumps(line) for line in lines[:3]) + "\n")
+    result = await ctl("submit", "--from-file", str(jobs))
+    assert result.code == 1
+    table = result.out.splitlines()
+    assert "deduplicated" in table[1] and "refused: ALREADY_EXISTS" in table[3], result.out
+    assert "1 of 3 job(s) refused" in result.err
+
+
+async def test_submit_from_a_bad_file_submits_nothing(ctl: Ctl, db_pool: asyncpg.Pool, tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"job_type": "file.a"}\n{"job_type": "file.a", "colour": "red"}\n')
+    result = await ctl("submit", "--from-file", str(jobs))
+    assert result.code == 2 and f"{jobs}:2: unknown field 'colour'" in result.err, result.err
+    result = await ctl("submit", "file.a", "--from-file", str(jobs))
+    assert result.code == 2 and "--from-file" in result.err
+    assert await db_pool.fetchval("SELECT count(*) FROM jobs") == 0

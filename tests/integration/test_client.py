@@ -18,6 +18,7 @@ from dispatchd.client import (
     ExecutionStatus,
     InvalidArgument,
     JobNotFound,
+    JobSpec,
     JobStatus,
     Retries,
     Unavailable,
@@ -155,3 +156,26 @@ async def test_a_submit_retried_until_the_server_is_up_makes_one_job(
         job = (await submitting).job
     count = await db_pool.fetchval("SELECT count(*) FROM jobs WHERE idempotency_key = $1", job.idempotency_key)
     assert job.idempotency_key and count == 1
+
+
+async def test_submit_many_answers_each_job_in_order(target: str, db_pool: asyncpg.Pool) -> None:
+    async with AsyncClient(target) as client:
+        jobs: list[JobSpec] = [
+            {"job_type": "many.a", "payload": {"n": 1}, "idempotency_key": "m1"},
+            {"job_type": "Bad Type"},
+            {"job_type": "many.b", "delay": dt.timedelta(seconds=30), "metadata": {"k": "v"}},
+        ]
+        first = await client.submit_many(jobs, chunk_size=2)
+        assert [o.ok for o in first] == [True, False, True]
+        assert isinstance(first[1].error, InvalidArgument) and "job_type" in first[1].error.details
+        assert first[0].status is JobStatus.PENDING and not first[0].deduplicated
+        again = await client.submit_many([jobs[0], {**jobs[0], "payload": "other"}])
+        assert (again[0].job_id, again[0].deduplicated) == (first[0].job_id, True)
+        assert isinstance(again[1].error, AlreadyExists)
+    assert await db_pool.fetchval("SELECT count(*) FROM jobs") == 2
+
+
+def test_the_sync_client_submits_many(target: str) -> None:
+    with Client(target) as sync_client:
+        (outcome,) = sync_client.submit_many([{"job_type": "many.sync"}])
+        assert outcome.ok and sync_client.get(outcome.job_id).job_type == "many.sync"

@@ -12,13 +12,13 @@ import asyncpg
 import pytest
 
 from dispatchd.platform.errors import AlreadyExists
-from dispatchd.platform.store import jobs
+from dispatchd.platform.store import submits
 from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
 
 
-async def _submit(pool: asyncpg.Pool, key: str, submitter: str | None, payload: bytes = b"p") -> jobs.Submitted:
+async def _submit(pool: asyncpg.Pool, key: str, submitter: str | None, payload: bytes = b"p") -> submits.Submitted:
     return await submit(pool, job_type="scope.test", payload=payload, key=key, submitted_by=submitter)
 
 

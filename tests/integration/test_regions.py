@@ -64,6 +64,12 @@ async def test_passive_control_plane_serves_reads_and_refuses_mutations(
             await jobs.SubmitJob(job_service_pb2.SubmitJobRequest(job_type="email.send"), timeout=5)
         assert_refused(caught, "SubmitJob")
         with pytest.raises(grpc.RpcError) as caught:
+            batch = job_service_pb2.BatchSubmitJobsRequest(
+                jobs=[job_service_pb2.SubmitJobRequest(job_type="email.send")]
+            )
+            await jobs.BatchSubmitJobs(batch, timeout=5)
+        assert_refused(caught, "BatchSubmitJobs")
+        with pytest.raises(grpc.RpcError) as caught:
             await jobs.CancelJob(job_service_pb2.CancelJobRequest(job_id=job_id), timeout=5)
         assert_refused(caught, "CancelJob")
         redrive = getattr(jobs, "RedriveJobs", None)

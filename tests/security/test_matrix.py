@@ -28,6 +28,7 @@ JOB_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"]
 READERS = {"submitter", "viewer", "operator", "admin"}
 EXPECTED_JOB_SERVICE: dict[str, set[str]] = {
     "SubmitJob": {"submitter", "operator", "admin"},
+    "BatchSubmitJobs": {"submitter", "operator", "admin"},
     "GetJob": READERS,
     "ListJobs": READERS,
     "ListExecutions": READERS,
@@ -56,6 +57,9 @@ def _request(method: str) -> Message:
     unknown = str(uuid.uuid4())
     requests: dict[str, Message] = {
         "SubmitJob": job_service_pb2.SubmitJobRequest(job_type="sec.matrix", payload=b"m"),
+        "BatchSubmitJobs": job_service_pb2.BatchSubmitJobsRequest(
+            jobs=[job_service_pb2.SubmitJobRequest(job_type="sec.matrix", payload=b"m")]
+        ),
         "GetJob": job_service_pb2.GetJobRequest(job_id=unknown),
         "ListJobs": job_service_pb2.ListJobsRequest(page_size=5),
         "ListExecutions": job_service_pb2.ListExecutionsRequest(job_id=unknown),
@@ -192,3 +196,24 @@ def test_submitters_see_only_their_own_jobs(secure_stack: SecureStack, creds: Cr
     # Readers with the viewer role see everyone's.
     seen = stub.ListJobs(job_service_pb2.ListJobsRequest(job_type="sec.own"), metadata=viewer, timeout=5).jobs
     assert {j.job_id for j in seen} == {mine.job_id, theirs.job_id}
+
+
+def test_a_batch_is_submitted_by_its_caller_and_keys_are_per_submitter(
+    secure_stack: SecureStack, creds: Credentials
+) -> None:
+    stub = secure_stack.jobs()
+    alice = [("authorization", f"Bearer {creds.token('alice', 'submitter')}")]
+    bob = [("authorization", f"Bearer {creds.token('bob', 'submitter')}")]
+    batch = job_service_pb2.BatchSubmitJobsRequest(
+        jobs=[job_service_pb2.SubmitJobRequest(job_type="sec.batch", idempotency_key="shared-key")]
+    )
+    (hers,) = stub.BatchSubmitJobs(batch, metadata=alice, timeout=10).results
+    (his,) = stub.BatchSubmitJobs(batch, metadata=bob, timeout=10).results
+    # One key, two submitters: two jobs, neither deduplicated against the other's.
+    assert (hers.code, his.code, hers.deduplicated, his.deduplicated) == (0, 0, False, False)
+    assert hers.job_id != his.job_id
+    listed = stub.ListJobs(job_service_pb2.ListJobsRequest(job_type="sec.batch"), metadata=alice, timeout=5).jobs
+    assert [j.job_id for j in listed] == [hers.job_id]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetJob(job_service_pb2.GetJobRequest(job_id=his.job_id), metadata=alice, timeout=5)
+    assert err.value.code() is grpc.StatusCode.NOT_FOUND

@@ -15,7 +15,7 @@ import redis.asyncio
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import ExecutionStatus
-from dispatchd.platform.store import executions, jobs
+from dispatchd.platform.store import executions, submits
 from dispatchd.platform.store.rows import QueuedRef
 
 PREFIX = "dispatchd"  # the services' default Redis key prefix
@@ -37,13 +37,13 @@ async def submit(
     delay_ms: int | None = None,
     submitted_by: str | None = None,
     trace_context: dict[str, str] | None = None,
-) -> jobs.Submitted:
+) -> submits.Submitted:
     """Insert a job; with `queues`, also push its first attempt onto its ready queue.
 
     Without `queues` the attempt exists in Postgres only, as if the control plane died
     before pushing it (the scheduler's re-queueing finds it).
     """
-    new = jobs.NewJob(
+    new = submits.NewJob(
         job_type=job_type,
         payload=payload,
         priority=priority,
@@ -57,13 +57,13 @@ async def submit(
         submitted_by=submitted_by,
         trace_context=trace_context,
     )
-    submitted = await jobs.submit(pool, new)
+    submitted = await submits.submit(pool, new)
     if queues is not None:
         await ReadyQueues(queues, PREFIX).push([first_attempt(submitted)])
     return submitted
 
 
-def first_attempt(submitted: jobs.Submitted) -> QueuedRef:
+def first_attempt(submitted: submits.Submitted) -> QueuedRef:
     """The attempt a fresh (not deduplicated) submission queued."""
     assert submitted.queued is not None, f"job {submitted.job.job_id} was deduplicated, nothing queued"
     return submitted.queued

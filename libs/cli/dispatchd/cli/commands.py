@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from dispatchd.cli import output, shell
+from dispatchd.cli import jobfile, output, shell
 from dispatchd.cli.connection import CliError
 from dispatchd.cli.durations import format_seconds
-from dispatchd.client import Client, DeadLetter, DispatchdError, Job, JobStatus, Page
+from dispatchd.client import BatchOutcome, Client, DeadLetter, DispatchdError, Job, JobStatus, Page
 
 
 @dataclass
@@ -75,6 +75,8 @@ def _outcome(job: Job, waited: float | None, io: Io) -> int:
 
 
 def submit(args: argparse.Namespace, client: Client, io: Io) -> int:
+    if args.from_file is not None:
+        return _submit_file(args, client, io)
     submission = client.submit(
         args.job_type,
         _read_payload(args),
@@ -102,6 +104,39 @@ def submit(args: argparse.Namespace, client: Client, io: Io) -> int:
     else:
         output.job_block(job.raw, io.out, extra)
     return _outcome(job, args.wait_timeout, io)
+
+
+def _submit_file(args: argparse.Namespace, client: Client, io: Io) -> int:
+    """Every job of the file, `--batch-size` per call; one line per job; 1 if any was refused."""
+    numbered = jobfile.read(args.from_file)
+    outcomes = list(
+        zip(
+            (n for n, _ in numbered),
+            client.submit_many([s for _, s in numbered], chunk_size=args.batch_size),
+            strict=True,
+        )
+    )
+    if io.json:
+        output.emit_json({"results": [_outcome_document(n, o) for n, o in outcomes]}, io.out)
+    else:
+        output.table(["LINE", "JOB ID", "OUTCOME"], [[str(n), o.job_id, _outcome_text(o)] for n, o in outcomes], io.out)
+    refused = sum(1 for _, o in outcomes if o.error is not None)
+    if refused:
+        io.err.write(f"dispatchctl: {refused} of {len(outcomes)} job(s) refused\n")
+    return 1 if refused else 0
+
+
+def _outcome_document(line: int, outcome: BatchOutcome) -> dict[str, Any]:
+    if outcome.error is not None:
+        return {"line": line, "error": {"code": outcome.error.code, "message": outcome.error.details}}
+    status = output.job_status(outcome.status)
+    return {"line": line, "job_id": outcome.job_id, "status": status, "deduplicated": outcome.deduplicated}
+
+
+def _outcome_text(outcome: BatchOutcome) -> str:
+    if outcome.error is not None:
+        return f"refused: {outcome.error.code}: {outcome.error.details}"
+    return output.job_status(outcome.status) + (" (deduplicated)" if outcome.deduplicated else "")
 
 
 def get(args: argparse.Namespace, client: Client, io: Io) -> int:

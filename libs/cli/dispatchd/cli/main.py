@@ -15,7 +15,7 @@ from typing import Any
 from dispatchd.cli import commands
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
-from dispatchd.client import DEFAULT_TARGET, TARGET_ENV, DispatchdError
+from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
 from dispatchd.common import names
 from dispatchd.common import security as credentials
 from dispatchd.common.arguments import key_value
@@ -107,8 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("submit", commands.submit, "submit a job")
-    p.add_argument("job_type", type=_job_type, metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
+    p = command(
+        "submit",
+        commands.submit,
+        "submit a job (or every job of a JSON Lines file)",
+        description="Submit one job, or with --from-file every job of a JSON Lines file (one object per "
+        "line with the fields of the flags below, e.g. job_type, payload, priority, idempotency_key, meta, "
+        "delay), in batches; each job's outcome is printed and the exit status is 1 if any was refused.",
+    )
+    p.add_argument("job_type", nargs="?", type=_job_type, metavar="JOB_TYPE", help="dotted job type, e.g. email.send")
+    p.add_argument("--from-file", metavar="PATH", help="submit the jobs of a JSON Lines file ('-' for stdin)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=BATCH_LIMIT,
+        metavar="N",
+        help=f"with --from-file: jobs per call, at most the server's limit (default {BATCH_LIMIT})",
+    )
     payload = p.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT", help="payload as text (UTF-8)")
     payload.add_argument("--payload-file", metavar="PATH", help="payload from a file ('-' for stdin)")
@@ -185,8 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags that describe the one job of `submit`: with --from-file, the file describes the jobs.
+_SINGLE_JOB_FLAGS = (
+    *("job_type", "payload", "payload_file", "idempotency_key", "meta", "max_attempts", "initial_backoff"),
+    *("max_backoff", "execution_timeout", "delay", "run_at", "wait_timeout"),
+)
+
+
+def _check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.from_file is None:
+        if args.job_type is None:
+            parser.error("submit: JOB_TYPE is required (or --from-file)")
+        return
+    given = [name for name in _SINGLE_JOB_FLAGS if getattr(args, name) is not None]
+    if given or args.wait or args.priority:
+        parser.error("submit --from-file takes the jobs' fields from the file, not from JOB_TYPE or job flags")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command_name == "submit":
+        _check_submit(parser, args)
     io = commands.Io(out=sys.stdout, err=sys.stderr, json=args.output == "json")
     try:
         security = credentials.ClientSecurity.from_args(args)

@@ -7,13 +7,14 @@
         done = client.wait(job.job_id)
         print(done.status, done.result_json())
 
-`AsyncClient` has the same methods for asyncio code. Failures raise a `DispatchdError`
-subclass; `ClientSecurity` holds the token, token file and TLS files (default: the
-DISPATCHD_* environment, as for dispatchctl). Everything public is listed in `__all__`; the
-`_`-prefixed modules are private.
+`client.submit_many([{"job_type": "email.send", "payload": {...}}, ...])` submits many jobs
+with BatchSubmitJobs, one outcome per job. `AsyncClient` has the same methods for asyncio
+code. Failures raise a `DispatchdError` subclass; `ClientSecurity` holds the token, token
+file and TLS files (default: the DISPATCHD_* environment, as for dispatchctl). Everything
+public is listed in `__all__`; the `_`-prefixed modules are private.
 """
 
-from dispatchd.client._async import DEFAULT_TARGET, TARGET_ENV, AsyncClient
+from dispatchd.client._async import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, AsyncClient
 from dispatchd.client._errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -27,6 +28,7 @@ from dispatchd.client._errors import (
     Unavailable,
 )
 from dispatchd.client._models import (
+    BatchOutcome,
     DeadLetter,
     Execution,
     ExecutionStatus,
@@ -38,15 +40,18 @@ from dispatchd.client._models import (
     Skipped,
     Submission,
 )
+from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
 from dispatchd.client._sync import Client
 from dispatchd.common.security import ClientSecurity, CredentialsError
 
 __all__ = [
+    "BATCH_LIMIT",
     "DEFAULT_TARGET",
     "TARGET_ENV",
     "AlreadyExists",
     "AsyncClient",
+    "BatchOutcome",
     "Client",
     "ClientSecurity",
     "CredentialsError",
@@ -59,6 +64,7 @@ __all__ = [
     "InvalidArgument",
     "Job",
     "JobNotFound",
+    "JobSpec",
     "JobStatus",
     "Page",
     "PermissionDenied",

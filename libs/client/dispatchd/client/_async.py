@@ -12,16 +12,15 @@ import asyncio
 import datetime as dt
 import os
 import time
-import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypedDict, TypeVar, Unpack, cast
 
 import grpc
 
 from dispatchd.client import _requests
 from dispatchd.client._errors import Unavailable, translate
-from dispatchd.client._models import DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
-from dispatchd.client._requests import Payload
+from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
+from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
 from dispatchd.common import tracing
 from dispatchd.common.security import ClientSecurity
@@ -33,6 +32,8 @@ Resp = TypeVar("Resp")
 T = TypeVar("T")
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# The server's default limit of jobs per BatchSubmitJobs call (DISPATCHD_MAX_BATCH_SUBMIT).
+BATCH_LIMIT = 1000
 TARGET_ENV = "DISPATCHD_CONTROL_PLANE_TARGET"
 # Well below the server's 300 s cap, so idle proxies and load balancers keep the call open.
 _WAIT_CHUNK = dt.timedelta(seconds=60)
@@ -99,37 +100,28 @@ class AsyncClient:
                     raise error from exc
             await asyncio.sleep(delay)
 
-    async def submit(
-        self,
-        job_type: str,
-        payload: Payload = None,
-        *,
-        priority: int = 0,
-        idempotency_key: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        max_attempts: int | None = None,
-        initial_backoff: dt.timedelta | None = None,
-        max_backoff: dt.timedelta | None = None,
-        execution_timeout: dt.timedelta | None = None,
-        delay: dt.timedelta | None = None,
-        run_at: dt.datetime | None = None,
-    ) -> Submission:
-        """Submit one job. Without an `idempotency_key` one is generated (and kept across retries)."""
-        request = _requests.submit(
-            job_type,
-            payload,
-            idempotency_key=idempotency_key or uuid.uuid4().hex,
-            priority=priority,
-            metadata=metadata,
-            max_attempts=max_attempts,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            execution_timeout=execution_timeout,
-            delay=delay,
-            run_at=run_at,
-        )
+    async def submit(self, job_type: str, payload: Payload = None, **options: Unpack[JobOptions]) -> Submission:
+        """Submit one job. Options: priority, idempotency_key, metadata, max_attempts,
+        initial_backoff, max_backoff, execution_timeout, delay or run_at. Without an
+        `idempotency_key` one is generated (and kept across retries)."""
+        request = _requests.submit(job_type, payload, **options)
         reply = await self._call(self._jobs().SubmitJob, request)
         return Submission(Job.from_proto(reply.job), reply.deduplicated)
+
+    async def submit_many(self, jobs: Iterable[JobSpec], *, chunk_size: int = BATCH_LIMIT) -> list[BatchOutcome]:
+        """Submit many jobs with BatchSubmitJobs, `chunk_size` per call (at most the server's limit,
+        DISPATCHD_MAX_BATCH_SUBMIT). One outcome per job, in order: a refused job is an outcome
+        carrying its error, not an exception; a call that fails as a whole raises (the jobs of
+        the earlier chunks stay submitted). Keys are generated as by `submit`."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        requests = [_requests.submit(**spec) for spec in jobs]
+        outcomes: list[BatchOutcome] = []
+        for start in range(0, len(requests), chunk_size):
+            batch = pb.BatchSubmitJobsRequest(jobs=requests[start : start + chunk_size])
+            reply = await self._call(self._jobs().BatchSubmitJobs, batch)
+            outcomes.extend(BatchOutcome.from_proto(result) for result in reply.results)
+        return outcomes
 
     async def get(self, job_id: str) -> Job:
         reply = await self._call(self._jobs().GetJob, pb.GetJobRequest(job_id=job_id))

@@ -71,5 +71,17 @@ _BY_CODE: dict[grpc.StatusCode, type[DispatchdError]] = {
 def translate(exc: grpc.RpcError) -> DispatchdError:
     """The domain exception for a failed call; the caller raises it `from exc`."""
     code: grpc.StatusCode = exc.code()
-    details: str = exc.details() or ""
+    return of_status(code, exc.details() or "")
+
+
+def of_status(code: grpc.StatusCode, details: str) -> DispatchdError:
+    """The domain exception for a status (a failed call's, or one job's in a batch)."""
     return _BY_CODE.get(code, DispatchdError)(details, code.name)
+
+
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def of_code(value: int, details: str) -> DispatchdError:
+    """The domain exception for a google.rpc code number (a refused job of a batch)."""
+    return of_status(_BY_VALUE.get(value, grpc.StatusCode.UNKNOWN), details)

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from dispatchd.client._errors import DispatchdError, of_code
 from dispatchd.v1 import common_pb2, job_service_pb2
 
 T = TypeVar("T")
@@ -175,6 +176,29 @@ class Submission:
 
     job: Job
     deduplicated: bool
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One job of a `submit_many`, in the order given: accepted (`error` is None) or refused.
+
+    Accepted: `job_id` and `status` of the new job, or of the earlier one its idempotency key
+    named (`deduplicated`). Refused: `error` says why (e.g. InvalidArgument, AlreadyExists).
+    """
+
+    job_id: str
+    deduplicated: bool
+    status: JobStatus
+    error: DispatchdError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_proto(cls, result: job_service_pb2.BatchSubmitJobResult) -> BatchOutcome:
+        error = of_code(result.code, result.error_message) if result.code else None
+        return cls(result.job_id, result.deduplicated, _enum(JobStatus, result.status), error)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -44,29 +45,41 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return message
 
 
-def submit(
-    job_type: str,
-    payload: Payload,
-    *,
-    idempotency_key: str,
-    priority: int,
-    metadata: Mapping[str, str] | None,
-    max_attempts: int | None,
-    initial_backoff: dt.timedelta | None,
-    max_backoff: dt.timedelta | None,
-    execution_timeout: dt.timedelta | None,
-    delay: dt.timedelta | None,
-    run_at: dt.datetime | None,
-) -> job_service_pb2.SubmitJobRequest:
+class JobOptions(TypedDict, total=False):
+    """A job's settings besides its type and payload: the keyword arguments of `submit`."""
+
+    priority: int
+    idempotency_key: str | None
+    metadata: Mapping[str, str] | None
+    max_attempts: int | None
+    initial_backoff: dt.timedelta | None
+    max_backoff: dt.timedelta | None
+    execution_timeout: dt.timedelta | None
+    delay: dt.timedelta | None
+    run_at: dt.datetime | None
+
+
+class JobSpec(JobOptions, total=False):
+    """One job of `submit_many`: the arguments of `submit`, by name (`job_type` required)."""
+
+    job_type: Required[str]
+    payload: Payload
+
+
+def submit(job_type: str, payload: Payload = None, **options: Unpack[JobOptions]) -> job_service_pb2.SubmitJobRequest:
+    """Without an `idempotency_key` one is generated here, once, so a retried call never makes a second job."""
+    delay, run_at = options.get("delay"), options.get("run_at")
+    initial_backoff, max_backoff = options.get("initial_backoff"), options.get("max_backoff")
+    execution_timeout = options.get("execution_timeout")
     if delay is not None and run_at is not None:
         raise ValueError("give delay or run_at, not both")
     request = job_service_pb2.SubmitJobRequest(
         job_type=job_type,
         payload=encode_payload(payload),
-        priority=priority,
-        idempotency_key=idempotency_key,
-        metadata=dict(metadata or {}),
-        retry_policy=common_pb2.RetryPolicy(max_attempts=max_attempts or 0),
+        priority=options.get("priority", 0),
+        idempotency_key=options.get("idempotency_key") or uuid.uuid4().hex,
+        metadata=dict(options.get("metadata") or {}),
+        retry_policy=common_pb2.RetryPolicy(max_attempts=options.get("max_attempts") or 0),
     )
     if initial_backoff is not None:
         request.retry_policy.initial_backoff.CopyFrom(duration(initial_backoff))

@@ -59,6 +59,7 @@ class Client:
         return self._client.target
 
     submit = _blocking(AsyncClient.submit)
+    submit_many = _blocking(AsyncClient.submit_many)
     get = _blocking(AsyncClient.get)
     cancel = _blocking(AsyncClient.cancel)
     wait = _blocking(AsyncClient.wait)

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(1 << 20, description="Largest accepted job payload or result, in bytes.")
     max_metadata_entries: int = Field(64, description="Most metadata entries on a job.")
     max_page_size: int = Field(500, description="Largest page a list call returns.")
+    max_batch_submit: int = Field(
+        1000, ge=1, description="Most jobs one BatchSubmitJobs call may carry; more is INVALID_ARGUMENT."
+    )
     default_page_size: int = Field(50, description="Page size when the request leaves it unset.")
     page_token_secret_file: str = Field(
         "",

@@ -1,13 +1,20 @@
-"""Store rows to API messages."""
+"""Store rows (and submit outcomes) to API messages."""
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
+import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from dispatchd.platform import interceptors, metrics
+from dispatchd.platform.errors import DispatchdError
 from dispatchd.platform.store.rows import ExecutionRow, JobRow
-from dispatchd.v1 import common_pb2
+from dispatchd.platform.store.submits import Submitted
+from dispatchd.v1 import common_pb2, job_service_pb2
+
+log = logging.getLogger("dispatchd.control_plane")
 
 
 def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -67,3 +74,23 @@ def execution(row: ExecutionRow) -> common_pb2.Execution:
         result=row.result or b"",
         deadline_at=timestamp(row.deadline_at),
     )
+
+
+def batch_result(outcome: Submitted | Exception) -> job_service_pb2.BatchSubmitJobResult:
+    """One job's answer in a batch: its job, or the status a single submit would have failed with."""
+    if isinstance(outcome, Submitted):
+        return job_service_pb2.BatchSubmitJobResult(
+            job_id=str(outcome.job.job_id),
+            deduplicated=outcome.deduplicated,
+            status=common_pb2.JobStatus.ValueType(int(outcome.job.status)),
+        )
+    code = interceptors.status_of(outcome) if isinstance(outcome, DispatchdError) else None
+    message = str(outcome)
+    if code is None and isinstance(outcome, interceptors.STORE_UNAVAILABLE):
+        metrics.count_store_error(outcome)
+        code, message = grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later"
+    elif code is None:
+        log.error("unhandled error submitting a job of a batch", exc_info=outcome)
+        code, message = grpc.StatusCode.INTERNAL, "internal error"
+    status_code: int = code.value[0]
+    return job_service_pb2.BatchSubmitJobResult(code=status_code, error_message=message)

@@ -1,4 +1,5 @@
-"""JobService: submit, inspect, list, cancel and wait for jobs; list and redrive dead letters.
+"""JobService: submit (one job or a batch), inspect, list, cancel and wait for jobs; list and
+redrive dead letters. Submits are group-committed by `submits.Submitter`.
 
 Postgres decides every outcome. Redis only speeds things up (ready queues, cancel and job
 events), so a Redis failure after the Postgres write is logged, never returned: the
@@ -19,23 +20,22 @@ import asyncpg
 import grpc
 from opentelemetry import trace
 
-from dispatchd.common import correlation, tracing
+from dispatchd.common import tracing
 from dispatchd.control_plane import convert, validation
+from dispatchd.control_plane.submits import REDIS_BUDGET_SECONDS, Outcome, Submitter
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
 from dispatchd.platform import metrics, paging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.security import access
-from dispatchd.platform.store import dead_letters, jobs
+from dispatchd.platform.store import dead_letters, jobs, submits
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
 log = logging.getLogger("dispatchd.control_plane")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# Bound on how long a request waits for Redis before answering without it.
-REDIS_BUDGET_SECONDS = 2.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -54,43 +54,51 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
     waiters: JobWaiters
     pages: paging.PageTokens
 
+    submitter: Submitter = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitter = Submitter(self.pool, self.queues)
+
+    def _new_job(self, request: job_service_pb2.SubmitJobRequest, submitted_by: str | None) -> submits.NewJob:
+        # The call's span context: every attempt's spans join its trace.
+        trace_context = (tracing.carrier_of() or None) if tracing.enabled() else None
+        return validation.new_job(request, self.settings, submitted_by, trace_context)
+
     async def SubmitJob(  # noqa: N802
         self, request: job_service_pb2.SubmitJobRequest, context: Context
     ) -> job_service_pb2.SubmitJobResponse:
-        new = dataclasses.replace(
-            validation.new_job(request, self.settings),
-            submitted_by=access.submitter(),
-            # The SubmitJob span's context: every attempt's spans join its trace.
-            trace_context=(tracing.carrier_of() or None) if tracing.enabled() else None,
-        )
-        submitted = await jobs.submit(self.pool, new)
+        (outcome,) = await self.submitter.submit([self._new_job(request, access.submitter())])
+        if isinstance(outcome, Exception):
+            raise outcome
         if tracing.enabled():
             trace.get_current_span().set_attributes(
                 {
-                    tracing.JOB_ID: str(submitted.job.job_id),
-                    tracing.JOB_TYPE: submitted.job.job_type,
-                    "dispatchd.deduplicated": submitted.deduplicated,
+                    tracing.JOB_ID: str(outcome.job.job_id),
+                    tracing.JOB_TYPE: outcome.job.job_type,
+                    "dispatchd.deduplicated": outcome.deduplicated,
                 }
             )
-        with correlation.bound(job_id=str(submitted.job.job_id)):
-            await self._push(submitted)
-        return job_service_pb2.SubmitJobResponse(
-            job=convert.job(submitted.job), deduplicated=submitted.deduplicated
-        )
+        return job_service_pb2.SubmitJobResponse(job=convert.job(outcome.job), deduplicated=outcome.deduplicated)
 
-    async def _push(self, submitted: jobs.Submitted) -> None:
-        if submitted.queued is not None:
-            metrics.for_type(submitted.job.job_type).submitted.inc()
+    async def BatchSubmitJobs(  # noqa: N802
+        self, request: job_service_pb2.BatchSubmitJobsRequest, context: Context
+    ) -> job_service_pb2.BatchSubmitJobsResponse:
+        count, limit = len(request.jobs), self.settings.max_batch_submit
+        if not 1 <= count <= limit:
+            raise InvalidArgument(f"jobs has {count} entries; send 1 to {limit} jobs in one call")
+        submitted_by = access.submitter()
+        outcomes: list[Outcome | None] = [None] * count
+        news: list[submits.NewJob] = []
+        for i, job in enumerate(request.jobs):
             try:
-                async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                    await self.queues.enqueue([submitted.queued])
-            except Exception as exc:  # the job is safe in Postgres; the scheduler queues it
-                metrics.count_store_error(exc, "redis")
-                log.warning(
-                    "could not push job %s to its ready queue (the scheduler will): %s",
-                    submitted.job.job_id,
-                    _describe(exc),
-                )
+                news.append(self._new_job(job, submitted_by))
+            except InvalidArgument as exc:  # this job only; the others go on
+                outcomes[i] = exc
+        # Raises (the whole call fails, nothing stored) when the transaction could not commit.
+        stored = iter(await self.submitter.submit(news) if news else ())
+        return job_service_pb2.BatchSubmitJobsResponse(
+            results=[convert.batch_result(outcome if outcome is not None else next(stored)) for outcome in outcomes]
+        )
 
     async def ListDeadLetters(  # noqa: N802
         self, request: job_service_pb2.ListDeadLettersRequest, context: Context

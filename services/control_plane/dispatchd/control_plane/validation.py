@@ -19,7 +19,7 @@ from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store.dead_letters import DeadLetterFilter
-from dispatchd.platform.store.jobs import NewJob
+from dispatchd.platform.store.submits import NewJob
 from dispatchd.v1 import job_service_pb2
 
 MAX_METADATA_KEY_CHARS = 256
@@ -147,8 +147,8 @@ def schedule(
     has_run_at, has_delay = request.HasField("run_at"), request.HasField("delay")
     if has_run_at and has_delay:
         raise InvalidArgument("set run_at or delay, not both")
-    now = now or dt.datetime.now(dt.UTC)
     if has_run_at:
+        now = now or dt.datetime.now(dt.UTC)
         run_at = timestamp(request.run_at, "run_at")
         if run_at - now > MAX_SCHEDULE_AHEAD:
             raise InvalidArgument(f"run_at must be at most {MAX_SCHEDULE_AHEAD.days} days ahead")
@@ -161,7 +161,13 @@ def schedule(
     return None, None
 
 
-def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> NewJob:
+def new_job(
+    request: job_service_pb2.SubmitJobRequest,
+    settings: Settings,
+    submitted_by: str | None = None,
+    trace_context: dict[str, str] | None = None,
+) -> NewJob:
+    """The job to store; `submitted_by` and `trace_context` come from the call, not the request."""
     kind = job_type(request.job_type)
     if not 0 <= request.priority <= queues.MAX_PRIORITY:
         raise InvalidArgument(f"priority must be between 0 and {queues.MAX_PRIORITY}, got {request.priority}")
@@ -174,8 +180,9 @@ def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> Ne
         raise InvalidArgument(
             f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
         )
-    _name(names.printable, key, "idempotency_key")
-    meta = metadata(dict(request.metadata), settings)
+    if key:
+        _name(names.printable, key, "idempotency_key")
+    meta = metadata(dict(request.metadata), settings) if request.metadata else {}
     policy, policy_set = retry_policy(request)
     run_at, delay_ms = schedule(request)
     return NewJob(
@@ -189,6 +196,8 @@ def new_job(request: job_service_pb2.SubmitJobRequest, settings: Settings) -> Ne
         execution_timeout_ms=execution_timeout_ms(request),
         run_at=run_at,
         delay_ms=delay_ms,
+        submitted_by=submitted_by,
+        trace_context=trace_context,
     )
 
 

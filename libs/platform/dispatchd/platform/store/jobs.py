@@ -1,18 +1,14 @@
-"""Jobs: submit (with idempotency), read, list and cancel."""
+"""Jobs: read, list and cancel (submitting them is `submits`)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
 from dispatchd.platform import paging
-from dispatchd.platform.errors import AlreadyExists, FailedPrecondition, NotFound
-from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.errors import FailedPrecondition, NotFound
 from dispatchd.platform.states import (
     EXECUTION_CANCELLABLE,
     JOB_CANCELLABLE,
@@ -22,126 +18,7 @@ from dispatchd.platform.states import (
 )
 from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
-from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    job_type: str
-    payload: bytes
-    priority: int
-    idempotency_key: str | None
-    metadata: dict[str, str]
-    retry: RetryPolicy
-    retry_policy_set: bool
-    execution_timeout_ms: int | None = None
-    # When the first attempt may run: at `run_at` (a past time means now), or `delay_ms`
-    # after the insert (by the database clock). At most one is set.
-    run_at: dt.datetime | None = None
-    delay_ms: int | None = None
-    # The authenticated subject submitting it (None without authentication). Idempotency keys
-    # are unique per submitter, so one subject's key never meets another's job; all
-    # unauthenticated submits share one scope.
-    submitted_by: str | None = None
-    # The W3C trace context of the submit's span (None: tracing off). Not part of the request
-    # hash: a resubmit from another trace is the same request.
-    trace_context: dict[str, str] | None = None
-
-    def request_hash(self) -> bytes:
-        """Fingerprint of everything the caller sent, to tell a resubmit from a conflict."""
-        parts: list[object] = [
-            self.job_type,
-            self.payload.hex(),
-            self.priority,
-            sorted(self.metadata.items()),
-            [self.retry.max_attempts, self.retry.initial_backoff_ms, self.retry.max_backoff_ms],
-        ]
-        if self.execution_timeout_ms is not None or self.run_at is not None or self.delay_ms is not None:
-            # Only when used, so keys of jobs submitted without these fields keep their hash.
-            run_at = self.run_at.isoformat() if self.run_at is not None else None
-            parts.append([self.execution_timeout_ms, run_at, self.delay_ms])
-        if self.submitted_by is not None:
-            # Redundant since keys are scoped per submitter; kept so existing keys keep their hash.
-            parts.append(["submitted_by", self.submitted_by])
-        canonical = json.dumps(parts, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).digest()
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    job: JobRow
-    queued: QueuedRef | None  # None when an earlier job was returned
-    deduplicated: bool
-
-
-_INSERT_JOB = f"""
-WITH n AS (SELECT clock_timestamp() AS now), j AS (
-    INSERT INTO jobs (job_id, job_type, payload, status, priority, idempotency_key, request_hash,
-                      metadata, max_attempts, initial_backoff_ms, max_backoff_ms, retry_policy_set,
-                      execution_timeout_ms, run_at, submitted_by, trace_context, created_at, updated_at)
-    SELECT $1, $2, $3, {value(JobStatus.PENDING)}, $4, $5, $6, $7, $8, $9, $10, $11, $13,
-           -- One clock reading, so a run_at in the past is exactly the creation time.
-           CASE WHEN $14::timestamptz IS NOT NULL THEN GREATEST($14::timestamptz, n.now)
-                WHEN $15::bigint IS NOT NULL THEN n.now + make_interval(secs => $15::float8 / 1000)
-           END, $16, $17, n.now, n.now
-    FROM n
-    ON CONFLICT (submitted_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
-), e AS (
-    INSERT INTO executions (execution_id, job_id, attempt, status, job_type, priority, queued_at, available_at)
-    SELECT $12, j.job_id, 1, {value(ExecutionStatus.QUEUED)}, j.job_type, j.priority, j.created_at,
-           GREATEST(j.created_at, j.run_at)
-    FROM j
-    RETURNING execution_id, available_at
-)
-SELECT j.*, e.execution_id AS queued_execution_id, e.available_at AS queued_available_at FROM j, e
-"""
-
-# The key's scope is the submitter's; `IS NULL` rather than `IS NOT DISTINCT FROM`, which no
-# index serves, for the shared scope of unauthenticated submits.
-_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = $1 AND submitted_by = $2"
-_BY_ANONYMOUS_KEY = "SELECT * FROM jobs WHERE idempotency_key = $1 AND submitted_by IS NULL"
-
-
-async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submitted:
-    digest = new.request_hash()
-    row = await conn.fetchrow(
-        _INSERT_JOB,
-        uuid.uuid4(),
-        new.job_type,
-        new.payload,
-        new.priority,
-        new.idempotency_key,
-        digest if new.idempotency_key else None,
-        new.metadata,
-        new.retry.max_attempts,
-        new.retry.initial_backoff_ms,
-        new.retry.max_backoff_ms,
-        new.retry_policy_set,
-        uuid.uuid4(),
-        new.execution_timeout_ms,
-        new.run_at,
-        new.delay_ms,
-        new.submitted_by,
-        new.trace_context,
-    )
-    if row is not None:
-        job = JobRow.from_record(row)
-        ref = QueuedRef(row["queued_execution_id"], job.job_type, job.priority, row["queued_available_at"])
-        return Submitted(job, ref, deduplicated=False)
-    # The key is taken: ON CONFLICT waited for the other insert to commit, so it is visible.
-    if new.submitted_by is None:
-        existing = await conn.fetchrow(_BY_ANONYMOUS_KEY, new.idempotency_key)
-    else:
-        existing = await conn.fetchrow(_BY_KEY, new.idempotency_key, new.submitted_by)
-    if existing is None:  # deleted in between; extremely unlikely, but never lose the submit
-        return await submit(conn, new)
-    if bytes(existing["request_hash"] or b"") != digest:
-        raise AlreadyExists(
-            f"idempotency key {new.idempotency_key!r} is already used by job {existing['job_id']} "
-            "with a different request"
-        )
-    return Submitted(JobRow.from_record(existing), None, deduplicated=True)
+from dispatchd.platform.store.rows import ExecutionRow, JobRow
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> JobRow:
