@@ -132,7 +132,9 @@ class Messages:
         if len(message.running_execution_ids) > MAX_LISTED_RUNNING:
             session.ack("heartbeat", REJECTED, f"a heartbeat may list at most {MAX_LISTED_RUNNING} executions")
             return
+        resumed = session.draining and message.status != pb.WORKER_STATUS_DRAINING
         session.draining = message.status == pb.WORKER_STATUS_DRAINING
+        slots = session.free_slots
         status = int(message.status) or int(WorkerStatus.READY)
         if message.lists_running:
             current = await self._reconcile_running(session, message, status)
@@ -148,7 +150,9 @@ class Messages:
             self.dispatcher.remove(session)
             session.close(StreamEnd(grpc.StatusCode.ABORTED, superseded))
             return
-        if not session.draining:
+        # Only a change wakes the dispatcher: a pass looks at every stream, and with hundreds
+        # of workers a wake per heartbeat would be hundreds of passes a second for nothing.
+        if resumed or session.free_slots > slots:
             self.dispatcher.wake()
 
     async def _reconcile_running(self, session: Session, message: pb.WorkerHeartbeat, status: int) -> bool:
