@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import grpc
 from dispatchd.devtools.stack import Stack, Topology
 from dispatchd.sdk.connection import connect
 from dispatchd.v1 import worker_service_pb2 as pb
-from perf.evidence import ROOT, header
+from perf.evidence import ROOT, header, write
 from perf.smoke import summary_ms
 
 STREAMS_PER_CHANNEL = 50
@@ -122,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(measure(stack.gateway_target, gateway.pid, args))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    evidence = {**header("heartbeats"), **result}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(evidence, indent=2) + "\n")
-    print(json.dumps(evidence, indent=2))
+    write(args.out, {**header("heartbeats"), **result})
     return 0
 
 
