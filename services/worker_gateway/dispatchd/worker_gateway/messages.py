@@ -21,6 +21,12 @@ the execution, and come from the stream holding it; one without a token (referen
 clients) only needs to come from that stream. Anything else is STALE. A result carrying a
 trace context gets a "result" span under it (when tracing is on), covering the settlement.
 
+Heartbeats go through the gateway's `Beats`: those of all streams that arrive together
+are recorded, and their leases renewed, in one statement, and each is acknowledged once it
+committed. A listing heartbeat holds its stream's fill lock (as a claim does) from before
+that statement, which also reads what the stream owns, until the in-flight set is
+corrected, so no claim slips in between.
+
 Start notices and results go through the gateway's `Settler`: those of all streams that
 arrive together are applied in one transaction, and each is acknowledged once that
 transaction committed. A start notice has a lane of its own, so it does not hold up its
@@ -43,12 +49,15 @@ import grpc
 from opentelemetry import trace
 
 from dispatchd.common import tracing
+from dispatchd.platform.states import WorkerStatus
 from dispatchd.platform.store import executions, workers
 from dispatchd.platform.store.executions import Owner
+from dispatchd.platform.store.heartbeats import Beat
 from dispatchd.platform.store.rows import Settlement
 from dispatchd.platform.store.settlements import Finished, Started
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway import metrics
+from dispatchd.worker_gateway.beats import Beats
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
@@ -110,9 +119,11 @@ class Messages:
     max_payload_bytes: int
     heartbeat_seconds: float = 5.0
     settler: Settler = field(init=False)
+    beats: Beats = field(init=False)
 
     def __post_init__(self) -> None:
         self.settler = Settler(self.pool, self.outcomes)
+        self.beats = Beats(self.pool, self.lease_seconds)
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         if message.worker_id and message.worker_id != session.worker_id:
@@ -121,8 +132,16 @@ class Messages:
         if len(message.running_execution_ids) > MAX_LISTED_RUNNING:
             session.ack("heartbeat", REJECTED, f"a heartbeat may list at most {MAX_LISTED_RUNNING} executions")
             return
+        resumed = session.draining and message.status != pb.WORKER_STATUS_DRAINING
         session.draining = message.status == pb.WORKER_STATUS_DRAINING
-        current = await workers.heartbeat(self.pool, session.worker_id, session.session_id, int(message.status))
+        slots = session.free_slots
+        status = int(message.status) or int(WorkerStatus.READY)
+        if message.lists_running:
+            current = await self._reconcile_running(session, message, status)
+        else:
+            pulse = await self.beats.beat(Beat(session.worker_id, session.session_id, status))
+            if current := pulse is not None:
+                session.ack("heartbeat", ACCEPTED, f"renewed {pulse.renewed} lease(s)")
         if not current:
             # The worker registered again elsewhere; that stream owns its work now.
             superseded = "this stream was superseded by a newer registration of the worker"
@@ -131,16 +150,16 @@ class Messages:
             self.dispatcher.remove(session)
             session.close(StreamEnd(grpc.StatusCode.ABORTED, superseded))
             return
-        if not message.lists_running:
-            renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds)
-            session.ack("heartbeat", ACCEPTED, f"renewed {renewed} lease(s)")
-        else:
-            await self._reconcile_running(session, message)
-        if not session.draining:
+        # Only a change wakes the dispatcher: a pass looks at every stream, and with hundreds
+        # of workers a wake per heartbeat would be hundreds of passes a second for nothing.
+        if resumed or session.free_slots > slots:
             self.dispatcher.wake()
 
-    async def _reconcile_running(self, session: Session, message: pb.WorkerHeartbeat) -> None:
-        """A heartbeat with the worker's list of running executions (see the module docstring)."""
+    async def _reconcile_running(self, session: Session, message: pb.WorkerHeartbeat, status: int) -> bool:
+        """A heartbeat with the worker's list of running executions (see the module docstring).
+
+        False, with nothing acknowledged, when the stream was superseded.
+        """
         listed: set[uuid.UUID] = set()
         malformed = 0
         for raw in message.running_execution_ids:
@@ -149,12 +168,14 @@ class Messages:
                 malformed += 1
             else:
                 listed.add(parsed)
-        renewed = await executions.renew_leases(self.pool, session.session_id, self.lease_seconds, only=sorted(listed))
         now = asyncio.get_running_loop().time()
-        # Held while claiming: a claim cannot slip in between reading what is owned and
-        # correcting the in-flight count below.
+        # Held while claiming: a claim cannot slip in between reading what is owned (the
+        # heartbeat's statement reads it) and correcting the in-flight count below.
         async with session.fill_lock:
-            owned = await executions.owned_by_session(self.pool, session.session_id)
+            pulse = await self.beats.beat(Beat(session.worker_id, session.session_id, status, tuple(listed)))
+            if pulse is None:
+                return False
+            owned = pulse.owned or frozenset()
             for execution_id in listed - owned:
                 session.send(_cancel(execution_id, NOT_OWNED))
             missing = owned - listed
@@ -178,13 +199,14 @@ class Messages:
             session.send(_cancel(execution_id, NOT_RUNNING))
             if settlement.applied:
                 settled.append(settlement)
-        text = f"renewed {renewed} lease(s)"
+        text = f"renewed {pulse.renewed} lease(s)"
         if settled:
             text += f"; released {len(settled)} execution(s) the worker no longer reports"
         if malformed:
             text += f"; ignored {malformed} malformed execution id(s)"
         session.ack("heartbeat", ACCEPTED, text)
         await self.outcomes.announce(settled)
+        return True
 
     async def started(self, session: Session, message: pb.TaskStarted) -> None:
         execution_id = _execution_id(session, "started", message.execution_id)

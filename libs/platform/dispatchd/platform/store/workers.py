@@ -1,4 +1,4 @@
-"""Workers: registration, heartbeats, offline marking, and the logs of the work they own."""
+"""Workers: registration, offline marking, and the logs of the work they own (heartbeats: store.heartbeats)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,17 @@ ON CONFLICT (worker_id) DO UPDATE SET
 
 _DISCONNECT = f"UPDATE workers SET status = {value(WorkerStatus.OFFLINE)} WHERE worker_id = $1 AND session_id = $2"
 
+# Rows locked in worker_id order, as a heartbeat batch locks them (see store.heartbeats);
+# one that heartbeats meanwhile is re-checked once its lock is free, and stays.
 _SILENT_OFFLINE = f"""
-UPDATE workers SET status = {value(WorkerStatus.OFFLINE)}
-WHERE NOT {one_of("status", [WorkerStatus.OFFLINE])}
-  AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
-RETURNING worker_id, session_id
+WITH s AS (
+    SELECT worker_id FROM workers
+    WHERE NOT {one_of("status", [WorkerStatus.OFFLINE])}
+      AND last_heartbeat_at < clock_timestamp() - make_interval(secs => $1)
+    ORDER BY worker_id FOR UPDATE
+)
+UPDATE workers SET status = {value(WorkerStatus.OFFLINE)} FROM s WHERE workers.worker_id = s.worker_id
+RETURNING workers.worker_id, workers.session_id
 """
 
 _APPEND_LOG = f"""
@@ -56,20 +62,6 @@ async def register(
         max_concurrency,
         labels,
     )
-
-
-async def heartbeat(
-    conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, session_id: uuid.UUID, status: int
-) -> bool:
-    """Record a heartbeat from the worker's current stream; False if the stream is superseded."""
-    result: str = await conn.execute(
-        "UPDATE workers SET last_heartbeat_at = clock_timestamp(), status = $3"
-        " WHERE worker_id = $1 AND session_id = $2",
-        worker_id,
-        session_id,
-        status or int(WorkerStatus.READY),
-    )
-    return result.endswith(" 1")
 
 
 async def disconnect(conn: asyncpg.Connection | asyncpg.Pool, worker_id: str, session_id: uuid.UUID) -> None:
