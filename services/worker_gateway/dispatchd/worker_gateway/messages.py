@@ -279,5 +279,10 @@ def lane_key(request: pb.ConnectRequest) -> str:
         execution_id = request.started.execution_id
     else:
         return "heartbeat"
+    return execution_lane(execution_id)
+
+
+def execution_lane(execution_id: str) -> str:
+    """The lane of one execution's messages (batch items too): malformed ids share one."""
     return "x:" + execution_id if len(execution_id) == UUID_CHARS else "malformed"
 
