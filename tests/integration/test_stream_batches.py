@@ -37,7 +37,8 @@ async def _submit(pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, count: 
 
 
 def _results(*execution_ids: str) -> pb.TaskResultBatch:
-    return pb.TaskResultBatch(results=[pb.TaskResult(execution_id=e, success=True, result=b"ok") for e in execution_ids])
+    results = [pb.TaskResult(execution_id=e, success=True, result=b"ok") for e in execution_ids]
+    return pb.TaskResultBatch(results=results)
 
 
 async def _still_serves(stream: WorkerStream) -> None:
