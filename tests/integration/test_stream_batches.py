@@ -60,7 +60,10 @@ async def test_a_batching_worker_gets_assignments_and_acks_in_batches(
     acks = await stream.acks("result", 10)
     assert {a.execution_id for a in assignments} == set(acks)
     assert all(a.status == ACCEPTED for a in acks.values())
-    assert any(kind == "ack_batch" and items > 1 for kind, items in stream.received), stream.received
+    # Acks queued together go out together (rejections are queued at once, with no store write between).
+    await stream.send(started_batch=pb.TaskStartedBatch(started=[pb.TaskStarted(execution_id="bad")] * 5))
+    assert [(await stream.expect("ack", 5, "started")).status for _ in range(5)] == [REJECTED] * 5
+    assert ("ack_batch", 5) in stream.received, stream.received
     for job_id in job_ids:
         job = await jobs.get(db_pool, job_id)
         assert job.status is JobStatus.SUCCEEDED and job.result == b"ok"
