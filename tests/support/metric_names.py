@@ -32,6 +32,8 @@ EXPORTED: dict[str, Kind] = {
     "dispatchd_stream_close_requeues_total": "counter",
     "dispatchd_stale_results_total": "counter",
     "dispatchd_worker_streams": "gauge",
+    "dispatchd_worker_stream_messages_total": "counter",
+    "dispatchd_worker_stream_items_total": "counter",
     "dispatchd_worker_free_slots": "gauge",
     "dispatchd_scheduler_is_leader": "gauge",
     "dispatchd_scheduler_epoch": "gauge",

@@ -2,7 +2,9 @@
 
 Invariant: one task reads the call and every response goes through one queue. Cancelling a
 pending `read()` would cancel the whole RPC, so waits with a timeout happen on the queue;
-responses of a kind nobody waits for yet stay buffered, in order.
+responses of a kind nobody waits for yet stay buffered, in order. A batch the gateway sends
+(assignment_batch, ack_batch) is split into its items there, each as if it had come alone;
+`received` keeps what really came: each message's payload kind and how many items it held.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 
+# A batch payload -> (its repeated field, the payload kind of one item).
+BATCHES = {"assignment_batch": ("assignments", "assignment"), "ack_batch": ("acks", "ack")}
 EOF_MARK: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # grpc-stubs predates it
 CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
 
@@ -32,13 +36,24 @@ class WorkerStream:
             metadata = security.metadata()
         self.call: Any = pb_grpc.WorkerServiceStub(self.channel).Connect(metadata=metadata)  # type: ignore[call-arg]
         self.buffer: list[pb.ConnectResponse] = []
+        # (payload kind, items) of every message the gateway sent, batches unsplit.
+        self.received: list[tuple[str, int]] = []
         self._incoming: asyncio.Queue[pb.ConnectResponse | BaseException] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_all())
 
     async def _read_all(self) -> None:
         try:
             while (message := await self.call.read()) is not EOF_MARK:
-                self._incoming.put_nowait(message)
+                kind = message.WhichOneof("payload")
+                if kind not in BATCHES:
+                    self.received.append((kind, 1))
+                    self._incoming.put_nowait(message)
+                    continue
+                field, item_kind = BATCHES[kind]
+                items = getattr(getattr(message, kind), field)
+                self.received.append((kind, len(items)))
+                for item in items:
+                    self._incoming.put_nowait(pb.ConnectResponse(**{item_kind: item}))
             self._incoming.put_nowait(EOFError("stream ended"))
         except Exception as exc:  # the stream failed: every later read raises this
             self._incoming.put_nowait(exc)
@@ -51,18 +66,24 @@ class WorkerStream:
             return False
         return True
 
-    async def offer(self, worker_id: str, capabilities: list[str], max_concurrency: int = 4, **labels: str) -> None:
-        """Send a registration without waiting for the gateway's answer."""
+    async def offer(
+        self, worker_id: str, capabilities: list[str], max_concurrency: int = 4, batches: bool = False, **labels: str
+    ) -> None:
+        """Send a registration without waiting for the gateway's answer (`batches`: announce support)."""
         registration = pb.WorkerRegistration(
-            worker_id=worker_id, capabilities=capabilities, max_concurrency=max_concurrency, labels=labels
+            worker_id=worker_id,
+            capabilities=capabilities,
+            max_concurrency=max_concurrency,
+            labels=labels,
+            supports_batches=batches,
         )
         await self.send(registration=registration)
 
     async def register(
-        self, worker_id: str, capabilities: list[str], max_concurrency: int = 4, **labels: str
+        self, worker_id: str, capabilities: list[str], max_concurrency: int = 4, batches: bool = False, **labels: str
     ) -> pb.WorkerAck:
         """Register and assert the first response is the accepting registration ack."""
-        await self.offer(worker_id, capabilities, max_concurrency, **labels)
+        await self.offer(worker_id, capabilities, max_concurrency, batches, **labels)
         first = await self.read(5)
         assert first.WhichOneof("payload") == "ack", first
         assert first.ack.kind == "registration" and first.ack.status == pb.ACK_STATUS_ACCEPTED, first
@@ -121,6 +142,11 @@ class WorkerStream:
             result=pb.TaskResult(execution_id=execution_id, success=success, result=result, error_message=error)
         )
         return await self.expect("ack", ack_kind="result")
+
+    async def acks(self, kind: str, count: int, timeout: float = 5.0) -> dict[str, pb.WorkerAck]:
+        """The next `count` acks of this kind, by execution id (batched or not)."""
+        acks = [await self.expect("ack", timeout, kind) for _ in range(count)]
+        return {ack.execution_id: ack for ack in acks}
 
     async def ended(self, timeout: float = 5.0) -> grpc.StatusCode:
         """Wait for the stream to end; the final status code."""

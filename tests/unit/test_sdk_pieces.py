@@ -154,6 +154,11 @@ def _args(*argv: str) -> Worker:
     return cli.build_worker(cli.build_parser().parse_args(list(argv)))
 
 
+def test_cli_asks_for_batches_unless_told_not_to() -> None:
+    assert _args("--builtins").batches
+    assert not _args("--builtins", "--no-batches").batches
+
+
 def test_cli_registers_shell_only_when_enabled() -> None:
     assert "shell" not in _args("--builtins").capabilities
     assert _args("--builtins").capabilities == ["builtin.echo", "builtin.fail", "builtin.flaky", "builtin.sleep"]

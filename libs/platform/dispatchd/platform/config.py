@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         10.0, gt=0, description="A worker stream that leaves its replies unread this long (its outbound "
         "queue full, nothing sent) is ended with RESOURCE_EXHAUSTED."
     )
+    stream_batches: bool = Field(
+        True, description="Offer batched stream messages (several assignments, acks, results or start "
+        "notices per message) to workers that announce support at registration; off: one message per item "
+        "for every worker.",
+    )
     priority_aging_seconds: float = Field(
         10.0,
         ge=0,

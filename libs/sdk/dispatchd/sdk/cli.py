@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:CALLABLE",
         help="call CALLABLE(worker) to register handlers (repeatable)",
     )
+    parser.add_argument(
+        "--batches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="ask the gateway for batched stream messages (default: on; --no-batches: one message per item)",
+    )
     parser.add_argument("--heartbeat-seconds", type=_positive, default=5.0, help="default %(default)s")
     parser.add_argument(
         "--grace-seconds", type=float, default=30.0, help="time running work gets on SIGTERM (default %(default)s)"
@@ -110,6 +116,7 @@ def build_worker(args: argparse.Namespace) -> Worker:
         labels=dict(args.label),
         heartbeat_seconds=args.heartbeat_seconds,
         security=credentials.ClientSecurity.from_args(args),
+        batches=args.batches,
     )
     if args.builtins:
         handlers.register_builtins(worker)

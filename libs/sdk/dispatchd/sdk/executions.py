@@ -163,7 +163,7 @@ class Executions:
         task = running.task
         try:
             async with self.slots:
-                self.outbox.put(pb.ConnectRequest(started=pb.TaskStarted(execution_id=task.execution_id)))
+                self.outbox.put_started(task.execution_id)
                 if running.timeout is not None:
                     loop = asyncio.get_running_loop()
                     running.timer = loop.call_later(running.timeout, self._time_out, running)
@@ -197,7 +197,7 @@ class Executions:
         result.execution_id = execution_id
         result.claim_token = self._claim_tokens.get(execution_id, "")
         self._unacked[execution_id] = bool(result.result)
-        self.outbox.put(pb.ConnectRequest(result=result))
+        self.outbox.put_result(result)
 
     async def _log(self, execution_id: str, message: str, stream: str) -> None:
         if execution_id not in self.running:

@@ -11,7 +11,9 @@ tells us to stop any it no longer assigns to us; a gateway that stops acknowledg
 is taken as gone. This module owns the call (one reader, one writer, the heartbeats) and
 routes the gateway's messages: what runs on the stream is executions.py, how the
 registration is accepted or refused is registration.py, how the stream's token is kept fresh
-is renewal.py.
+is renewal.py, how queued messages are packed into batches (when the registration ack
+enabled them) is outbox.py. Batches from the gateway are taken item by item, as if each
+item had come alone.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Config:
     labels: dict[str, str]
     heartbeat_seconds: float
     security: ClientSecurity | None = None
+    # Announce batched messages at registration (used once the gateway's ack agrees).
+    batches: bool = True
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Stream:
                 capabilities=self.registry.capabilities,
                 max_concurrency=self.config.max_concurrency,
                 labels=self.config.labels,
+                supports_batches=self.config.batches,
             )
             await call.write(pb.ConnectRequest(registration=registration))
             # The only reader of the call: cancelling a pending read would cancel the RPC.
@@ -174,6 +179,12 @@ class Stream:
                 self._on_ack(message.ack)
             elif kind == "assignment":
                 self.executions.start(message.assignment)
+            elif kind == "assignment_batch":
+                for assignment in message.assignment_batch.assignments:
+                    self.executions.start(assignment)
+            elif kind == "ack_batch":
+                for ack in message.ack_batch.acks:
+                    self._on_ack(ack)
             elif kind == "cancel":
                 self.executions.cancel(message.cancel)
             elif kind == "drain_signal":
@@ -220,6 +231,7 @@ class Stream:
             log.info("registered with the gateway: %s", ack.message)
             self.registered_once = True
             self.refresh_supported = ack.supports_token_refresh
+            self.outbox.batching = self.config.batches and ack.supports_batches
             self.registered.set()
         elif ack.kind == "result":
             self.executions.on_result_ack(ack)

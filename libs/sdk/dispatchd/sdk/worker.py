@@ -48,6 +48,7 @@ class Worker:
         reconnect_initial_seconds: float = 0.2,
         reconnect_max_seconds: float = 10.0,
         security: ClientSecurity | None = None,
+        batches: bool = True,
     ) -> None:
         if not 1 <= max_concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -64,6 +65,9 @@ class Worker:
         self.reconnect_max_seconds = reconnect_max_seconds
         # Token and TLS files for the gateway (None: plaintext, no token).
         self.security = security
+        # Ask the gateway for batched stream messages (several items per message); False:
+        # one message per item, as reference clients do.
+        self.batches = batches
         self.registry = Registry()
         self._stop = StopRequest()
         self._stream: Stream | None = None
@@ -108,7 +112,13 @@ class Worker:
         self._running = True
         self._finished.clear()
         config = Config(
-            self.target, self.worker_id, self.max_concurrency, self.labels, self.heartbeat_seconds, self.security
+            self.target,
+            self.worker_id,
+            self.max_concurrency,
+            self.labels,
+            self.heartbeat_seconds,
+            self.security,
+            self.batches,
         )
         slots = asyncio.Semaphore(self.max_concurrency)
         delay = self.reconnect_initial_seconds

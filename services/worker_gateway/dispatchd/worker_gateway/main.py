@@ -40,6 +40,7 @@ async def build(runtime: server.Runtime) -> server.Service:
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         registration_timeout_seconds=settings.registration_timeout_seconds,
         stall_seconds=settings.stream_stall_seconds,
+        batches=settings.stream_batches,
     )
     events = Events(queues, dispatcher)
     runtime.on_shutdown.append(gateway.drain)

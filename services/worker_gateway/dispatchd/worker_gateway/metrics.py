@@ -1,4 +1,5 @@
-"""The worker gateway's metrics: connected streams and free slots, claim latency, requeues and stale results.
+"""The worker gateway's metrics: connected streams and free slots, claim latency, requeues and stale results,
+and the messages on worker streams with the items they carry (how well batches pack).
 
 Invariant: counters move after the store committed what they count (a claim, a release, a
 result it refused as stale); the stream and slot gauges are sampled every
@@ -9,7 +10,7 @@ thread, where the sessions cannot be read safely).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -36,6 +37,24 @@ STALE_RESULTS = Counter("dispatchd_stale_results_total", "Results for executions
 WORKER_STREAMS = Gauge("dispatchd_worker_streams", "Registered worker streams connected to this gateway.")
 WORKER_FREE_SLOTS = Gauge("dispatchd_worker_free_slots", "Free execution slots of the workers connected here.")
 
+STREAM_MESSAGES = Counter(
+    "dispatchd_worker_stream_messages_total", "Messages on worker streams (in: from workers).", ["direction"]
+)
+STREAM_ITEMS = Counter(
+    "dispatchd_worker_stream_items_total",
+    "Items those messages carried: one per plain message, each item of a batch.",
+    ["direction"],
+)
+_MESSAGES_IN, _MESSAGES_OUT = STREAM_MESSAGES.labels("in"), STREAM_MESSAGES.labels("out")
+_ITEMS_IN, _ITEMS_OUT = STREAM_ITEMS.labels("in"), STREAM_ITEMS.labels("out")
+# A batch payload -> its repeated field of items.
+_BATCH_ITEMS = {
+    "result_batch": "results",
+    "started_batch": "started",
+    "assignment_batch": "assignments",
+    "ack_batch": "acks",
+}
+
 _claimed: Bound[str, Histogram] = Bound(SUBMIT_TO_CLAIM.labels)
 
 
@@ -43,6 +62,23 @@ def observe_claims(claims: Iterable[Claim]) -> None:
     for claim in claims:
         if claim.waited_seconds is not None:
             _claimed(claim.job_type).observe(claim.waited_seconds)
+
+
+def _items(message: Any, kind: str | None) -> int:
+    field = _BATCH_ITEMS.get(kind or "")
+    return 1 if field is None else len(getattr(getattr(message, kind or ""), field))
+
+
+def count_inbound(request: Any, kind: str | None) -> None:
+    """A message a worker sent (`kind`: its payload)."""
+    _MESSAGES_IN.inc()
+    _ITEMS_IN.inc(_items(request, kind))
+
+
+def count_outbound(response: Any) -> None:
+    """A message written to a worker."""
+    _MESSAGES_OUT.inc()
+    _ITEMS_OUT.inc(_items(response, response.WhichOneof("payload")))
 
 
 def count_released(released: Iterable[Settlement]) -> None:

@@ -9,6 +9,11 @@ has left its outbox for the stall time. Whatever ends the stream (the worker clo
 transport error, the gateway draining, superseding or stalling it), closing the session
 starts the release of what it held, so its executions are re-queued at once even while
 a write to a worker that no longer reads is still blocked.
+
+Batches (negotiated at registration, see outbox.py for the way out): each item of a
+result_batch / started_batch goes through the lanes alone, to the same handler, and is
+acknowledged as if it had come alone; a batch the stream did not negotiate, an empty one
+or one over MAX_BATCH_ITEMS gets one REJECTED ack of the batch's kind, and the stream lives.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from dispatchd.worker_gateway import lifetimes
 from dispatchd.worker_gateway import metrics as gateway_metrics
 from dispatchd.worker_gateway.dispatcher import Dispatcher
 from dispatchd.worker_gateway.lifetimes import TokenLifetimes
-from dispatchd.worker_gateway.messages import REJECTED, Messages, lane_key
+from dispatchd.worker_gateway.messages import REJECTED, Messages, item_lane_key, lane_key
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 
@@ -47,6 +52,8 @@ MAX_LABEL_CHARS = 256
 MAX_CAPABILITIES = 256
 # How long messages already read may take to land once a stream ends.
 LANES_GRACE_SECONDS = 5.0
+# Items one result_batch / started_batch may hold (a worker runs at most MAX_CONCURRENCY).
+MAX_BATCH_ITEMS = 1000
 STALLED = "the worker stopped reading its stream (too many unread replies); reconnect"
 
 Context = grpc.aio.ServicerContext[pb.ConnectRequest, pb.ConnectResponse]
@@ -58,6 +65,8 @@ _ACK_KIND = {
     "log_chunk": "log",
     "token_refresh": lifetimes.KIND,
 }
+# A batch payload -> (its items' field, the handler kind of one item).
+_BATCHES = {"result_batch": ("results", "result"), "started_batch": ("started", "started")}
 
 
 def _validate(reg: pb.WorkerRegistration) -> str | None:
@@ -99,6 +108,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         shutdown_grace_seconds: float,
         registration_timeout_seconds: float,
         stall_seconds: float,
+        batches: bool = True,
     ) -> None:
         self.pool = pool
         self.dispatcher = dispatcher
@@ -109,6 +119,8 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         self.shutdown_grace_seconds = shutdown_grace_seconds
         self.registration_timeout_seconds = registration_timeout_seconds
         self.stall_seconds = stall_seconds
+        # Whether workers that ask for batches get them.
+        self.batches = batches
         # Streams whose end-of-stream cleanup has not finished yet.
         self.live: set[Session] = set()
         # Set whenever an execution leaves a stream or a stream ends (drain waits on it).
@@ -135,6 +147,7 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         cleanup = asyncio.create_task(self._end(session, reader))
         try:
             while (message := await session.outbox.get()) is not None:
+                gateway_metrics.count_outbound(message)
                 yield message
         finally:
             session.close()
@@ -207,8 +220,10 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
             message=f"registered; session {session.session_id}",
             worker_id=session.worker_id,
             supports_token_refresh=True,
+            supports_batches=self.batches and reg.supports_batches,
         )
         session.send(pb.ConnectResponse(ack=ack))
+        session.outbox.batching = ack.supports_batches
         self.lifetimes.open(session)
         self.live.add(session)
         self.dispatcher.add(session)
@@ -232,9 +247,12 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         try:
             async for request in requests:
                 kind = request.WhichOneof("payload")
+                gateway_metrics.count_inbound(request, kind)
                 if kind in self._handlers:
-                    apply = functools.partial(self._apply, session, kind, request)
+                    apply = functools.partial(self._apply, session, kind, getattr(request, kind))
                     await session.lanes.submit(lane_key(request), apply, request.ByteSize())
+                elif kind in _BATCHES:
+                    await self._unpack(session, kind, request)
                 else:
                     what = "a second registration" if kind == "registration" else "an empty message"
                     session.ack(kind or "unknown", REJECTED, f"unexpected {what} on a registered stream")
@@ -250,6 +268,20 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         await session.lanes.wait_idle(LANES_GRACE_SECONDS)
         session.close()
 
+    async def _unpack(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
+        """Each item of a batch through the lanes, exactly as if it had come in its own message."""
+        field, item_kind = _BATCHES[kind]
+        items = getattr(getattr(request, kind), field)
+        if not session.batches:
+            session.ack(kind, REJECTED, "batches were not negotiated at registration on this stream")
+            return
+        if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+            session.ack(kind, REJECTED, f"a batch must hold 1 to {MAX_BATCH_ITEMS} items")
+            return
+        for item in items:
+            apply = functools.partial(self._apply, session, item_kind, item)
+            await session.lanes.submit(item_lane_key(item_kind, item.execution_id), apply, item.ByteSize())
+
     async def _stalled(self, session: Session, requests: AsyncIterator[pb.ConnectRequest]) -> None:
         """End a stream whose worker stopped reading; other streams are unaffected."""
         log.warning(
@@ -261,11 +293,11 @@ class WorkerGateway(pb_grpc.WorkerServiceServicer):
         await drain(requests)
         session.close(StreamEnd(grpc.StatusCode.RESOURCE_EXHAUSTED, STALLED), discard=True)
 
-    async def _apply(self, session: Session, kind: str, request: pb.ConnectRequest) -> None:
+    async def _apply(self, session: Session, kind: str, message: Any) -> None:
         # Log lines about one execution's message say which (results, start notices, log chunks).
-        with correlation.bound(execution_id=getattr(getattr(request, kind), "execution_id", "")):
+        with correlation.bound(execution_id=getattr(message, "execution_id", "")):
             try:
-                await self._handlers[kind](session, getattr(request, kind))
+                await self._handlers[kind](session, message)
             except asyncpg.exceptions.DataError as exc:  # a value Postgres cannot store: the message is bad
                 log.warning("could not apply a %s: %s", kind, exc)
                 session.ack(_ACK_KIND[kind], REJECTED, f"could not apply the message: {exc.__class__.__name__}")

@@ -58,6 +58,11 @@ class Session:
     inflight_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def batches(self) -> bool:
+        """The stream negotiated batches at registration (both ways)."""
+        return self.outbox.batching
+
+    @property
     def free_slots(self) -> int:
         if self.closed or self.draining:
             return 0
