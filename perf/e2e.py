@@ -93,7 +93,7 @@ class Run:
                 Journey(
                     submitted=self.submitter.sent[row["job_id"]],
                     succeeded=row["status"] == JobStatus.SUCCEEDED,
-                    claimed=row["claimed"],
+                    claim=row["claimed"],
                     handler_start=start,
                     handler_done=end,
                     recorded=row["recorded"],

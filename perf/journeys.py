@@ -22,7 +22,7 @@ LEGS = ("claim", "handler_start", "handler_done", "recorded")
 class Journey:
     submitted: float
     succeeded: bool
-    claimed: float | None = None
+    claim: float | None = None  # executions.claimed_at of attempt 1
     handler_start: float | None = None
     handler_done: float | None = None
     recorded: float | None = None  # the terminal state committed (jobs.finished_at)

@@ -22,7 +22,7 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 class BatchUnsupported(RuntimeError):
-    """The control plane answered BatchSubmitJobs with UNIMPLEMENTED."""
+    """The control plane does not serve BatchSubmitJobs (its answer to a probe says so)."""
 
 
 class Submitter:
@@ -53,8 +53,6 @@ class Submitter:
         try:
             reply = await self.stub.BatchSubmitJobs(request, timeout=60)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise BatchUnsupported(f"BatchSubmitJobs: UNIMPLEMENTED ({exc.details()})") from None
             self.errors[exc.code().name] += len(request.jobs)
             return
         self.call_seconds.append(time.perf_counter() - started)
@@ -65,11 +63,16 @@ class Submitter:
                 self.errors[CODE_NAMES.get(result.code, str(result.code))] += 1
 
     async def probe_batch(self) -> None:
-        """One one-job batch: raises BatchUnsupported before a run when the server lacks the RPC."""
+        """One one-job batch: raises BatchUnsupported before a run when the server lacks the RPC.
+
+        A servicer that does not override the generated method raises NotImplementedError,
+        which the error interceptor answers as INTERNAL, not UNIMPLEMENTED: the probe takes
+        either as "not served" (and says which); during the run, both count as errors.
+        """
         request = job_service_pb2.BatchSubmitJobsRequest(jobs=[REQUEST])
         try:
             await self.stub.BatchSubmitJobs(request, timeout=30)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                raise BatchUnsupported(f"BatchSubmitJobs: UNIMPLEMENTED ({exc.details()})") from None
+            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL):
+                raise BatchUnsupported(f"BatchSubmitJobs not served: {exc.code().name} ({exc.details()})") from None
             raise
