@@ -87,3 +87,9 @@ def per_job_ms(cpu: Mapping[str, float], jobs: int) -> dict[str, float]:
     if jobs <= 0:
         return {}
     return {name: round(value * 1000 / jobs, 3) for name, value in cpu.items()}
+
+
+def pid_arg(text: str) -> tuple[str, int]:
+    """`NAME=PID` from a command line (how drivers learn whose CPU to read)."""
+    name, _, pid = text.partition("=")
+    return name, int(pid)

@@ -4,7 +4,8 @@
 
 Phases: `open` submits at a fixed rate (fixed spacing) for --seconds; `saturation` submits
 from one client as fast as the system completes (--window calls in flight, paused above
---backlog queued jobs) and counts completions in the sustained window after --warmup;
+--backlog queued jobs) for --seconds or until --max-jobs are accepted, and counts completions
+in the sustained window from --warmup until submitting ends;
 `bulk` submits --jobs with no worker running and times acceptance only. After open and
 saturation it waits for every accepted job to end, then reads all timestamps in one query:
 executions.claimed_at (attempt 1), the handler's own start/end (its result), and
@@ -28,7 +29,7 @@ import grpc
 from dispatchd.platform.db import asyncpg_dsn
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.v1 import job_service_pb2_grpc
-from perf.cpu import CpuMeter, per_job_ms
+from perf.cpu import CpuMeter, per_job_ms, pid_arg
 from perf.journeys import Journey, handler_times, legs, throughput
 from perf.load import Gate, open_loop, saturate
 from perf.progress import Progress, following
@@ -114,15 +115,18 @@ async def run_phase(run: Run, progress: Progress) -> dict[str, Any]:
     elif args.phase == "saturation":
         gate = Gate(run.queued, args.backlog)
 
-        async def window() -> None:
+        async def after_warmup() -> None:
             await asyncio.sleep(args.warmup)
             run.measure_from_now()
-            await asyncio.sleep(args.seconds - args.warmup)
-            run.measure_until_now()
 
-        timing = asyncio.create_task(window())
-        await saturate(args.window, args.seconds, run.submit_one, gate)
-        await timing
+        def more() -> bool:
+            return not args.max_jobs or run.submitter.accepted < args.max_jobs
+
+        run.measure_from_now()  # in case submitting ends before the warmup does
+        warmup = asyncio.create_task(after_warmup())
+        await saturate(args.window, args.seconds, run.submit_one, gate, more)
+        warmup.cancel()
+        run.measure_until_now()
     else:
         run.measure_from_now()
         batches = -(-args.jobs // args.batch_size)
@@ -185,11 +189,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def pid_arg(text: str) -> tuple[str, int]:
-    name, _, pid = text.partition("=")
-    return name, int(pid)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--phase", choices=["open", "saturation", "bulk"], required=True)
@@ -201,7 +200,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--backlog", type=int, default=3000)
-    p.add_argument("--jobs", type=int, default=10_000)
+    p.add_argument("--jobs", type=int, default=10_000, help="bulk: jobs to enqueue")
+    p.add_argument("--max-jobs", type=int, default=0, help="saturation: stop after this many (0: --seconds only)")
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--pid", type=pid_arg, action="append", default=[], metavar="NAME=PID")
     p.add_argument("--out", type=Path, required=True)

@@ -59,13 +59,22 @@ class Gate:
         await self._open.wait()
 
 
-async def saturate(window: int, seconds: float, submit: Callable[[], Awaitable[None]], gate: Gate) -> float:
-    """`window` submitters back to back for `seconds` behind `gate`; returns the wall seconds submitting."""
+async def saturate(
+    window: int,
+    seconds: float,
+    submit: Callable[[], Awaitable[None]],
+    gate: Gate,
+    more: Callable[[], bool] = lambda: True,
+) -> float:
+    """`window` submitters back to back for `seconds` (or until `more()` is false) behind `gate`.
+
+    Returns the wall seconds spent submitting.
+    """
     deadline = time.monotonic() + seconds
     started = time.monotonic()
 
     async def submitter() -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and more():
             await gate.wait()
             await submit()
 

@@ -28,6 +28,7 @@ class Profile:
     batch_size: int = 200
     window: int = 64  # SubmitJob calls in flight from the one pipelining client
     backlog: int = 3000  # queued jobs above which the saturation submitter waits
+    compare_jobs: int = 5000  # perf-compare's saturation runs: this many jobs on each side
 
     def scaled(self, seconds: float | None = None, jobs: int | None = None) -> Profile:
         """Every phase shortened to `seconds` and every job count capped at `jobs` (tiny runs, tests)."""
@@ -45,6 +46,7 @@ class Profile:
                 "bulk_jobs": min(self.bulk_jobs, jobs),
                 "batch_size": min(self.batch_size, jobs),
                 "backlog": min(self.backlog, jobs),
+                "compare_jobs": min(self.compare_jobs, jobs),
                 "worker_streams": min(self.worker_streams, jobs),
                 "locust_users": min(self.locust_users, max(1, jobs // 10)),
             }
@@ -57,9 +59,10 @@ PROFILES = {
         Profile("smoke", locust_users=20, locust_seconds=12, worker_streams=500, worker_seconds=10,
                 open_rate=100, open_seconds=20, saturation_seconds=12, warmup_seconds=2, bulk_jobs=10_000),
         Profile("average", locust_users=50, locust_seconds=60, worker_streams=500, worker_seconds=30,
-                open_rate=100, open_seconds=60, saturation_seconds=65, warmup_seconds=5, bulk_jobs=50_000),
+                open_rate=100, open_seconds=60, saturation_seconds=65, warmup_seconds=5, bulk_jobs=50_000,
+                compare_jobs=20_000),
         Profile("stress", locust_users=100, locust_seconds=120, worker_streams=1000, worker_seconds=60,
                 open_rate=100, open_seconds=120, saturation_seconds=250, warmup_seconds=10, bulk_jobs=200_000,
-                backlog=10_000),
+                backlog=10_000, compare_jobs=60_000),
     )
 }  # fmt: skip

@@ -31,6 +31,7 @@ from typing import Any
 
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
 from perf import provenance
+from perf.cpu import pid_arg
 from perf.drivers import pid_args, run_driver
 from perf.evidence import ROOT
 from perf.locust_run import run_locust
@@ -82,6 +83,7 @@ class Target:
 
 
 def topology(args: argparse.Namespace) -> Topology:
+    """What --workers, --concurrency, --metrics and --audit-level describe (perf.compare has them too)."""
     group = Workers(args.workers, ("--handlers", "perf.noop:register"), concurrency=args.concurrency)
     return Topology(
         workers=(group,),
@@ -89,6 +91,13 @@ def topology(args: argparse.Namespace) -> Topology:
         metrics=args.metrics,
         settings={**STACK_SETTINGS, "DISPATCHD_AUDIT_LEVEL": args.audit_level},
     )
+
+
+def add_stack_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=2, help="SDK worker processes (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=10, help="each worker's concurrency (default %(default)s)")
+    p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True, help="serve and scrape /metrics")
+    p.add_argument("--audit-level", default="all", choices=["all", "mutations", "denied", "off"])
 
 
 @contextlib.contextmanager
@@ -104,14 +113,15 @@ def target_for(args: argparse.Namespace, directory: Path) -> Iterator[Target]:
         yield Target.of(stack)
 
 
-def e2e_args(profile: Profile, phase: str, submit: str, target: Target) -> list[str]:
+def e2e_args(profile: Profile, phase: str, submit: str, target: Target, max_jobs: int = 0) -> list[str]:
+    """perf.e2e's arguments for one phase of `profile`; `max_jobs` caps a saturation run's jobs."""
     return [
         "--phase", phase, "--submit", submit, "--target", target.control_plane,
         "--database-url", target.database_url, "--rate", str(profile.open_rate),
         "--seconds", str(profile.open_seconds if phase == "open" else profile.saturation_seconds),
         "--warmup", str(profile.warmup_seconds), "--window", str(profile.window),
         "--backlog", str(profile.backlog), "--jobs", str(profile.bulk_jobs), "--batch-size", str(profile.batch_size),
-        *pid_args(target.pids),
+        "--max-jobs", str(max_jobs), *pid_args(target.pids),
     ]  # fmt: skip
 
 
@@ -157,22 +167,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=sorted(PROFILES), default="smoke")
     p.add_argument("--duration", type=float, help="shorten every phase to this many seconds (tiny runs)")
     p.add_argument("--jobs", type=int, help="cap every job and stream count (tiny runs)")
-    p.add_argument("--workers", type=int, default=2, help="SDK worker processes (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=10, help="each worker's concurrency (default %(default)s)")
-    p.add_argument("--metrics", action=argparse.BooleanOptionalAction, default=True, help="serve and scrape /metrics")
-    p.add_argument("--audit-level", default="all", choices=["all", "mutations", "denied", "off"])
+    add_stack_arguments(p)
     p.add_argument("--target", help="a running control plane (then also --gateway, --database-url, --redis-url)")
     p.add_argument("--gateway", help="the running stack's worker gateway")
     p.add_argument("--database-url")
     p.add_argument("--redis-url")
-    p.add_argument("--pid", type=_pid, action="append", default=[], metavar="NAME=PID", help="a given stack's process")
+    p.add_argument("--pid", type=pid_arg, action="append", default=[], metavar="NAME=PID", help="given stack's process")
     p.add_argument("--out", type=Path, help="default evidence/perf/<profile>.json")
     return p
-
-
-def _pid(text: str) -> tuple[str, int]:
-    name, _, pid = text.partition("=")
-    return name, int(pid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "evidence" / "perf" / f"{args.profile}.json"
     work = Path(tempfile.mkdtemp(prefix="dispatchd-perf-"))
     started = dt.datetime.now(dt.UTC)
-    evidence: dict[str, Any] = {"benchmark": f"perf {args.profile}", "measured_at": started.isoformat(timespec="seconds")}
+    at = started.isoformat(timespec="seconds")
+    evidence: dict[str, Any] = {"benchmark": f"perf {args.profile}", "measured_at": at}
     evidence |= {"commit": provenance.commit(), "machine": provenance.machine(), "libraries": provenance.libraries()}
     try:
         with target_for(args, work) as target:

@@ -28,8 +28,7 @@ from grpc.aio import EOF  # type: ignore[attr-defined]
 
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc
-from perf.cpu import CpuMeter, per_job_ms
-from perf.e2e import pid_arg
+from perf.cpu import CpuMeter, per_job_ms, pid_arg
 from perf.progress import Progress, following
 from perf.stats import rate, summary_ms
 
