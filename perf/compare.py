@@ -70,9 +70,9 @@ def ratios(celery: Mapping[str, Any], ours: Mapping[str, Any]) -> list[dict[str,
     return found
 
 
-def celery_args(profile: Profile, phase: str, redis_url: str, pids: Mapping[str, int]) -> list[str]:
+def celery_args(profile: Profile, phase: str, pids: Mapping[str, int]) -> list[str]:
     return [
-        "--phase", phase, "--redis-url", redis_url, "--rate", str(profile.open_rate),
+        "--phase", phase, "--window", "1", "--rate", str(profile.open_rate),
         "--seconds", str(profile.open_seconds if phase == "open" else 600), "--warmup", str(profile.warmup_seconds),
         "--backlog", str(profile.backlog), "--jobs", str(profile.bulk_jobs), "--max-jobs", str(profile.compare_jobs),
         *pid_args(pids),
@@ -83,15 +83,16 @@ def run_celery(profile: Profile, work: Path) -> dict[str, Any]:
     python = celery_side.ensure_venv()
     found: dict[str, Any] = {}
     with celery_side.celery_stack(work) as stack:
-        found["versions"] = run_driver("perf.celery_driver", ["--phase", "ping", "--redis-url", stack.redis_url],
-                                       work / "celery-ping.json", timeout=120, python=python)  # fmt: skip
+        env = {"PERF_CELERY_REDIS": stack.redis_url}
+        found["versions"] = run_driver("perf.celery_driver", ["--phase", "open", "--ping"], work / "celery-ping.json",
+                                       timeout=120, python=python, env=env)  # fmt: skip
         for phase in CELERY_PHASES:
             if phase == "bulk":
                 stack.worker.stop()
             pids = stack.pids() if stack.worker.is_running() else {"redis": stack.pids()["redis"]}
             out = work / f"celery-{phase}.json"
-            found[phase] = run_driver("perf.celery_driver", celery_args(profile, phase, stack.redis_url, pids), out,
-                                      timeout=900, python=python)  # fmt: skip
+            found[phase] = run_driver("perf.celery_driver", celery_args(profile, phase, pids), out,
+                                      timeout=900, python=python, env=env)  # fmt: skip
     return found
 
 
@@ -143,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     evidence["ratios"] = ratios(evidence["celery"], evidence["dispatchd"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(evidence, indent=2) + "\n")
-    table = [(r["figure"], str(r["celery"]), str(r["dispatchd"]), str(r["dispatchd_over_celery"]))
+    table = [(r["figure"], *(_cell(r[k]) for k in ("celery", "dispatchd", "dispatchd_over_celery")))
              for r in evidence["ratios"]]  # fmt: skip
     print(render(table, ("figure", "Celery 5", "dispatchd", "dispatchd / Celery")))
     print(f"\nevidence: {args.out}")
-    return 0
+    sides = [*evidence["celery"].values(), *evidence["dispatchd"].values()]
+    return 1 if any("failed" in side for side in sides) else 0
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 if __name__ == "__main__":

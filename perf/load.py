@@ -64,17 +64,19 @@ async def saturate(
     seconds: float,
     submit: Callable[[], Awaitable[None]],
     gate: Gate,
-    more: Callable[[], bool] = lambda: True,
+    calls: int = 0,
 ) -> float:
-    """`window` submitters back to back for `seconds` (or until `more()` is false) behind `gate`.
+    """`window` submitters back to back for `seconds` (or `calls` submissions, if not 0) behind `gate`.
 
     Returns the wall seconds spent submitting.
     """
     deadline = time.monotonic() + seconds
     started = time.monotonic()
+    left = [calls or -1]  # claimed before submitting, so `calls` is never exceeded
 
     async def submitter() -> None:
-        while time.monotonic() < deadline and more():
+        while time.monotonic() < deadline and left[0] != 0:
+            left[0] -= 1
             await gate.wait()
             await submit()
 

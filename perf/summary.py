@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dispatchd.devtools.stack import kind_of
+
 HEADER = ("measurement", "rate", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors", "CPU ms/job")
 CPU_COLUMNS = (("control-plane", "cp"), ("worker-gateway", "gw"), ("worker", "wk"))
 
@@ -18,10 +20,10 @@ def _ms(figures: Mapping[str, Any]) -> tuple[str, str, str, str]:
 
 
 def cpu_cell(per_job: Mapping[str, float]) -> str:
-    """Control plane / gateway / workers (summed over worker processes) CPU ms per job."""
+    """Control plane / gateway / workers (summed over worker processes, replicas too) CPU ms per job."""
     parts = []
     for prefix, short in CPU_COLUMNS:
-        values = [v for name, v in per_job.items() if name == prefix or name.startswith(prefix + "-")]
+        values = [v for name, v in per_job.items() if kind_of(name) == prefix]
         if values:
             parts.append(f"{short} {sum(values):.2f}")
     return " ".join(parts) or "-"
