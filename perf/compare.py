@@ -42,12 +42,16 @@ FIGURES = (
     ("saturation jobs/s (single submit)", ("throughput", "jobs_per_second"), "saturation/single", True),
     ("saturation jobs/s (batch submit)", ("throughput", "jobs_per_second"), "saturation/batch", True),
     ("bulk enqueue jobs/s (batch submit)", ("accepted_per_second",), "bulk/batch", True),
+    ("saturation CPU ms/job, all processes (single submit)", ("cpu_ms_per_job", "*"), "saturation/single", False),
 )
 
 
 def dig(figures: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
+    """The figure at `path`; a last key "*" sums the mapping it names (CPU of every process)."""
     value: Any = figures
     for key in path:
+        if key == "*" and isinstance(value, Mapping):
+            return round(sum(float(v) for v in value.values()), 3) if value else None
         if not isinstance(value, Mapping) or key not in value:
             return None
         value = value[key]

@@ -56,13 +56,15 @@ def run_locust(target: str, users: int, seconds: float, work_dir: Path, pids: Ma
     with open(work_dir / "locust.log", "wb") as log:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-        meter = CpuMeter({**pids, "locust": proc.pid})
+        meter = CpuMeter(pids)
         meter.start()
         started = time.monotonic()
-        while proc.poll() is None:
+        # wait4, not poll(): once reaped, locust's own CPU is only in the rusage of its exit.
+        while not (waited := os.wait4(proc.pid, os.WNOHANG))[0]:
             progress.show(f"{users} gRPC users")
             time.sleep(0.5)
-        cpu = meter.stop()
+        proc.returncode = os.waitstatus_to_exitcode(waited[1])
+        cpu = meter.stop() | {"locust": round(waited[2].ru_utime + waited[2].ru_stime, 3)}
         elapsed = time.monotonic() - started
     progress.show(f"exit {proc.returncode}", final=True)
     stats_path = prefix.with_name("locust_stats.csv")

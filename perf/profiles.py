@@ -2,9 +2,8 @@
 
 Invariant: a profile is plain data and the only source of phase sizes; command-line
 overrides (`--duration`, `--jobs`) scale a copy of it, and the evidence records the
-profile exactly as run. Wall time (documented in the README, excluding the ~15 s to
-start and stop the stack): smoke ~1.5 min, average ~5 min (60 s sustained saturation per
-submit mode), stress ~13 min.
+profile exactly as run. Wall time (as the README says, stack start and stop included):
+smoke ~1.5 min, average ~6 min (60 s sustained saturation per submit mode), stress ~15 min.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ class Profile:
     bulk_jobs: int  # BatchSubmitJobs with no workers
     batch_size: int = 200
     window: int = 64  # SubmitJob calls in flight from the one pipelining client
-    backlog: int = 3000  # queued jobs above which the saturation submitter waits
+    backlog: int = 1000  # queued jobs above which the saturation submitter waits (~0.5-5 s of work)
     compare_jobs: int = 5000  # perf-compare's saturation runs: this many jobs on each side
 
     def scaled(self, seconds: float | None = None, jobs: int | None = None) -> Profile:
@@ -63,6 +62,6 @@ PROFILES = {
                 compare_jobs=20_000),
         Profile("stress", locust_users=100, locust_seconds=120, worker_streams=1000, worker_seconds=60,
                 open_rate=100, open_seconds=120, saturation_seconds=250, warmup_seconds=10, bulk_jobs=200_000,
-                backlog=10_000, compare_jobs=60_000),
+                backlog=2000, compare_jobs=60_000),
     )
 }  # fmt: skip

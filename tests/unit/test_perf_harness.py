@@ -135,10 +135,14 @@ def test_the_table_shows_measured_and_skipped_phases() -> None:
 
 
 def test_ratios_pair_the_same_figure_of_both_sides() -> None:
-    celery = {"saturation": {"throughput": {"jobs_per_second": 800.0}}, "open": {}}
-    ours = {"saturation/single": {"throughput": {"jobs_per_second": 1600.0}}, "saturation/batch": {"skipped": "x"}}
+    celery = {"saturation": {"throughput": {"jobs_per_second": 800.0}, "cpu_ms_per_job": {"a": 1.0, "b": 1.0}}}
+    ours = {
+        "saturation/single": {"throughput": {"jobs_per_second": 1600.0}, "cpu_ms_per_job": {"a": 0.5, "c": 0.5}},
+        "saturation/batch": {"skipped": "x"},
+    }
     found = {r["figure"]: r for r in ratios(celery, ours)}
     assert found["saturation jobs/s (single submit)"]["dispatchd_over_celery"] == 2.0
+    assert found["saturation CPU ms/job, all processes (single submit)"]["dispatchd_over_celery"] == 0.5
     assert found["saturation jobs/s (batch submit)"]["dispatchd_over_celery"] is None
     assert found["open loop: submit -> handler done p50 ms"]["celery"] is None
 
