@@ -4,7 +4,7 @@ perf.e2e (dispatchd) and perf.celery_driver (Celery, in its own virtualenv) each
 a `Side`: how to submit one call's worth of jobs, how long the queue is, how many of the
 submitted jobs have ended, and their journeys. `run_phase` does the rest identically:
 
-- open: a submission every 1/--rate s for --seconds; CPU from the first submission until
+- open: --rate jobs/s for --seconds (a call every per_call/--rate s); CPU from the first submission until
   every job ended;
 - saturation: --window submitters back to back behind the backlog gate for --seconds (or
   --max-jobs jobs); the window starts after --warmup and ends when the last job is
@@ -115,7 +115,7 @@ async def run_phase(side: Side, args: argparse.Namespace, progress: Progress) ->
         return await _bulk(side, args)
     if args.phase == "open":
         side.measure_from_now()
-        await open_loop(args.rate, args.seconds, side.submit)
+        await open_loop(args.rate / side.per_call, args.seconds, side.submit)  # --rate is jobs/s
     else:
         await _saturate(side, args)
     unfinished = await side.drain(progress)

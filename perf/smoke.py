@@ -7,8 +7,8 @@ workers loading the perf.noop handler, each its own process), or targets a runni
 
 1. locust, gRPC users against the control plane (submit, get, list, wait mix);
 2. the worker-load driver: --profile's streams registering and heartbeating each second;
-3. the end-to-end driver: open loop at a fixed rate, saturation with single SubmitJob
-   calls and with BatchSubmitJobs, then bulk enqueue with the workers stopped.
+3. the end-to-end driver: open loop at a fixed rate and saturation, each with single
+   SubmitJob calls and with BatchSubmitJobs, then bulk enqueue with the workers stopped.
 
 It prints one summary table and writes evidence/perf/<profile>.json. Invariant: every
 figure in that file was measured in this run (nothing is typed in), and the file says at
@@ -40,7 +40,9 @@ from perf.profiles import PROFILES, Profile
 from perf.scrape import SCRAPE_SECONDS, scraping
 from perf.summary import render, rows
 
-E2E_PHASES = (("open", "single"), ("saturation", "single"), ("saturation", "batch"), ("bulk", "batch"))
+E2E_PHASES = (
+    ("open", "single"), ("open", "batch"), ("saturation", "single"), ("saturation", "batch"), ("bulk", "batch"),
+)  # fmt: skip
 STACK_SETTINGS = {
     "DISPATCHD_LOG_LEVEL": "WARNING",
     "PYTHONPATH": str(ROOT),  # the workers load perf.noop
@@ -120,7 +122,8 @@ def e2e_args(profile: Profile, phase: str, submit: str, target: Target, max_jobs
         "--database-url", target.database_url, "--rate", str(profile.open_rate),
         "--seconds", str(profile.open_seconds if phase == "open" else profile.saturation_seconds),
         "--warmup", str(profile.warmup_seconds), "--window", str(profile.window),
-        "--backlog", str(profile.backlog), "--jobs", str(profile.bulk_jobs), "--batch-size", str(profile.batch_size),
+        "--backlog", str(profile.backlog), "--jobs", str(profile.bulk_jobs),
+        "--batch-size", str(profile.open_batch if phase == "open" else profile.batch_size),
         "--max-jobs", str(max_jobs), *pid_args(target.pids),
     ]  # fmt: skip
 

@@ -68,5 +68,6 @@ def test_the_smoke_harness_measures_every_driver_against_a_running_stack(
     assert opened["cpu_seconds"]["control-plane"] > 0 and "worker-1" in opened["cpu_ms_per_job"]
     saturated = phases["saturation/single"]
     assert saturated["throughput"]["jobs_per_second"] > 0 and saturated["errors"] == {}
-    assert "skipped" in phases["saturation/batch"] or phases["saturation/batch"]["throughput"]["jobs_per_second"] > 0
+    for batch in ("open/batch", "saturation/batch"):  # skipped (with the reason) where the server lacks the RPC
+        assert "skipped" in phases[batch] or (phases[batch]["errors"] == {} and phases[batch]["accepted"] > 0)
     assert "not ours to stop" in phases["bulk/batch"]["skipped"]

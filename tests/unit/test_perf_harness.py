@@ -110,6 +110,7 @@ def test_open_loop_starts_every_submission_without_waiting_for_earlier_ones() ->
 def test_profiles_scale_down_for_tiny_runs() -> None:
     tiny = PROFILES["smoke"].scaled(seconds=2, jobs=50)
     assert tiny.open_seconds == 2 and tiny.worker_streams == 50 and tiny.bulk_jobs == 50
+    assert tiny.locust_seconds == 5
     assert tiny.saturation_seconds - tiny.warmup_seconds == 2
     assert PROFILES["smoke"].scaled() == PROFILES["smoke"]
 
