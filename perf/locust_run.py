@@ -45,6 +45,15 @@ def parse_failures(text: str) -> dict[str, int]:
     return {f"{row['Name']}: {row['Error']}": int(row["Occurrences"]) for row in csv.DictReader(text.splitlines())}
 
 
+def so_far(prefix: Path) -> str:
+    """What locust's periodically rewritten statistics say now (for the progress line)."""
+    try:
+        total = parse_stats(prefix.with_name("locust_stats.csv").read_text()).get("Aggregated")
+    except (OSError, KeyError, ValueError):
+        total = None  # not written yet, or caught mid-write
+    return "starting" if total is None else f"{total['requests']} calls, {total['failures']} failed"
+
+
 def run_locust(target: str, users: int, seconds: float, work_dir: Path, pids: Mapping[str, int]) -> dict[str, Any]:
     prefix = work_dir / "locust"
     argv = [
@@ -61,7 +70,7 @@ def run_locust(target: str, users: int, seconds: float, work_dir: Path, pids: Ma
         started = time.monotonic()
         # wait4, not poll(): once reaped, locust's own CPU is only in the rusage of its exit.
         while not (waited := os.wait4(proc.pid, os.WNOHANG))[0]:
-            progress.show(f"{users} gRPC users")
+            progress.show(f"{users} gRPC users, {so_far(prefix)}")
             time.sleep(0.5)
         proc.returncode = os.waitstatus_to_exitcode(waited[1])
         cpu = meter.stop() | {"locust": round(waited[2].ru_utime + waited[2].ru_stime, 3)}
