@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills proto proto-baseline perf-smoke lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills proto proto-baseline perf-smoke perf perf-compare lock clean
 
 venv: $(VENV)/.stamp
 
@@ -67,8 +67,19 @@ proto: venv
 proto-baseline: venv
 	$(BIN)/buf build --exclude-source-info -o proto/baseline.json
 
+## Performance harness (README "Performance"): locust, worker streams, end-to-end; ~2 min.
+## Writes evidence/perf/smoke.json; `make perf PROFILE=average|stress` writes evidence/perf/$(PROFILE).json.
+PROFILE ?= average
 perf-smoke: venv
-	$(PY) -m perf.smoke
+	$(PY) -m perf.smoke --profile smoke $(PERF_ARGS)
+
+perf: venv
+	$(PY) -m perf.smoke --profile $(PROFILE) $(PERF_ARGS)
+
+## The same end-to-end workload through Celery 5 (own venv, .perf/celery-venv) and dispatchd, in one run;
+## writes evidence/perf/compare.json.
+perf-compare: venv
+	$(PY) -m perf.compare $(PERF_ARGS)
 
 ## Re-pin every dependency of both distributions (run after changing either pyproject.toml's dependencies).
 lock:
