@@ -74,16 +74,12 @@ class Dispatchd(Side):
         self.call_seconds.append(time.perf_counter() - started)
 
     async def probe_batch(self) -> None:
-        """One one-job batch: raises BatchUnsupported before a run when the server lacks the RPC.
-
-        A servicer that does not override the generated method raises NotImplementedError,
-        which the error interceptor answers as INTERNAL, not UNIMPLEMENTED: the probe takes
-        either as "not served" (and says which); during the run, both count as errors.
-        """
+        """One one-job batch: raises BatchUnsupported before a run when the server lacks the RPC
+        (an older control plane targeted with --target answers UNIMPLEMENTED)."""
         try:
             await self.stub.BatchSubmitJobs(job_service_pb2.BatchSubmitJobsRequest(jobs=[REQUEST]), timeout=30)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL):
+            if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
                 raise BatchUnsupported(f"BatchSubmitJobs not served: {exc.code().name} ({exc.details()})") from None
             raise
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import subprocess
@@ -29,11 +28,3 @@ def header(benchmark: str) -> dict[str, Any]:
         "commit": git_commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
     }
-
-
-def write(path: Path, evidence: dict[str, Any]) -> None:
-    """Write an evidence file (creating its directory) and print it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(evidence, indent=2)
-    path.write_text(text + "\n")
-    print(text)
