@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         1.0, description="Safety-net interval of the scheduler's reconcile loop (events wake it sooner)."
     )
+    reconcile_grace_seconds: float = Field(
+        2.0, ge=0, description="A due queued execution missing from Redis is re-queued (a repair) only once "
+        "it has been missing this long: before that the fast path (a push, a claim) is still handling it."
+    )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
     registration_timeout_seconds: float = Field(
         10.0, gt=0, description="A worker stream that has not registered this long after opening is ended "
