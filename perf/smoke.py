@@ -34,6 +34,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2
 
+from dispatchd.common import loops
 from dispatchd.devtools.stack import Stack, Topology, Workers
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from perf.evidence import ROOT, header
@@ -167,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Stack(platform, directory) as stack:
             target = stack.control_plane_target
-            asyncio.run(measure_latency(target, 20))  # warm-up: connections, caches
+            loops.run(measure_latency(target, 20))  # warm-up: connections, caches
             with scraping(list(stack.metrics_urls().values())) as scrapes:
-                latency = asyncio.run(measure_latency(target, args.latency_jobs))
-                throughput = asyncio.run(measure_throughput(target, args.burst_jobs, args.clients))
+                latency = loops.run(measure_latency(target, args.latency_jobs))
+                throughput = loops.run(measure_throughput(target, args.burst_jobs, args.clients))
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     evidence = {
