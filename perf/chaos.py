@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dispatchd.common import loops
 from dispatchd.devtools.stack import Stack
 from dispatchd.platform.db import create_pool
 from perf.chaos_checks import Check, Snapshot, TerminalWatch, check_all, statistics
@@ -103,7 +104,7 @@ def run(profile: Profile, directory: Path, out: Path | None, seed: int | None = 
     )
     wall = time.monotonic()
     with Stack(platform, directory) as stack:
-        evidence = asyncio.run(_chaos(stack, profile, rng, ledger))
+        evidence = loops.run(_chaos(stack, profile, rng, ledger))
     evidence["timing_seconds"]["wall"] = round(time.monotonic() - wall, 1)
     evidence["seed"] = seed
     passed = all(c["ok"] for c in evidence["invariants"].values())

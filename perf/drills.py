@@ -39,6 +39,7 @@ import asyncpg
 import grpc
 import redis.asyncio as aioredis
 
+from dispatchd.common import loops
 from dispatchd.devtools.stack import Stack
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
@@ -189,7 +190,7 @@ async def _drill(stack: Stack, runs: int) -> dict[str, Any]:
 
 def run(runs: int, directory: Path, out: Path | None) -> dict[str, Any]:
     with Stack(topology(workers=2, concurrency=1, schedulers=2), directory) as stack:
-        results = asyncio.run(_drill(stack, runs))
+        results = loops.run(_drill(stack, runs))
     settings = Settings()
     evidence = {
         **header("failover-drills"),

@@ -15,7 +15,6 @@ makes a batch phase `skipped`, with the reason.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 import asyncpg
 import grpc
 
+from dispatchd.common import loops
 from dispatchd.platform.db import asyncpg_dsn
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument("--database-url", required=True)
     p.add_argument("--batch-size", type=int, default=200)
     args = p.parse_args()
-    args.out.write_text(json.dumps(asyncio.run(main_async(args)), indent=2) + "\n")
+    args.out.write_text(json.dumps(loops.run(main_async(args)), indent=2) + "\n")
 
 
 if __name__ == "__main__":

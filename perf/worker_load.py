@@ -26,6 +26,7 @@ from typing import Any, cast
 import grpc
 from grpc.aio import EOF  # type: ignore[attr-defined]
 
+from dispatchd.common import loops
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc
 from perf.cpu import CpuMeter, per_job_ms, pid_arg
@@ -135,7 +136,7 @@ def main() -> None:
     p.add_argument("--pid", type=pid_arg, action="append", default=[], metavar="NAME=PID")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    args.out.write_text(json.dumps(asyncio.run(run(args)), indent=2) + "\n")
+    args.out.write_text(json.dumps(loops.run(run(args)), indent=2) + "\n")
 
 
 if __name__ == "__main__":

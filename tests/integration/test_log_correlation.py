@@ -122,3 +122,30 @@ async def test_with_tracing_off_lines_carry_the_job_and_the_result_passes_the_co
     inside = _lines(stderr)["inside the handler"]
     assert (inside["job_id"], inside["execution_id"]) == ("j-1", "e-1")
     assert "trace_id" not in inside
+
+
+# The same job's context when its root was not sampled (flags 00).
+UNSAMPLED = {"traceparent": ASSIGNED["traceparent"][:-2] + "00"}
+
+
+async def test_an_unsampled_trace_makes_no_span_and_passes_the_context_on_unchanged(
+    stderr: io.StringIO, spans: InMemorySpanExporter
+) -> None:
+    result = await _run(_assignment(trace_context=UNSAMPLED))
+    # Not even the handler's own span: it joined the unsampled trace instead of starting one.
+    assert spans.get_finished_spans() == ()
+    assert dict(result.trace_context) == UNSAMPLED
+    inside = _lines(stderr)["inside the handler"]
+    assert inside["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+
+
+def test_recording_a_span_of_an_unsampled_trace_returns_its_carrier(spans: InMemorySpanExporter) -> None:
+    kind = trace.SpanKind.INTERNAL
+    assert tracing.record("assign", UNSAMPLED, kind, {}) == UNSAMPLED
+    assert spans.get_finished_spans() == ()
+    carried = tracing.record("assign", ASSIGNED, kind, {})
+    (span,) = spans.get_finished_spans()
+    assert carried["traceparent"] == f"00-0af7651916cd43dd8448eb211c80319c-{span.context.span_id:016x}-01"
+    # No traceparent, or a malformed one: a new trace, its root decides (sampled here).
+    assert tracing.sampled({"traceparent": "00-abc-00"})
+    assert tracing.sampled({}) and not tracing.sampled(UNSAMPLED)

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack
 
 from dispatchd.client._async import AsyncClient, Options
+from dispatchd.common import loops
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -51,7 +52,7 @@ class Client:
     """The same methods, arguments and results as `AsyncClient`, without `await`."""
 
     def __init__(self, target: str | None = None, **options: Unpack[Options]) -> None:
-        self._runner = asyncio.Runner()
+        self._runner = asyncio.Runner(loop_factory=loops.new_loop)
         self._client = AsyncClient(target, **options)
 
     @property

@@ -9,6 +9,11 @@ TaskAssignment and TaskResult. Exporting, batching and sampling are the OpenTele
 read its standard variables (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_BSP_*,
 OTEL_EXPORTER_OTLP_*); only the default sampler is ours: parent-based, DEFAULT_RATIO of new
 traces.
+
+The root's sampling decision is the trace's: a carrier whose traceparent says "not sampled"
+(flags 00) is passed on unchanged and no span work is done for it, not even an OpenTelemetry
+object (`sampled` reads the flags with string operations), so at the default ratio nine jobs
+in ten pay for tracing no more than a dict copy.
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ EXECUTION_ID = "dispatchd.execution_id"
 ATTEMPT = "dispatchd.attempt"
 WORKER_ID = "dispatchd.worker_id"
 OUTCOME = "dispatchd.outcome"
+
+# A version-00 traceparent: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>"; later
+# versions may append "-..." fields, the flags stay at the same offset.
+_TRACEPARENT_LENGTH = 55
+_FLAGS_LOW_DIGIT = _TRACEPARENT_LENGTH - 1
+# The last hex digit of the flags byte with bit 0 (sampled) set.
+_SAMPLED_DIGITS = frozenset("13579bdfBDF")
 
 _W3C = TraceContextTextMapPropagator()
 _enabled = False
@@ -114,6 +126,18 @@ def stop_tracing() -> None:
         shutdown()
 
 
+def sampled(carrier: Mapping[str, str]) -> bool:
+    """False only when `carrier` holds a well-formed traceparent whose sampled flag is off.
+
+    No traceparent (or a malformed one) is True: a span made from it starts a new trace, whose
+    root decides. Cheap on purpose: it runs for every job on every hop.
+    """
+    traceparent = carrier.get("traceparent")
+    if traceparent is None or len(traceparent) < _TRACEPARENT_LENGTH or traceparent[52] != "-":
+        return True
+    return traceparent[_FLAGS_LOW_DIGIT] in _SAMPLED_DIGITS
+
+
 def parent(carrier: Mapping[str, str]) -> Context:
     """The context a carrier describes (an empty one when it holds no valid traceparent)."""
     return _W3C.extract(carrier)
@@ -157,7 +181,12 @@ def record(
     start_ns: int | None = None,
     error: str | None = None,
 ) -> dict[str, str]:
-    """A span that already happened (from `start_ns`, default now, to now); returns its carrier."""
+    """A span that already happened (from `start_ns`, default now, to now); returns its carrier.
+
+    For an unsampled `carrier` no span is made and the carrier itself comes back (a copy).
+    """
+    if not sampled(carrier):
+        return dict(carrier)
     span = start(name, carrier, kind, attributes, start_ns)
     if error is not None:
         span.set_status(trace.Status(trace.StatusCode.ERROR, error))

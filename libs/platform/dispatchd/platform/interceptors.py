@@ -9,8 +9,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NamedTuple, TypeAlias
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import asyncpg
 import grpc
@@ -78,7 +78,14 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """An interceptor that replaces the handler the server found for a method by `wrap`'s.
 
     A method without a handler (unknown to the server) passes untouched: gRPC answers UNIMPLEMENTED.
+    `wrap` sees only the method, never the call (a wrapper reads a call's metadata from its
+    context): so it runs once per method, and every later call of that method gets the same
+    wrapped handler back, as long as the interceptors inside return the same handler too.
     """
+
+    def __init__(self) -> None:
+        # By method: the handler `wrap` was given and what it made of it.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -88,11 +95,17 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return self.wrap(handler, handler_call_details)
+        method = handler_call_details.method
+        made = self._wrapped.get(method)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = self.wrap(handler, handler_call_details)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     @abc.abstractmethod
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
-        """The handler that serves the call instead (`handler` itself to leave it as it is)."""
+        """The handler that serves `details.method` instead (`handler` itself to leave it as it is)."""
 
 
 class Wrappers(NamedTuple):
@@ -130,6 +143,11 @@ def status_of_call(context: grpc.aio.ServicerContext[Any, Any], exc: BaseExcepti
     if isinstance(exc, asyncio.CancelledError) or disconnects.went_away(exc):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
+
+
+def metadata_of(context: grpc.aio.ServicerContext[Any, Any]) -> Sequence[tuple[str, str | bytes]]:
+    """A call's metadata: the (key, value) pairs grpc.aio hands a server (its stubs say a Mapping)."""
+    return cast(Sequence[tuple[str, str | bytes]], context.invocation_metadata() or ())
 
 
 def with_unary(handler: Handler, behaviour: Callable[..., Awaitable[Any]]) -> Handler:

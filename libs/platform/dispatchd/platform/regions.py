@@ -80,6 +80,7 @@ class PassiveRegionInterceptor(HandlerInterceptor):
     """Refuses mutating calls with FAILED_PRECONDITION while the region is passive."""
 
     def __init__(self, region: Region) -> None:
+        super().__init__()
         self.region = region
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:

@@ -63,6 +63,7 @@ class MethodMetrics:
 
 class MetricsInterceptor(HandlerInterceptor):
     def __init__(self, service: str) -> None:
+        super().__init__()
         self.service = service
         self._metrics: Bound[str, MethodMetrics] = Bound(lambda path: MethodMetrics(service, method_label(path)))
 

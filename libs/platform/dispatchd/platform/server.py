@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from dispatchd.common import loops
 from dispatchd.common.metrics import MetricsListenError, serve_metrics
 from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.common.tracing import configure_tracing, stop_tracing
@@ -153,6 +154,7 @@ async def serve(
         extra={
             "fields": {"service": name, "listen": listen, "health_listen": settings.health_listen or None}
             | {"security": security.summary(), "tracing": traced}
+            | loops.runtime()
         },
     )
 
@@ -189,13 +191,9 @@ async def serve(
 
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a service's main coroutine on uvloop when available; then export the last spans and log lines."""
+    """Run a service's main coroutine on uvloop; then export the last spans and log lines."""
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        loops.run(coro)
     finally:
         stop_tracing()
         stop_logging()

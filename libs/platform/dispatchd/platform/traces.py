@@ -21,7 +21,7 @@ import grpc
 from opentelemetry import trace
 
 from dispatchd.common import tracing
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, with_unary
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, metadata_of, with_unary
 from dispatchd.platform.methods import HEALTH_SERVICE
 
 
@@ -38,10 +38,10 @@ class TraceInterceptor(HandlerInterceptor):
         if handler.unary_unary is None or service == HEALTH_SERVICE:
             return handler
         inner: Any = handler.unary_unary
-        carrier = tracing.incoming(details.invocation_metadata)
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            carrier = tracing.incoming(metadata_of(context))
             span = tracing.start(method, carrier, trace.SpanKind.SERVER, attributes)
             failed = True
             try:

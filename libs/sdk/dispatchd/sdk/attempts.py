@@ -5,16 +5,20 @@ tracing is on, the "attempt" span is current, so spans the handler makes itself 
 (`opentelemetry.trace.get_tracer(...)` uses the provider `configure_tracing` installed). The
 span is a child of the assignment's trace context and ends when the block does, with the
 outcome as an attribute. The result always carries a trace context for the gateway's "result"
-span: this span's, or (tracing off here) the assignment's own, passed through unchanged.
-With tracing off no span object is made.
+span: this span's, or (tracing off here, or the trace not sampled) the assignment's own, passed
+through unchanged. With tracing off no span object is made; for an unsampled trace neither, only
+the assignment's context is made current (one Context, no span), so spans the handler makes
+itself stay in that unsampled trace rather than starting new traces of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
+from contextvars import Token
 from types import TracebackType
 
-from opentelemetry import trace
+from opentelemetry import context, trace
+from opentelemetry.context import Context
 
 from dispatchd.common import correlation, tracing
 from dispatchd.sdk.task import Task
@@ -36,7 +40,8 @@ class Attempt:
         self.span: trace.Span | None = None
         self._ids = correlation.bound(job_id=task.job_id, execution_id=task.execution_id)
         self._current: contextlib.AbstractContextManager[trace.Span] | None = None
-        if tracing.enabled():
+        self._unsampled: Token[Context] | None = None  # the unsampled trace's context, made current
+        if tracing.enabled() and tracing.sampled(trace_context):
             self.span = tracing.start(
                 "attempt",
                 trace_context,
@@ -59,6 +64,8 @@ class Attempt:
                 self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
             )
             self._current.__enter__()
+        elif tracing.enabled():
+            self._unsampled = context.attach(tracing.parent(self.carrier))
         return self
 
     def settle(self, result: pb.TaskResult, outcome: str) -> None:
@@ -73,6 +80,8 @@ class Attempt:
     ) -> None:
         if self._current is not None:
             self._current.__exit__(None, None, None)
+        if self._unsampled is not None:
+            context.detach(self._unsampled)
         self._ids.__exit__()
         if self.span is not None:
             self.span.set_attribute(tracing.OUTCOME, self.outcome)

@@ -14,9 +14,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dispatchd.common import loops
 from dispatchd.common import security as credentials
 from dispatchd.common.arguments import key_value
 
@@ -142,6 +143,7 @@ async def serve(worker: Worker, grace: float) -> int:
                 "capabilities": worker.capabilities,
                 "max_concurrency": worker.max_concurrency,
             }
+            | loops.runtime()
         },
     )
     try:
@@ -153,13 +155,6 @@ async def serve(worker: Worker, grace: float) -> int:
     return 0
 
 
-def _run(coro: Coroutine[Any, Any, int]) -> int:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        return asyncio.run(coro)
-    result: int = uvloop.run(coro)
-    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -189,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except OSError as exc:
         parser.error(f"cannot serve metrics on {args.metrics_listen}: {exc}")
     configure_tracing("worker")  # a handler span per attempt when an OTLP endpoint is configured
-    code = _run(serve(worker, args.grace_seconds))
+    code = loops.run(serve(worker, args.grace_seconds))
     stop_tracing()
     sys.exit(code)
 

@@ -7,7 +7,11 @@ newer leader has opened its term, a deposed leader's writes are refused (`Fenced
 the pass ends without changing anything.
 
 1. Due QUEUED executions go (back) onto their ready queues: delayed jobs and retries that
-   became due, everything after Redis lost its data, work a gateway popped but never claimed.
+   became due (the scheduler's own fast path, not a repair), and, repaired, what whoever
+   queued it should have pushed but Redis lacks: after Redis lost its data, work a gateway
+   popped but never claimed, a submit whose push failed. Such a row is repaired only once it
+   has been missing for the grace period (`reconcile_grace_seconds`, see `absences`): the
+   fast path is still handling a row missing for milliseconds.
 2. Executions whose lease expired fail (an attempt, with backoff) and retry or dead-letter;
    so do executions running past their job's execution timeout. Either way the worker that
    may still be running one is told to stop (a CancelExecution through its gateway).
@@ -44,6 +48,7 @@ from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import QueuedRef, Settlement
 from dispatchd.platform.subscription import Subscription
 from dispatchd.scheduler import metrics as scheduler_metrics
+from dispatchd.scheduler.absences import Absences
 
 log = logging.getLogger("dispatchd.scheduler.reconciler")
 
@@ -61,6 +66,8 @@ class PassReport:
     """What one pass repaired; `more` means a page was full and another pass should follow now."""
 
     requeued: int = 0
+    # Delayed executions the scheduler queued as they became due: its own job, not a repair.
+    timed_queued: int = 0
     expired: int = 0
     timed_out: int = 0
     workers_offline: int = 0
@@ -91,6 +98,7 @@ class Reconciler:
         self.pool = pool
         self.queues = queues
         self._requeue_after: QueuedRef | None = None
+        self.absences = Absences(settings.reconcile_grace_seconds)
         # Earliest monotonic time a wake-up message asked for, not yet served by a pass.
         self._requested = math.inf
         self._woken = asyncio.Event()
@@ -115,20 +123,26 @@ class Reconciler:
         await self._fail_timed_out(report)
         await self._release_silent_workers(report)
         report.orphans_cancelled = await repairs.cancel_orphans(self.pool, epoch=self.epoch)
-        report.next_due = await repairs.seconds_until_next_due(self.pool)
+        # A pass must also look again when a remembered absence reaches the grace.
+        waits = (await repairs.seconds_until_next_due(self.pool), self.absences.seconds_to_next())
+        report.next_due = min((w for w in waits if w is not None), default=None)
         return report
 
     async def _requeue_due(self, report: PassReport) -> None:
-        refs = await repairs.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
+        page = await repairs.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
         # Continue after this page next time while pages are full; start over once one is not.
-        self._requeue_after = refs[-1] if len(refs) == REQUEUE_PAGE else None
+        self._requeue_after = page[-1].ref if len(page) == REQUEUE_PAGE else None
         report.more |= self._requeue_after is not None
-        if not refs:
-            return
+        timed = [due.ref for due in page if due.timed]
+        missing = await self.absences.overdue(self.queues, [due.ref for due in page if not due.timed])
+        if self._requeue_after is None:
+            self.absences.end_scan()
         # In steady state everything is already queued: wake gateways only for new entries.
-        report.requeued = await self.queues.push(refs, notify=False)
-        if report.requeued:
-            await self._notify_ready({ref.job_type for ref in refs})
+        report.timed_queued = await self.queues.push(timed, notify=False)
+        report.requeued = await self.queues.push(missing, notify=False)
+        self.absences.repaired(missing)
+        if report.timed_queued or report.requeued:
+            await self._notify_ready({ref.job_type for ref in (*timed, *missing)})
 
     async def _notify_ready(self, job_types: Iterable[str]) -> None:
         pipe = self.queues.client.pipeline(transaction=False)

@@ -28,7 +28,14 @@ import grpc
 
 from dispatchd.platform.decoding import Malformed, refusal, relay
 from dispatchd.platform.decoding import tolerant as _tolerant
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap, status_of_call
+from dispatchd.platform.interceptors import (
+    Handler,
+    HandlerInterceptor,
+    Wrappers,
+    metadata_of,
+    rewrap,
+    status_of_call,
+)
 from dispatchd.platform.methods import HEALTH_SERVICE, WORKER_SERVICE, rule_for
 from dispatchd.platform.security import audit, renewal
 from dispatchd.platform.security.access import Access, current
@@ -187,15 +194,27 @@ class Call:
         return None
 
 
+@dataclass(frozen=True)
+class Gate:
+    """One method's gate, made once per method: each call through it is a `Call` with its own metadata."""
+
+    interceptor: SecurityInterceptor
+    method: str
+    rule: Rule
+
+    def call(self, context: Context) -> Call:
+        return Call(self.interceptor, self.method, self.rule, _metadata(metadata_of(context)))
+
+
 class SecurityInterceptor(HandlerInterceptor):
     def __init__(self, config: SecurityConfig) -> None:
+        super().__init__()
         self.config = config
         self.streams = StreamCounter(config.max_streams_per_identity)
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
-        method = details.method
-        call = Call(self, method, rule_for(method), _metadata(details.invocation_metadata))
-        return rewrap(handler, _WRAPPERS, call, _tolerant(handler.request_deserializer))
+        gate = Gate(self, details.method, rule_for(details.method))
+        return rewrap(handler, _WRAPPERS, gate, _tolerant(handler.request_deserializer))
 
 
 def _metadata(items: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
@@ -252,8 +271,9 @@ class _Closing:
             self.record.write(self.event, *_outcome(self.context, failure))
 
 
-def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+def _unary(gate: Gate, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     async def handle(request: Any, context: Context) -> Any:
+        call = gate.call(context)
         access, record = await _open(call, context, "call")
         if isinstance(request, Malformed):
             await _refuse_malformed(call, context, record, "call", request)
@@ -275,8 +295,9 @@ def _unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     return handle
 
 
-def _unary_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
+def _unary_stream(gate: Gate, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
     async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
+        call = gate.call(context)
         access, record = await _open(call, context, "stream.open")
         if isinstance(request, Malformed):
             await _refuse_malformed(call, context, record, "stream.open", request)
@@ -340,8 +361,9 @@ async def _admit_stream(
     return access, record, identity
 
 
-def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
+def _stream_unary(gate: Gate, inner: Any) -> Callable[[Any, Context], Awaitable[Any]]:
     async def handle(requests: AsyncIterator[Any], context: Context) -> Any:
+        call = gate.call(context)
         access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         current.set(access)
@@ -354,8 +376,9 @@ def _stream_unary(call: Call, inner: Any) -> Callable[[Any, Context], Awaitable[
     return handle
 
 
-def _stream_stream(call: Call, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
+def _stream_stream(gate: Gate, inner: Any) -> Callable[[Any, Context], AsyncIterator[Any]]:
     async def handle(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        call = gate.call(context)
         access, record, identity = await _admit_stream(call, context, requests)
         guard = _Requests(call, access, record)
         # Set in this task's context; the handler's own tasks copy it when they are created.

@@ -8,6 +8,7 @@ cancel active executions of terminal jobs. Guards come from `store.guards` only.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -24,7 +25,8 @@ from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import QueuedRef
 
 _DUE = f"""
-SELECT e.execution_id, e.job_type, e.priority, e.available_at FROM executions e
+SELECT e.execution_id, e.job_type, e.priority, e.available_at, e.available_at > e.queued_at AS timed
+FROM executions e
 WHERE {one_of("e.status", EXECUTION_CLAIMABLE)} AND e.available_at <= clock_timestamp()
   AND ($2::timestamptz IS NULL OR (e.available_at, e.execution_id) > ($2, $3::uuid))
 ORDER BY e.available_at, e.execution_id LIMIT $1
@@ -71,9 +73,18 @@ WHERE j.job_id = e.job_id AND {one_of("e.status", EXECUTION_CANCELLABLE)} AND {o
 """
 
 
+@dataclass(frozen=True)
+class Due:
+    """A due QUEUED execution; `timed`: it became due after it was queued (a delayed job, a retry
+    in backoff), so the scheduler is the one that pushes it, not whoever queued it."""
+
+    ref: QueuedRef
+    timed: bool
+
+
 async def due_queued(
     conn: asyncpg.Connection | asyncpg.Pool, limit: int, *, after: QueuedRef | None = None
-) -> list[QueuedRef]:
+) -> list[Due]:
     """Queued executions that are due, oldest first: what belongs on the ready queues now.
 
     `after` (the last ref of the previous page) continues a scan, so a backlog larger
@@ -82,7 +93,9 @@ async def due_queued(
     after_at = after.available_at if after is not None else None
     after_id = after.execution_id if after is not None else None
     rows = await conn.fetch(_DUE, limit, after_at, after_id)
-    return [QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]) for r in rows]
+    return [
+        Due(QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]), r["timed"]) for r in rows
+    ]
 
 
 async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
