@@ -43,6 +43,7 @@ from dispatchd.devtools.stack import Stack, Stores, Topology
 from dispatchd.devtools.stores import PostgresInstance
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.states import ExecutionStatus as E
+from dispatchd.platform.states import JobStatus as J
 from perf import restore_checks
 from perf.chaos_checks import Check, Snapshot, check_all
 from perf.chaos_handlers import LEDGER_ENV, read_ledger
@@ -63,7 +64,8 @@ def drill_topology(ledger: Path, prefix: str, stores: Stores | None = None) -> T
         workers=2, concurrency=4, handlers=("--handlers", "perf.chaos_handlers:register"),
         worker_env={LEDGER_ENV: str(ledger)},
     )  # fmt: skip
-    return dataclasses.replace(base, stores=stores or Stores(), workers=(dataclasses.replace(base.workers[0], prefix=prefix),))
+    workers = (dataclasses.replace(base.workers[0], prefix=prefix),)
+    return dataclasses.replace(base, stores=stores or Stores(), workers=workers)
 
 
 async def until(what: str, probe: Any, timeout: float) -> None:
@@ -84,6 +86,7 @@ async def backed_up_under_load(stack: Stack, jobs: int, seconds: float) -> Taken
     pool = await create_pool(stack.database_url, min_size=1, max_size=2)
     try:
         load = asyncio.create_task(submit_all(client, make_workload("backup", jobs, random.Random(12), 2.0), seconds))
+        await asyncio.sleep(seconds / 2)  # a backup with history in it, not just the first jobs
         await until("running, retried and dead-lettered work", lambda: pool.fetchval(MIX), MIX_TIMEOUT)
         acknowledged = dict(receipts.acknowledged)
         taken = await backups.take(LocalPlatform(stack), stack.database_url)
@@ -157,7 +160,7 @@ def run(jobs: int, seconds: float, directory: Path) -> dict[str, Any]:
         "recovery": {
             "platform_on_restored_db": "fresh Redis, new workers; scheduler repair rebuilds the ready queues",
             "seconds_until_all_terminal": round(recovery_s, 3),
-            "outcomes": dict(Counter(job["status"] for job in snap.jobs.values())),
+            "outcomes": dict(Counter(J(job["status"]).name for job in snap.jobs.values())),
             "handler_runs_after_restore": sum(e.event == "start" for e in new_runs),
             "redone_after_restore": restore_checks.redone(old_runs, new_runs, taken),
         },
