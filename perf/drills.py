@@ -189,7 +189,7 @@ async def _drill(stack: Stack, runs: int, workers: list[str]) -> dict[str, Any]:
         await drills.close()
         await client.aclose()
         await pool.close()
-    violations = [f"{s['killed']} was killed, yet took the lease again" for s in takeovers if s["successor"] == s["killed"]]
+    violations = [f"{s['killed']} was killed yet took the lease" for s in takeovers if s["successor"] == s["killed"]]
     violations += [v for _, found in gateways for v in found]
     return {
         "violations": violations,

@@ -29,7 +29,7 @@ ECHO_EVERY = 0.05
 STEP_TIMEOUT = 60.0
 
 
-async def _submit(jobs: Jobs, job_type: str, payload: bytes) -> str:
+async def _submit(jobs: job_service_pb2_grpc.JobServiceAsyncStub, job_type: str, payload: bytes) -> str:
     policy = common_pb2.RetryPolicy(max_attempts=5, initial_backoff=millis(100), max_backoff=millis(500))
     request = job_service_pb2.SubmitJobRequest(job_type=job_type, payload=payload, retry_policy=policy)
     return str((await jobs.SubmitJob(request, timeout=10)).job.job_id)
@@ -44,11 +44,12 @@ async def _poll(what: str, probe: Any, timeout: float = STEP_TIMEOUT) -> Any:
     return value
 
 
-Jobs = job_service_pb2_grpc.JobServiceAsyncStub
-
-
 async def gateway_failover(
-    platform: Platform, pool: asyncpg.Pool, jobs: Jobs, victim: int, workers: list[str]
+    platform: Platform,
+    pool: asyncpg.Pool,
+    jobs: job_service_pb2_grpc.JobServiceAsyncStub,
+    victim: int,
+    workers: list[str],
 ) -> tuple[dict[str, Any], list[str]]:
     """One run killing gateway #`victim` while the `workers` are attached to it; (sample, violations)."""
     slow = json.dumps({"seconds": SLOW_SECONDS}).encode()
@@ -76,15 +77,15 @@ async def gateway_failover(
     reconnected = await _poll(
         "the workers reconnect",
         lambda: pool.fetchval(
-            "SELECT max(connected_at) FROM workers WHERE worker_id = ANY($1) AND connected_at > $2"
-            " HAVING count(*) = cardinality($1)",
+            "SELECT max(connected_at) FROM workers WHERE worker_id = ANY($1::text[]) AND connected_at > $2"
+            " HAVING count(*) = cardinality($1::text[])",
             workers,
             killed_at,
         ),
     )
     everything = ids + echoes
     terminal = (
-        "SELECT count(*) = cardinality($1) FROM jobs"
+        "SELECT count(*) = cardinality($1::uuid[]) FROM jobs"
         f" WHERE job_id = ANY($1::uuid[]) AND {one_of('status', JOB_TERMINAL)}"
     )
     await _poll("every job of the run ends", lambda: pool.fetchval(terminal, everything))
