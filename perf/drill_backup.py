@@ -28,7 +28,6 @@ import asyncio
 import dataclasses
 import json
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from perf.chaos_checks import Check, Snapshot, check_all
 from perf.chaos_handlers import LEDGER_ENV, read_ledger
 from perf.chaos_load import Client, Receipts, make_workload, submit_all
 from perf.cluster import topology
-from perf.evidence import ROOT, header
+from perf.evidence import ROOT, header, verdict
 
 MIX_TIMEOUT = 60.0
 RECOVERY_TIMEOUT = 180.0
@@ -183,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(evidence, indent=2) + "\n")
-    print(json.dumps(evidence, indent=2))
-    if not evidence["passed"]:
-        print(f"backup drill FAILED; logs kept in {directory}", file=sys.stderr)
-        return 1
-    shutil.rmtree(directory, ignore_errors=True)
-    return 0
+    return verdict(evidence, directory, "backup")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from dispatchd.platform.db import create_pool
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from perf.chaos_load import CHANNEL_OPTIONS, millis
 from perf.cluster import HEARTBEAT_SECONDS, KEYS, holder_of, topology
-from perf.evidence import ROOT, header
+from perf.evidence import ROOT, header, verdict
 from perf.gateway_failover import gateway_failover
 
 POLL = 0.005
@@ -258,12 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         print(f"drill failed; logs kept in {directory / 'logs'}", file=sys.stderr)
         raise
-    print(json.dumps(evidence, indent=2))
-    if not evidence["passed"]:
-        print(f"failover drill FAILED: {evidence['violations']}; logs kept in {directory / 'logs'}", file=sys.stderr)
-        return 1
-    shutil.rmtree(directory, ignore_errors=True)
-    return 0
+    return verdict(evidence, directory, "failover")
 
 
 if __name__ == "__main__":
