@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills proto proto-baseline perf-smoke perf perf-compare lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover proto proto-baseline perf-smoke perf perf-compare lock clean
 
 venv: $(VENV)/.stamp
 
@@ -53,8 +53,15 @@ CHAOS_PROFILE ?= long
 chaos: venv
 	CHAOS_PROFILE=$(CHAOS_PROFILE) $(PY) -m pytest -m chaos $(PYTEST_ARGS)
 
-## Scheduler takeover and worker requeue after SIGKILL; writes evidence/drills/failover.json.
-drills: venv
+## Every drill below (see README "Drills and recovery").
+drills: drill-backup drill-failover
+
+## Back up the live database under load, restore it, run on it; writes evidence/drills/backup-restore-validation.json.
+drill-backup: venv
+	$(PY) -m perf.drill_backup
+
+## Scheduler takeover, worker requeue and gateway failover after SIGKILL; writes evidence/drills/failover.json.
+drill-failover: venv
 	$(PY) -m perf.drills
 
 ## Regenerate gen/python from proto/ (commit the result; tests fail on drift).

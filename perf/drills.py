@@ -9,12 +9,20 @@ workers with concurrency 1) as separate processes; then, `--runs` times each:
   submit a flaky job whose first attempt fails, so its retry becomes due within a second
   of the kill (backoff 0-1 s). Measured: kill -> the standby's token in the lease key, and
   kill -> the retry claimed by a worker (only a leader promotes a delayed retry). The
-  killed replica is restarted and becomes the standby for the next run.
+  killed replica is restarted and becomes the standby for the next run. A successor that
+  is the killed replica itself is a violation.
+- gateway failover: slow jobs run on the workers through the gateway they are on; SIGKILL
+  that gateway. The workers reconnect to the other one; echo jobs submitted after the kill
+  measure the gap (kill -> the first result accepted, necessarily through the other
+  gateway). Every execution active at the kill must end SUCCEEDED or be followed by a new
+  attempt, and every job of the run must end SUCCEEDED (checked in Postgres). The killed
+  gateway is restarted; the next run kills the other one.
 - worker requeue: a builtin.sleep job runs on one worker while the other is idle; SIGKILL
   the busy one. Measured: kill -> the next attempt claimed by, and started on, the idle
   worker. The job is then cancelled and the killed worker restarted.
 
-Writes per-run samples and min/median/max to evidence/drills/failover.json (or --out).
+Writes per-run samples and min/median/max to evidence/drills/failover.json (or --out); exits
+1 when a check fails.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import argparse
 import asyncio
+import dataclasses
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -40,13 +48,16 @@ import grpc
 import redis.asyncio as aioredis
 
 from dispatchd.common import loops
+from dispatchd.devtools.drills.local import LocalPlatform
+from dispatchd.devtools.drills.platform import SCHEDULER, WORKER_GATEWAY
 from dispatchd.devtools.stack import Stack
 from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from perf.chaos_load import CHANNEL_OPTIONS, millis
 from perf.cluster import HEARTBEAT_SECONDS, KEYS, holder_of, topology
-from perf.evidence import ROOT, header
+from perf.evidence import ROOT, header, verdict
+from perf.gateway_failover import gateway_failover
 
 POLL = 0.005
 STEP_TIMEOUT = 30.0
@@ -65,6 +76,7 @@ def summary(values: list[float]) -> dict[str, float]:
 class Drills:
     def __init__(self, stack: Stack, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         self.stack = stack
+        self.platform = LocalPlatform(stack)
         self.pool = pool
         self.redis = redis
         self.channel = grpc.aio.insecure_channel(stack.control_plane_target, options=CHANNEL_OPTIONS)
@@ -115,7 +127,8 @@ class Drills:
         assert leader is not None, f"no scheduler logged leader token {token}"
         killed_at = time.time()
         started = time.monotonic()
-        await asyncio.to_thread(self.stack.kill, leader)
+        replica = f"{SCHEDULER}#{self.platform.names(SCHEDULER).index(leader)}"
+        await self.platform.stop(replica, hard=True)
         # Its retry is due 0-1 s from now; only a leader promotes it onto a ready queue.
         job_id = await self._submit("builtin.flaky", {"fail_attempts": 1}, backoff_ms=1000)
 
@@ -126,7 +139,7 @@ class Drills:
         successor = await self._until("the standby takes the lease", new_token)
         lease_s = time.monotonic() - started
         retry = await self._until("the retry is claimed", lambda: self._attempt(job_id, 2, "claimed_at"))
-        await asyncio.to_thread(self.stack.start_again, leader)
+        await self.platform.start(replica)
         return {
             "killed": leader,
             "successor": holder_of(self.stack, successor) or "?",
@@ -158,7 +171,7 @@ class Drills:
         }
 
 
-async def _drill(stack: Stack, runs: int) -> dict[str, Any]:
+async def _drill(stack: Stack, runs: int, workers: list[str]) -> dict[str, Any]:
     pool = await create_pool(stack.database_url, min_size=1, max_size=2)
     client = aioredis.from_url(stack.redis_url)
     drills = Drills(stack, pool, client)
@@ -168,11 +181,19 @@ async def _drill(stack: Stack, runs: int) -> dict[str, Any]:
             takeovers.append(await drills.takeover())
             await asyncio.sleep(1.0)  # let the restarted replica settle in as the standby
         requeues = [await drills.requeue() for _ in range(runs)]
+        # The workers start on gateway #0 and each kill moves them to the other one.
+        gateways = [
+            await gateway_failover(drills.platform, pool, drills.jobs, run % 2, workers) for run in range(runs)
+        ]
     finally:
         await drills.close()
         await client.aclose()
         await pool.close()
+    violations = [f"{s['killed']} was killed yet took the lease" for s in takeovers if s["successor"] == s["killed"]]
+    violations += [v for _, found in gateways for v in found]
     return {
+        "violations": violations,
+        "passed": not violations,
         "scheduler_takeover": {
             "runs": runs,
             "lease_takeover_s": summary([float(s["lease_takeover_s"]) for s in takeovers]),
@@ -185,17 +206,33 @@ async def _drill(stack: Stack, runs: int) -> dict[str, Any]:
             "started_on_idle_worker_s": summary([float(s["started_after_kill_s"]) for s in requeues]),
             "samples": requeues,
         },
+        "gateway_failover": {
+            "runs": runs,
+            "first_result_after_kill_s": summary([float(s["first_result_after_kill_s"]) for s, _ in gateways]),
+            "workers_reconnected_after_kill_s": summary(
+                [float(s["workers_reconnected_after_kill_s"]) for s, _ in gateways]
+            ),
+            "samples": [s for s, _ in gateways],
+        },
     }
 
 
 def run(runs: int, directory: Path, out: Path | None) -> dict[str, Any]:
-    with Stack(topology(workers=2, concurrency=1, schedulers=2), directory) as stack:
-        results = loops.run(_drill(stack, runs))
+    spec = dataclasses.replace(topology(workers=0, concurrency=1, schedulers=2), gateways=2)
+    group = topology(workers=2, concurrency=1).workers[0]
+    with Stack(spec, directory) as stack:
+        # Each worker is given both gateways, in the same order, so all start on #0.
+        both = ",".join(LocalPlatform(stack).address(f"{WORKER_GATEWAY}#{i}") for i in range(2))
+        since = stack.db_now()
+        workers = [stack.add_worker(f"worker-{i}", group=group, target=both).name for i in (1, 2)]
+        stack.wait_workers(workers, since)
+        results = loops.run(_drill(stack, runs, workers))
     settings = Settings()
     evidence = {
         **header("failover-drills"),
         "setup": {
-            "processes": "control plane, worker gateway, 2 schedulers, 2 workers (concurrency 1); "
+            "processes": "control plane, 2 worker gateways, 2 schedulers, 2 workers (concurrency 1, given both "
+            "gateways); "
             "private Postgres and Redis",
             "leader_ttl_seconds": settings.leader_ttl_seconds,
             "reconcile_seconds": settings.reconcile_seconds,
@@ -221,9 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         print(f"drill failed; logs kept in {directory / 'logs'}", file=sys.stderr)
         raise
-    shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(evidence, indent=2))
-    return 0
+    return verdict(evidence, directory, "failover")
 
 
 if __name__ == "__main__":

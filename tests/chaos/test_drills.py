@@ -1,6 +1,6 @@
 """The failover drills (perf/drills.py) with few runs, so CI proves they work.
 
-`make drills` runs them in full and writes evidence/drills/failover.json; this writes to
+`make drill-failover` runs them in full and writes evidence/drills/failover.json; this writes to
 a temporary file instead, so the suite never overwrites the measured evidence.
 """
 
@@ -29,3 +29,8 @@ def test_failover_drills(tmp_path: Path) -> None:
     # A killed worker's stream closes at once, so its execution is requeued at once.
     assert requeue["started_on_idle_worker_s"]["max"] < 3, requeue
     assert all(s["taken_over_by"] != s["killed"] for s in requeue["samples"]), requeue
+    assert all(s["successor"] != s["killed"] for s in takeover["samples"]), takeover
+    # Both gateways were killed once; the workers moved over and nothing was lost.
+    gateways = evidence["gateway_failover"]
+    assert [s["killed"] for s in gateways["samples"]] == ["worker-gateway#0", "worker-gateway#1"], gateways
+    assert evidence["passed"], evidence["violations"]

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--target",
         default=os.environ.get("DISPATCHD_GATEWAY_TARGET", DEFAULT_TARGET),
-        help="worker gateway address (env DISPATCHD_GATEWAY_TARGET; default %(default)s)",
+        help="worker gateway address, or several comma-separated to fail over between "
+        "(env DISPATCHD_GATEWAY_TARGET; default %(default)s)",
     )
     parser.add_argument("--worker-id", default=None, help="stable worker identity (default: hostname-pid)")
     parser.add_argument("--concurrency", type=int, default=4, help="executions run at once (default %(default)s)")

@@ -9,13 +9,16 @@
     await worker.run()
 
 `run()` keeps one stream to the gateway open, reconnecting with exponential backoff and
-full jitter whenever it is lost, until `stop()` / `request_stop()`.
+full jitter whenever it is lost, until `stop()` / `request_stop()`. `target` may list several
+gateways, comma-separated: a lost connection moves the worker to the next one, so a dead
+gateway costs one reconnect, not an outage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -56,7 +59,10 @@ class Worker:
             raise ValueError("heartbeat_seconds must be positive")
         if not 0 < reconnect_initial_seconds <= reconnect_max_seconds:
             raise ValueError("reconnect backoff must satisfy 0 < initial <= max")
-        self.target = target
+        self.targets = [t.strip() for t in target.split(",") if t.strip()]
+        if not self.targets:
+            raise ValueError("no gateway target given")
+        self.target = self.targets[0]  # the gateway in use
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.max_concurrency = max_concurrency
         self.labels = dict(labels or {})
@@ -124,7 +130,7 @@ class Worker:
         delay = self.reconnect_initial_seconds
         try:
             while not self._stop.event.is_set():
-                stream = Stream(config, self.registry, slots, self._stop)
+                stream = Stream(dataclasses.replace(config, target=self.target), self.registry, slots, self._stop)
                 self._stream = stream
                 outcome = Outcome.LOST
                 watcher = asyncio.create_task(self._mirror_registration(stream))
@@ -149,6 +155,7 @@ class Worker:
                     pause = random.uniform(0, delay)  # full jitter
                     log.warning("connection to %s lost (%s); retrying in %.2fs", self.target, stream.lost_reason, pause)
                     delay = min(self.reconnect_max_seconds, delay * 2)
+                    self.target = self.targets[(self.targets.index(self.target) + 1) % len(self.targets)]
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(pause):
                         await self._stop.event.wait()

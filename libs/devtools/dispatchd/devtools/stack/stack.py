@@ -173,10 +173,12 @@ class Stack:
                 metrics=free_listen() if topo.metrics else None,
             )
 
-    def add_worker(self, name: str, *args: str, group: Workers | None = None, start: bool = True) -> ServiceProcess:
-        """A worker `name` (also its worker id) with `group`'s options plus `args`, on a gateway."""
+    def add_worker(
+        self, name: str, *args: str, group: Workers | None = None, start: bool = True, target: str | None = None
+    ) -> ServiceProcess:
+        """A worker `name` (also its worker id) with `group`'s options plus `args`, on a gateway (or `target`)."""
         group = group or Workers(args=())
-        gateways = self.targets_of(GATEWAY)
+        gateways = [target] if target else self.targets_of(GATEWAY)
         argv = [
             *python_module_argv("dispatchd.sdk.cli"),
             *group.args,
