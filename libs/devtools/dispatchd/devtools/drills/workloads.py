@@ -8,7 +8,8 @@ Deployments. A "#N" replica is the StatefulSet pod with ordinal N, or for a Depl
 pods have random names) the N-th of its live pods in name order.
 
 Invariant: pure functions of names and pod listings, no cluster access, so they are tested
-here (tests/unit/test_drill_workloads.py) against the rendered manifests they describe.
+here: tests/unit/test_drill_workloads.py, and against the rendered manifests they describe
+in tests/deploy/test_drill_components.py.
 """
 
 from __future__ import annotations
