@@ -177,6 +177,8 @@ class KubernetesPlatform:
             code = session.returncode
         finally:
             session.close()
+        if code is None:
+            raise TimeoutError(f"{list(argv)} in {pod} still running after {EXEC_TIMEOUT}s")
         if code != 0:
             raise CommandFailed(f"{list(argv)} in {pod} exited {code}: {err.decode(errors='replace')}")
         return out
