@@ -28,6 +28,7 @@ OUT_OF_BAND_SECRETS = {
     "dispatchd-jwt-keys",
     "dispatchd-page-token",
     "dispatchd-worker-token",
+    "dispatchd-db-app",  # components/cloudnative-pg: the Cluster's owner, identical in both regions
 }
 
 

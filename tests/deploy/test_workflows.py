@@ -89,3 +89,14 @@ def test_kind_up_builds_the_tag_the_dev_overlay_runs(renders: dict[str, Render])
         c["image"] for d in renders["dev"].kind("Deployment") for c in d["spec"]["template"]["spec"]["containers"]
     }
     assert f"ghcr.io/dispatchd/dispatchd:{tag.group(1)}" in images
+
+
+def test_kind_runs_the_backup_and_failover_drills_in_kubernetes_mode() -> None:
+    kind = yaml.safe_load((ROOT / ".github" / "workflows" / "kind-e2e.yml").read_text())
+    triggers = kind.get("on", kind.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "perf/**" in triggers["pull_request"]["paths"]
+    runs = [step.get("run", "") for step in kind["jobs"]["kind"]["steps"]]
+    up = runs.index("scripts/kind-up.sh")
+    for module in ("perf.drill_backup", "perf.drills"):
+        (index,) = [i for i, run in enumerate(runs) if f"-m {module} --platform kubernetes" in run]
+        assert index > up, f"{module} runs before the cluster is up"

@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "staging", "prod", "prod-region-a", "prod-region-b")
+OVERLAYS = ("dev", "staging", "prod", "prod-region-a", "prod-region-b", "prod-region-a-cnpg", "prod-region-b-cnpg")
 PROD_REGIONS = ("prod-region-a", "prod-region-b")
 
 Obj = dict[str, Any]
