@@ -3,10 +3,11 @@
 Invariant: a process mutates only while (a) its configuration lets it (`Region`: active,
 and the region it runs in) and (b) the last answer from its own database said this region
 is the recorded primary (`region_primacy`, migration 0006) and the server is not in
-recovery. Until the first answer, and after any write failed because the database turned
-read-only, the fence is closed. So a region on a replica never writes, a newly promoted
-region writes only once the promotion was recorded there, and an old primary rebuilt as a
-replica (or whose database names another primary) refuses writes within one refresh.
+recovery (nor fenced read-only by the promotion procedure). Until the first answer, and
+after any write failed because the database turned read-only, the fence is closed. So a
+region on a replica never writes, a newly promoted region writes only once the promotion was
+recorded there, and an old primary rebuilt as a replica (or whose database names another
+primary) refuses writes within one refresh.
 
 The answer is cached: one small query per `interval` (1 s) in a background task, never one
 per RPC, so the hot path only reads an attribute. A fresh database (no primary recorded yet)
@@ -28,7 +29,12 @@ from dispatchd.platform.regions import Region
 log = logging.getLogger("dispatchd.primacy")
 
 REFRESH_SECONDS = 1.0
-_READ = "SELECT primary_region, epoch, pg_is_in_recovery() AS in_recovery FROM region_primacy"
+# Read-only: a replica (in recovery), or an old primary the promotion procedure fenced
+# (default_transaction_read_only, see scripts/promote-region.sh).
+_READ = (
+    "SELECT primary_region, epoch, pg_is_in_recovery() OR current_setting('transaction_read_only')::bool AS read_only"
+    " FROM region_primacy"
+)
 # Only a fresh database, never one whose primary is recorded: promotion is the only way to move it.
 _CLAIM = (
     "UPDATE region_primacy SET primary_region = $1, epoch = epoch + 1, recorded_at = now() WHERE primary_region IS NULL"
@@ -37,18 +43,18 @@ _CLAIM = (
 
 @dataclass(frozen=True, slots=True)
 class Primacy:
-    """What a database says about the regions: the recorded primary, its epoch, whether it is a replica."""
+    """What a database says about the regions: the recorded primary, its epoch, whether it takes writes."""
 
     primary: str | None
     epoch: int
-    in_recovery: bool
+    read_only: bool  # in recovery (a replica) or fenced read-only
 
 
 async def read_primacy(conn: asyncpg.Pool | asyncpg.Connection) -> Primacy:
     row = await conn.fetchrow(_READ)
     if row is None:
         raise RuntimeError("region_primacy has no row: run the migrations (dispatchd-migrate)")
-    return Primacy(row["primary_region"], int(row["epoch"]), bool(row["in_recovery"]))
+    return Primacy(row["primary_region"], int(row["epoch"]), bool(row["read_only"]))
 
 
 class RegionFence:
@@ -69,7 +75,7 @@ class RegionFence:
         return (
             not self.region.passive
             and primacy is not None
-            and not primacy.in_recovery
+            and not primacy.read_only
             and primacy.primary == self.region.name
         )
 
@@ -80,7 +86,7 @@ class RegionFence:
             self._open = opened
             fields: dict[str, object] = {"event": "region_fence", "region": self.region.name, "open": opened}
             if primacy is not None:
-                fields |= {"recorded_primary": primacy.primary, "epoch": primacy.epoch, "recovery": primacy.in_recovery}
+                fields |= {"recorded_primary": primacy.primary, "epoch": primacy.epoch, "read_only": primacy.read_only}
             state = "opened: mutations allowed" if opened else "closed: mutations refused"
             log.warning("region fence %s", state, extra={"fields": fields})
             self._changed.set()
@@ -89,7 +95,7 @@ class RegionFence:
     async def refresh(self) -> Primacy:
         """Ask the database now (claiming a fresh one if this region may); update the fence."""
         primacy = await read_primacy(self.pool)
-        if primacy.primary is None and not primacy.in_recovery and not self.region.passive:
+        if primacy.primary is None and not primacy.read_only and not self.region.passive:
             if await self.pool.execute(_CLAIM, self.region.name) == "UPDATE 1":
                 log.info("claimed a fresh database for region %s", self.region.name)
             primacy = await read_primacy(self.pool)
@@ -152,10 +158,10 @@ class RegionFence:
                 f"region {self.region.name!r} has not confirmed with its database that it is the primary: "
                 f"{method} is refused (retry, or send it to the primary region)"
             )
-        if primacy.in_recovery:
+        if primacy.read_only:
             return (
-                f"region {self.region.name!r} runs on a replica (its database is in recovery): send {method} to the "
-                f"primary region {recorded or self.region.primary!r}"
+                f"region {self.region.name!r} runs on a read-only database (a replica, or fenced): "
+                f"send {method} to the primary region {recorded or self.region.primary!r}"
             )
         return (
             f"region {self.region.name!r} is not the primary: its database records {recorded!r} as the primary region "
