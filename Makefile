@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills proto proto-baseline perf-smoke lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-region proto proto-baseline perf-smoke lock clean
 
 venv: $(VENV)/.stamp
 
@@ -78,3 +78,8 @@ lock:
 
 clean:
 	rm -rf $(VENV) .dispatchd .mypy_cache .ruff_cache
+
+## Region failover to a live streaming replica and back (async RPO, sync RPO 0 and its cost);
+## writes evidence/drills/region-failover.json.
+drill-region: venv
+	$(PY) -m perf.region_drill
