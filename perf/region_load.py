@@ -40,14 +40,16 @@ class Load:
 
     async def run(self, stop: asyncio.Event) -> None:
         channels = {r: grpc.aio.insecure_channel(t, options=CHANNEL_OPTIONS) for r, t in self.targets.items()}
-        stubs = {r: job_service_pb2_grpc.JobServiceStub(c) for r, c in channels.items()}
+        stubs: dict[str, job_service_pb2_grpc.JobServiceAsyncStub] = {
+            r: job_service_pb2_grpc.JobServiceStub(c) for r, c in channels.items()
+        }
         try:
             await asyncio.gather(*(self._submitter(stubs, stop) for _ in range(self.concurrency)))
         finally:
             for channel in channels.values():
                 await channel.close(None)
 
-    async def _submitter(self, stubs: dict[str, job_service_pb2_grpc.JobServiceStub], stop: asyncio.Event) -> None:
+    async def _submitter(self, stubs: dict[str, job_service_pb2_grpc.JobServiceAsyncStub], stop: asyncio.Event) -> None:
         request = job_service_pb2.SubmitJobRequest(job_type="builtin.echo", payload=b"region-drill")
         while not stop.is_set():
             accepted = False
