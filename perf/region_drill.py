@@ -186,7 +186,7 @@ async def failover(load: Load, old: Site, new: Site, overlays: Path, *, restart:
         await asyncio.to_thread(new.services, new.name, active=True, workers=workers)
     elif workers and new.stack is not None:
         for i in range(workers):
-            new.stack.add_worker(f"{new.name}-worker-{i + 1}")
+            new.stack.add_worker(f"{new.name}-worker-{i + 1}", group=Workers())
     deadline = time.monotonic() + 60
     while not load.by(new.name) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the submitters' record
         await asyncio.sleep(0.05)
