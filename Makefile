@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover proto proto-baseline perf-smoke perf perf-compare lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare lock clean
 
 venv: $(VENV)/.stamp
 
@@ -96,3 +96,8 @@ lock:
 
 clean:
 	rm -rf $(VENV) .dispatchd .mypy_cache .ruff_cache
+
+## Region failover to a live streaming replica and back (async RPO, sync RPO 0 and its cost);
+## writes evidence/drills/region-failover.json.
+drill-region: venv
+	$(PY) -m perf.region_drill

@@ -72,7 +72,8 @@ def test_promotion_flips_the_regions(tmp_path: Path) -> None:
     copy = tmp_path / "deploy"
     shutil.copytree(DEPLOY, copy)
     script = ROOT / "scripts" / "promote-region.sh"
-    done = subprocess.run(["bash", script, "region-b", copy / "overlays"], capture_output=True, text=True, check=False)
+    argv = ["bash", script, "region-b", "--config-only", copy / "overlays"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     after = {name: Render(name, kustomize(copy / "overlays" / name)) for name in PROD_REGIONS}
     regions = {name: Region.from_settings(settings_of(render)) for name, render in after.items()}
@@ -81,7 +82,7 @@ def test_promotion_flips_the_regions(tmp_path: Path) -> None:
     assert after["prod-region-b"].kind("Job") and not after["prod-region-a"].kind("Job")
 
     refused = subprocess.run(
-        ["bash", script, "region-c", copy / "overlays"], capture_output=True, text=True, check=False
+        ["bash", script, "region-c", "--config-only", copy / "overlays"], capture_output=True, text=True, check=False
     )
     assert refused.returncode != 0 and "no overlay has DISPATCHD_REGION=region-c" in refused.stderr
 

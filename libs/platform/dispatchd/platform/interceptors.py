@@ -158,18 +158,32 @@ def with_unary(handler: Handler, behaviour: Callable[..., Awaitable[Any]]) -> Ha
 
 
 class ErrorInterceptor(HandlerInterceptor):
-    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code."""
+    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code.
+
+    A write refused because the database turned read-only (demoted under us) is
+    FAILED_PRECONDITION with `read_only(method)`'s message; that callback also tells the
+    region fence to stop trusting its cached answer.
+    """
+
+    def __init__(self, read_only: Callable[[str], str] | None = None) -> None:
+        self.read_only = read_only
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         if handler.unary_unary is None:
             return handler
         inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
+        read_only, method = self.read_only, details.method
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await inner(request, context)
             except (grpc.aio.AbortError, grpc.RpcError):
                 raise
+            except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
+                if read_only is None:
+                    await abort_for(exc, context)
+                    raise
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, read_only(method))
             except Exception as exc:  # translated exactly once, here
                 await abort_for(exc, context)
 

@@ -2,7 +2,7 @@
 
 A passive region runs the same services against a read replica of the primary's Postgres.
 It must not change anything, or it would fork the truth (and a replica refuses writes with
-an unhelpful error anyway). So, in a passive region:
+an unhelpful error anyway). So, outside the primary:
 
 - the control plane serves reads and refuses every mutating JobService call with
   FAILED_PRECONDITION, naming the primary region the caller should use instead;
@@ -11,18 +11,22 @@ an unhelpful error anyway). So, in a passive region:
   work-changing messages the gateway takes;
 - the scheduler never campaigns for leadership, so nothing is repaired or re-queued here.
 
-Both refusals are made by one server interceptor, installed on every service by
-`server.serve`; which calls change work is a column of the one method table
-(`methods.is_mutating`), so a new RPC is refused here until the table says it only reads.
-Promotion is a configuration change (ALLOW_MUTATIONS, PRIMARY_REGION) that rolls the pods;
-see `scripts/promote-region.sh`.
+Which region is the primary is the database's answer, not this configuration's: the
+`RegionFence` (primacy.py) opens only while the database records this region as the primary
+and is not in recovery. The configuration can only hold a region back: ALLOW_MUTATIONS=false
+keeps it passive whatever the database says, and PRIMARY_REGION names the primary in refusals
+until the database has recorded one. Both refusals are made by one server interceptor,
+installed on every service by `server.serve`; which calls change work is a column of the one
+method table (`methods.is_mutating`), so a new RPC is refused here until the table says it
+only reads. Promotion is `scripts/promote-region.sh`: fence the old primary, promote the
+database and record the new primary there, then switch the configuration.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
@@ -30,6 +34,9 @@ from dispatchd.platform.config import Settings
 from dispatchd.platform.interceptors import Handler, HandlerInterceptor
 from dispatchd.platform.methods import is_mutating
 from dispatchd.platform.streams import await_first_message
+
+if TYPE_CHECKING:
+    from dispatchd.platform.primacy import RegionFence
 
 
 class RegionConfigError(ValueError):
@@ -59,16 +66,18 @@ class Region:
     def passive(self) -> bool:
         return not self.allow_mutations
 
-    def refusal(self, full_method: str) -> str:
+    def refusal(self, full_method: str, recorded_primary: str | None = None) -> str:
+        """Why a passive region refuses `full_method`; names the database's primary when it has recorded one."""
         method = full_method.rpartition("/")[2] or full_method
-        if self.name == self.primary:
+        primary = recorded_primary or self.primary
+        if self.name == primary:
             return (
                 f"region {self.name!r} is the primary but has mutations disabled (a promotion is in progress?): "
                 f"{method} is refused until DISPATCHD_ALLOW_MUTATIONS is true again"
             )
         return (
             f"region {self.name!r} is passive and serves reads only: send {method} to the primary region "
-            f"{self.primary!r}"
+            f"{primary!r}"
         )
 
 
@@ -77,17 +86,29 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class PassiveRegionInterceptor(HandlerInterceptor):
-    """Refuses mutating calls with FAILED_PRECONDITION while the region is passive."""
+    """Refuses mutating calls with FAILED_PRECONDITION while the region fence is closed."""
 
-    def __init__(self, region: Region) -> None:
+    def __init__(self, fence: RegionFence) -> None:
         super().__init__()
-        self.region = region
+        self.fence = fence
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        # Decided per call, never cached per method like other wraps: the fence opens and
+        # closes while the server runs. Its answer is an attribute read, not a query.
+        handler = await continuation(handler_call_details)
+        if handler is None or self.fence.open or not is_mutating(handler_call_details.method):
+            return handler
+        return self.wrap(handler, handler_call_details)
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         method = details.method
-        if not self.region.passive or not is_mutating(method):
+        if self.fence.open or not is_mutating(method):
             return handler
-        message = self.region.refusal(method)
+        message = self.fence.refusal(method)
 
         async def refuse(context: Context) -> None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)

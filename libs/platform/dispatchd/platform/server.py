@@ -31,6 +31,7 @@ from dispatchd.platform.config import Settings
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.interceptors import ErrorInterceptor
+from dispatchd.platform.primacy import RegionFence
 from dispatchd.platform.regions import PassiveRegionInterceptor, Region, RegionConfigError
 from dispatchd.platform.rpc_metrics import MetricsInterceptor
 from dispatchd.platform.security.serving import ServerSecurity, start_health_server
@@ -49,6 +50,7 @@ class Runtime:
     settings: Settings
     pool: asyncpg.Pool
     redis: aioredis.Redis
+    fence: RegionFence  # may this process change work now (its database decides, see primacy)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -62,10 +64,16 @@ class Service:
     tasks: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
 
-async def open_runtime(settings: Settings) -> Runtime:
+async def open_runtime(settings: Settings, region: Region) -> Runtime:
     pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
     client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    return Runtime(settings=settings, pool=pool, redis=client)
+    fence = RegionFence(region, pool)
+    try:
+        # Decided before the first call is served; a failure leaves it closed until the refresher succeeds.
+        await fence.refresh()
+    except Exception as exc:
+        log.warning("cannot read the region primacy yet: %s", exc)
+    return Runtime(settings=settings, pool=pool, redis=client, fence=fence)
 
 
 async def _stores_reachable(runtime: Runtime) -> bool:
@@ -117,7 +125,7 @@ async def serve(
         exposition = serve_metrics(settings.metrics_listen, name)
     except (MetricsListenError, OSError) as exc:
         raise SystemExit(f"{name}: cannot serve metrics on {settings.metrics_listen!r}: {exc}") from None
-    runtime = await open_runtime(settings)
+    runtime = await open_runtime(settings, region)
     service = await build(runtime)
     server = grpc.aio.server(
         # Metrics outermost, so refused calls count too; then security: nothing else runs for a
@@ -127,8 +135,8 @@ async def serve(
             MetricsInterceptor(name),
             security.interceptor,
             *([TraceInterceptor()] if traced else []),
-            ErrorInterceptor(),
-            PassiveRegionInterceptor(region),
+            ErrorInterceptor(read_only=runtime.fence.read_only),
+            PassiveRegionInterceptor(runtime.fence),
         ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -162,7 +170,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stopping.set)
 
-    background = [asyncio.create_task(_watch_health(runtime, health_servicer, service.service_names))]
+    background = [
+        asyncio.create_task(_watch_health(runtime, health_servicer, service.service_names)),
+        asyncio.create_task(runtime.fence.run(runtime.stopping)),
+    ]
     background += [asyncio.create_task(task()) for task in service.tasks]
     stop_wait = asyncio.create_task(runtime.stopping.wait())
     await asyncio.wait([stop_wait, *background], return_when=asyncio.FIRST_COMPLETED)

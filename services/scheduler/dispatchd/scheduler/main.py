@@ -40,11 +40,15 @@ async def build(runtime: server.Runtime) -> server.Service:
     campaign = Campaign(lease, FencedLeadership(runtime.pool, lease, reconciler).lead)
 
     async def campaign_task() -> None:
-        await campaign.run(runtime.stopping)
+        # Lead only while the database records this region as the primary: a demoted region
+        # (or one whose promotion is not recorded yet) must not repair what it cannot own.
+        await runtime.fence.while_open(runtime.stopping, campaign.run)
 
     async def hand_over() -> None:
         # Keep the process (and its Redis client) alive until the lease is released,
         # so a standby takes over now rather than after the TTL.
+        if not campaign.is_leader:
+            return  # nothing to hand over (never led, or the region fence closed)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(campaign.finished.wait(), settings.leader_ttl_seconds + 1)
 
