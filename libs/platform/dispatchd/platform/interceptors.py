@@ -166,6 +166,7 @@ class ErrorInterceptor(HandlerInterceptor):
     """
 
     def __init__(self, read_only: Callable[[str], str] | None = None) -> None:
+        super().__init__()
         self.read_only = read_only
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
