@@ -179,7 +179,7 @@ def test_client_security_options(tmp_path: Path) -> None:
     security = ClientSecurity.from_env(env)
     assert security.tls
     assert security.metadata() == (("authorization", "Bearer abc.def.ghi"),)
-    assert security.channel_options() == [("grpc.ssl_target_name_override", "cp.internal")]
+    assert dict(security.channel_options("cp:50051"))["grpc.ssl_target_name_override"] == "cp.internal"
     # The token file is read for every call: a rotated token is picked up.
     token_file.write_text("new.token.here")
     assert security.metadata() == (("authorization", "Bearer new.token.here"),)

@@ -37,12 +37,6 @@ BATCH_LIMIT = 1000
 TARGET_ENV = "DISPATCHD_CONTROL_PLANE_TARGET"
 # Well below the server's 300 s cap, so idle proxies and load balancers keep the call open.
 _WAIT_CHUNK = dt.timedelta(seconds=60)
-_CHANNEL_OPTIONS = [
-    # Our retries pace the reconnects; gRPC's own backoff (up to 120 s) would outlast them.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
 
 
 class Options(TypedDict, total=False):
@@ -72,7 +66,7 @@ class AsyncClient:
     def _jobs(self) -> pb_grpc.JobServiceStub:
         # The channel belongs to the running event loop, so it is made on first use, not in __init__.
         if self._stub is None:
-            self._channel = self.security.aio_channel(self.target, options=_CHANNEL_OPTIONS)
+            self._channel = self.security.aio_channel(self.target)
             self._stub = pb_grpc.JobServiceStub(self._channel)
         return self._stub
 

@@ -10,7 +10,8 @@ Options and their environment variables (the same for every tool):
     --server-name NAME   DISPATCHD_SERVER_NAME  expected name in the server's certificate (default: the host)
 
 Files are read when a channel is opened, so a worker picks up rotated certificates when it
-reconnects. Channels to a loopback address bypass any proxy from the environment. The token
+reconnects. Every channel gets the options of dispatchd.common.channels (round_robin,
+keepalive, reconnect backoff, no proxy for loopback) under the caller's own. The token
 travels as `authorization: Bearer <token>` metadata; without TLS
 it is sent in the clear, which is only acceptable on a development machine.
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dispatchd.common import channels
+
 if TYPE_CHECKING:
     import grpc
 
@@ -38,9 +41,6 @@ ENV = {
     "key": "DISPATCHD_KEY",
     "server_name": "DISPATCHD_SERVER_NAME",
 }
-
-
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
 class CredentialsError(ValueError):
@@ -127,29 +127,33 @@ class ClientSecurity:
             raise CredentialsError(f"cannot read {exc.filename}: {exc.strerror}") from None
         return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
 
-    def channel_options(self, target: str = "") -> list[tuple[str, Any]]:
-        options: list[tuple[str, Any]] = []
+    def channel_options(
+        self, target: str, options: list[tuple[str, Any]] | None = None, profile: channels.Profile = channels.CALLS
+    ) -> list[tuple[str, Any]]:
+        """The shared options for `target`, overridden by `options` (one value per key)."""
+        merged = dict(channels.options(target, profile))
+        merged.update(options or [])
         if self.server_name and self.tls:
-            options.append(("grpc.ssl_target_name_override", self.server_name))
-        host = target.rsplit(":", 1)[0] if ":" in target else target
-        if host.lower() in _LOOPBACK_HOSTS:
-            # A proxy from the environment can never reach this machine's loopback.
-            options.append(("grpc.enable_http_proxy", 0))
-        return options
+            merged["grpc.ssl_target_name_override"] = self.server_name
+        return list(merged.items())
 
-    def sync_channel(self, target: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+    def sync_channel(
+        self, target: str, options: list[tuple[str, Any]] | None = None, profile: channels.Profile = channels.CALLS
+    ) -> grpc.Channel:
         import grpc
 
-        opts = [*(options or []), *self.channel_options(target)]
+        opts = self.channel_options(target, options, profile)
         credentials = self.channel_credentials()
         if credentials is None:
             return grpc.insecure_channel(target, options=opts)
         return grpc.secure_channel(target, credentials, options=opts)
 
-    def aio_channel(self, target: str, options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
+    def aio_channel(
+        self, target: str, options: list[tuple[str, Any]] | None = None, profile: channels.Profile = channels.CALLS
+    ) -> grpc.aio.Channel:
         import grpc
 
-        opts = [*(options or []), *self.channel_options(target)]
+        opts = self.channel_options(target, options, profile)
         credentials = self.channel_credentials()
         if credentials is None:
             return grpc.aio.insecure_channel(target, options=opts)

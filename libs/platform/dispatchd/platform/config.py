@@ -78,6 +78,19 @@ class Settings(BaseSettings):
         description="Each this many seconds an execution waits raise its effective priority by 1 "
         "(0: strict priorities, no aging). Use one value on every process.",
     )
+    # Connection limits (dispatchd.platform.connections): clients reconnect, so replicas share them.
+    max_connection_age_seconds: float = Field(
+        300.0, ge=0, description="A client connection older than this (±10% jitter) is sent GOAWAY, so the client "
+        "reconnects and round_robin spreads it over the replicas; 0: never."
+    )
+    max_connection_age_grace_seconds: float = Field(
+        90.0, ge=0, description="How long calls open at the GOAWAY may still run before the connection is closed "
+        "(longer than a client's 60 s wait chunk); 0: until they end (the gateway: worker streams end by draining)."
+    )
+    keepalive_min_ping_seconds: float = Field(
+        30.0, gt=0, description="Client keepalive pings closer than this are strikes (GOAWAY too_many_pings); "
+        "our clients ping every 60 s, only while a call is open."
+    )
     gateway_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         description="Identity of this gateway replica (defaults to hostname plus a random suffix).",

@@ -2,7 +2,7 @@
 
 Each service builds its servicers on a `Runtime` (settings, Postgres pool, Redis client)
 and hands them to `serve`, which adds gRPC health that follows Postgres and Redis
-reachability, runs background tasks, and shuts down gracefully on SIGTERM/SIGINT:
+reachability, limits connection age and client pings (connections.py), runs background tasks, and shuts down gracefully on SIGTERM/SIGINT:
 health flips to NOT_SERVING first, then the server stops with a grace period.
 """
 
@@ -28,6 +28,7 @@ from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.common.tracing import configure_tracing, stop_tracing
 from dispatchd.platform import disconnects, metrics
 from dispatchd.platform.config import Settings
+from dispatchd.platform.connections import server_options
 from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.interceptors import ErrorInterceptor
@@ -143,6 +144,7 @@ async def serve(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            *server_options(settings),
         ],
     )
     service.register(server)

@@ -10,6 +10,7 @@ from typing import Any, Protocol, cast
 
 import grpc
 
+from dispatchd.common import channels
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
@@ -17,14 +18,6 @@ from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 # grpc.aio.EOF is missing from the type stubs.
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
-_CHANNEL_OPTIONS = [
-    # The worker reconnects on its own schedule; keep gRPC's own backoff short.
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 5000),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ("grpc.max_send_message_length", 4 * 1024 * 1024),
-]
 
 
 class ConnectCall(Protocol):
@@ -38,7 +31,7 @@ class ConnectCall(Protocol):
 
 
 def open_channel(target: str, security: ClientSecurity | None = None) -> grpc.aio.Channel:
-    return (security or ClientSecurity()).aio_channel(target, options=_CHANNEL_OPTIONS)
+    return (security or ClientSecurity()).aio_channel(target, profile=channels.STREAM)
 
 
 def connect(channel: grpc.aio.Channel, token: str | None = None) -> ConnectCall:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,8 @@ class Config:
     security: ClientSecurity | None = None
     # Announce batched messages at registration (used once the gateway's ack agrees).
     batches: bool = True
+    # Drain and reconnect after about this long (None: never), so workers spread over gateway replicas.
+    max_stream_seconds: float | None = None
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Stream:
             # Only a token file can hold a fresher token; only a gateway that said so takes one.
             if security is not None and security.token_file and token and self.refresh_supported:
                 tasks.append(asyncio.create_task(TokenRenewal(security, self.outbox, token).run()))
+            if self.config.max_stream_seconds:
+                tasks.append(asyncio.create_task(self._recycle(self.config.max_stream_seconds)))
             stop_wait = asyncio.create_task(self.stop.event.wait())
             drain_wait = asyncio.create_task(self.drain_requested.wait())
             tasks += [stop_wait, drain_wait]
@@ -164,6 +169,17 @@ class Stream:
         if self.executions:
             log.warning("stopping with %d execution(s) still running; they will be retried", len(self.executions))
             await self.executions.abandon()
+
+    async def _recycle(self, age: float) -> None:
+        """Drain this stream after `age` (jittered down by up to 10%, so workers do not all move at once).
+
+        A stream stays on the gateway replica it reached first; the gateway's GOAWAY
+        (max_connection_age, no grace limit) only stops new calls on it. Ending it as a drain
+        lets running handlers report first; the next stream's channel resolves the name again.
+        """
+        await asyncio.sleep(age * random.uniform(0.9, 1.0))
+        log.info("stream open for %.0fs: draining it to reconnect", age)
+        self.drain_requested.set()
 
     # ----------------------------------------------------------------- the call
 

@@ -52,6 +52,7 @@ class Worker:
         reconnect_max_seconds: float = 10.0,
         security: ClientSecurity | None = None,
         batches: bool = True,
+        max_stream_seconds: float | None = 1800.0,
     ) -> None:
         if not 1 <= max_concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}")
@@ -74,6 +75,8 @@ class Worker:
         # Ask the gateway for batched stream messages (several items per message); False:
         # one message per item, as reference clients do.
         self.batches = batches
+        # Drain and reopen the stream this often (None: never), so a gateway rollout rebalances workers.
+        self.max_stream_seconds = max_stream_seconds
         self.registry = Registry()
         self._stop = StopRequest()
         self._stream: Stream | None = None
@@ -125,6 +128,7 @@ class Worker:
             self.heartbeat_seconds,
             self.security,
             self.batches,
+            self.max_stream_seconds,
         )
         slots = asyncio.Semaphore(self.max_concurrency)
         delay = self.reconnect_initial_seconds
