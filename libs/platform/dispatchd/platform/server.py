@@ -2,7 +2,8 @@
 
 Each service builds its servicers on a `Runtime` (settings, Postgres pool, Redis client)
 and hands them to `serve`, which adds gRPC health that follows Postgres and Redis
-reachability, limits connection age and client pings (connections.py), runs background tasks, and shuts down gracefully on SIGTERM/SIGINT:
+reachability, limits connection age and client pings (connections.py), runs background
+tasks, and shuts down gracefully on SIGTERM/SIGINT:
 health flips to NOT_SERVING first, then the server stops with a grace period.
 """
 
