@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost lock clean
 
 venv: $(VENV)/.stamp
 
@@ -87,6 +87,11 @@ perf: venv
 ## writes evidence/perf/compare.json.
 perf-compare: venv
 	$(PY) -m perf.compare $(PERF_ARGS)
+
+## Saturation with tracing off and on (default sampling, OTLP to a counting sink), alternating;
+## writes evidence/perf/tracing-cost.json and fails when the throughput drop exceeds 5%.
+perf-tracing-cost: venv
+	$(PY) -m perf.tracing_cost $(PERF_ARGS)
 
 ## Re-pin every dependency of both distributions (run after changing either pyproject.toml's dependencies).
 lock:
