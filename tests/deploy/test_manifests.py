@@ -8,38 +8,13 @@ import json
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.manifests import DEPLOY, OVERLAYS, Obj, Render
+from tests.support.manifests import DEPLOY, OVERLAYS, WITH_EXTERNAL_SECRETS, Obj, Render
+from tests.support.schemas import KUBERNETES_VERSION, SCHEMAS, kept_schema, problems
 
-# The version kind runs (deploy/kind/cluster.yaml) and the manifests are validated against.
-KUBERNETES_VERSION = "1.31.0"
-SCHEMAS = DEPLOY / "schemas"
-
-
-def kept_schema(api_version: str, kind: str) -> dict[str, Any] | None:
-    path = SCHEMAS / f"{api_version.replace('/', '_')}_{kind}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def problems(obj: Obj) -> list[str]:
-    name = f"{obj['kind']}/{obj['metadata'].get('name')}"
-    schema = kept_schema(obj["apiVersion"], obj["kind"])
-    if schema is not None:
-        validator = jsonschema.Draft202012Validator(schema)
-        return [f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
-    try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        return [f"{name}: {'/'.join(map(str, exc.path))}: {exc.message}"]
-    except kubernetes_validate.SchemaNotFoundError:
-        return [f"{name}: no schema for {obj['apiVersion']} {obj['kind']}: add one to deploy/schemas"]
-    return []
-
-
-@pytest.mark.parametrize("name", [*OVERLAYS, "argocd"])
+@pytest.mark.parametrize("name", [*OVERLAYS, WITH_EXTERNAL_SECRETS, "argocd"])
 def test_every_object_validates(renders: dict[str, Render], name: str) -> None:
     found = [p for obj in renders[name].objects for p in problems(obj)]
     assert not found, "\n".join(found)
