@@ -204,7 +204,9 @@ def test_production_syncs_only_in_working_hours(renders: dict[str, Render]) -> N
 
 def test_autoscaled_replicas_are_left_alone(renders: dict[str, Render]) -> None:
     apps = generated(renders["argocd"])
-    assert any(renders[a["metadata"]["labels"]["dispatchd.io/environment"]].kind("HorizontalPodAutoscaler") for a in apps)
+    assert any(
+        renders[a["metadata"]["labels"]["dispatchd.io/environment"]].kind("HorizontalPodAutoscaler") for a in apps
+    )
     assert autoscaled_replicas_are_left_alone(apps, renders) == []
 
 
