@@ -18,7 +18,16 @@ import pytest
 import yaml
 
 from tests.deploy.test_policies import containers, workloads
-from tests.support.manifests import DEPLOY, RELEASED, ROOT, WITH_EXTERNAL_SECRETS, Obj, Render, broken_copy, kustomize
+from tests.support.manifests import (
+    DEPLOY,
+    RELEASED,
+    ROOT,
+    WITH_EXTERNAL_SECRETS,
+    Obj,
+    Render,
+    assert_catches,
+    kustomize,
+)
 
 RELEASE = ROOT / ".github" / "workflows" / "release.yml"
 OUR_IMAGE = "ghcr.io/dispatchd/dispatchd"
@@ -141,7 +150,7 @@ def test_the_digest_rule_catches_a_tag(renders: dict[str, Render]) -> None:
                 container["image"] = container["image"].partition("@")[0]
                 return
 
-    assert digests_pinned(broken_copy(renders["prod-region-a"], by_tag))
+    assert_catches(renders["prod-region-a"], digests_pinned, by_tag)
 
 
 # --------------------------------------------------------------------------- the overlay edit, run

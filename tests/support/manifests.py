@@ -83,6 +83,12 @@ def broken_copy(render: Render, mutate: Callable[[list[Obj]], Any]) -> Render:
     return Render(f"{render.name}-broken", objects)
 
 
+def assert_catches(render: Render, rule: Callable[[Render], list[str]], mutate: Callable[[list[Obj]], Any]) -> None:
+    """rule passes render and fails a copy broken by mutate: the rule catches what it is for."""
+    assert rule(render) == [], f"{rule.__name__} fails {render.name} itself"
+    assert rule(broken_copy(render, mutate)), f"{rule.__name__} missed the violation"
+
+
 def external_secrets_overlay(where: Path, store: str) -> Path:
     """An overlay of prod-region-a with components/external-secrets, reading ClusterSecretStore store."""
     where.mkdir(parents=True, exist_ok=True)
