@@ -1,4 +1,4 @@
-"""Argo CD, settings and regions across the rendered environments.
+"""Settings and regions across the rendered environments (Argo CD: test_argocd.py).
 
 The ConfigMap of each overlay is read back through `Settings`, so a setting misspelt in a
 manifest (or renamed in config.py) fails here rather than being silently ignored in a cluster.
@@ -6,7 +6,6 @@ manifest (or renamed in config.py) fails here rather than being silently ignored
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,8 +16,6 @@ from dispatchd.platform.config import Settings
 from dispatchd.platform.regions import Region
 from dispatchd.platform.security.settings import guardrail
 from tests.support.manifests import DEPLOY, OVERLAYS, PROD_REGIONS, ROOT, Render, kustomize
-
-CLUSTER_SCOPED_ALLOWED = {("", "Namespace")}
 
 
 def env_names() -> set[str]:
@@ -85,38 +82,3 @@ def test_promotion_flips_the_regions(tmp_path: Path) -> None:
         ["bash", script, "region-c", "--config-only", copy / "overlays"], capture_output=True, text=True, check=False
     )
     assert refused.returncode != 0 and "no overlay has DISPATCHD_REGION=region-c" in refused.stderr
-
-
-# --------------------------------------------------------------------------- Argo CD
-
-
-def test_the_project_is_scoped(renders: dict[str, Render]) -> None:
-    (project,) = renders["argocd"].kind("AppProject")
-    assert "*" not in json.dumps(project["spec"]), "the AppProject must not use wildcards"
-    allowed = {(g["group"], g["kind"]) for g in project["spec"]["namespaceResourceWhitelist"]}
-    cluster = {(g["group"], g["kind"]) for g in project["spec"]["clusterResourceWhitelist"]}
-    assert cluster <= CLUSTER_SCOPED_ALLOWED
-    for overlay in OVERLAYS:
-        for obj in renders[overlay].objects:
-            group = obj["apiVersion"].rpartition("/")[0]
-            assert (group, obj["kind"]) in allowed, f"{overlay}: the project does not allow {group}/{obj['kind']}"
-            assert obj["metadata"].get("namespace") == "dispatchd", f"{overlay}: {obj['kind']} outside the namespace"
-
-
-def test_applications_cover_every_deployed_environment(renders: dict[str, Render]) -> None:
-    (project,) = renders["argocd"].kind("AppProject")
-    apps = {app["metadata"]["labels"]["dispatchd.io/environment"]: app for app in renders["argocd"].kind("Application")}
-    assert set(apps) == {"dev", "staging", *PROD_REGIONS}
-    destinations = [(d.get("server"), d.get("name"), d["namespace"]) for d in project["spec"]["destinations"]]
-    for env, app in apps.items():
-        spec = app["spec"]
-        assert spec["project"] == project["metadata"]["name"]
-        assert spec["source"]["repoURL"] in project["spec"]["sourceRepos"]
-        assert (ROOT / spec["source"]["path"]).resolve() == (DEPLOY / "overlays" / env).resolve()
-        dest = spec["destination"]
-        assert (dest.get("server"), dest.get("name"), dest["namespace"]) in destinations, f"{env}: destination"
-        automated = spec.get("syncPolicy", {}).get("automated")
-        if env.startswith("prod"):
-            assert automated is None, f"{env}: production syncs by hand"
-        else:
-            assert automated == {"prune": True, "selfHeal": True}, f"{env}: automated sync with prune and self-heal"

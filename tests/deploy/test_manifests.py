@@ -8,38 +8,14 @@ import json
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.manifests import DEPLOY, OVERLAYS, Obj, Render
-
-# The version kind runs (deploy/kind/cluster.yaml) and the manifests are validated against.
-KUBERNETES_VERSION = "1.31.0"
-SCHEMAS = DEPLOY / "schemas"
+from tests.support.manifests import DEPLOY, OVERLAYS, WITH_EXTERNAL_SECRETS, Obj, Render
+from tests.support.schemas import KUBERNETES_VERSION, SCHEMAS, kept_schema, problems
 
 
-def kept_schema(api_version: str, kind: str) -> dict[str, Any] | None:
-    path = SCHEMAS / f"{api_version.replace('/', '_')}_{kind}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def problems(obj: Obj) -> list[str]:
-    name = f"{obj['kind']}/{obj['metadata'].get('name')}"
-    schema = kept_schema(obj["apiVersion"], obj["kind"])
-    if schema is not None:
-        validator = jsonschema.Draft202012Validator(schema)
-        return [f"{name}: {'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
-    try:
-        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        return [f"{name}: {'/'.join(map(str, exc.path))}: {exc.message}"]
-    except kubernetes_validate.SchemaNotFoundError:
-        return [f"{name}: no schema for {obj['apiVersion']} {obj['kind']}: add one to deploy/schemas"]
-    return []
-
-
-@pytest.mark.parametrize("name", [*OVERLAYS, "argocd"])
+@pytest.mark.parametrize("name", [*OVERLAYS, WITH_EXTERNAL_SECRETS, "argocd"])
 def test_every_object_validates(renders: dict[str, Render], name: str) -> None:
     found = [p for obj in renders[name].objects for p in problems(obj)]
     assert not found, "\n".join(found)
@@ -72,6 +48,26 @@ APPLICATION: Obj = {
     "kind": "Application",
     "metadata": {"name": "a"},
     "spec": {"project": "p", "source": {"repoURL": "r", "path": "x"}, "destination": {"name": "d", "namespace": "n"}},
+}
+APPLICATION_SET: Obj = {
+    "apiVersion": "argoproj.io/v1alpha1",
+    "kind": "ApplicationSet",
+    "metadata": {"name": "s"},
+    "spec": {
+        "goTemplate": True,
+        "generators": [{"list": {"elements": [{"env": "dev"}]}}],
+        "template": {"metadata": {"name": "a-{{.env}}"}, "spec": APPLICATION["spec"]},
+    },
+}
+EXTERNAL_SECRET: Obj = {
+    "apiVersion": "external-secrets.io/v1beta1",
+    "kind": "ExternalSecret",
+    "metadata": {"name": "e"},
+    "spec": {
+        "secretStoreRef": {"kind": "ClusterSecretStore", "name": "store"},
+        "target": {"name": "t", "creationPolicy": "Owner"},
+        "data": [{"secretKey": "K", "remoteRef": {"key": "k", "property": "p"}}],
+    },
 }
 
 POD_MONITOR: Obj = {
@@ -119,6 +115,16 @@ def changed(obj: Obj, path: str, value: Any) -> Obj:
         (changed(APPLICATION, "spec.destination", {"name": "d", "server": "https://x"}), False),
         (changed(APPLICATION, "spec.syncPolicy", {"automated": {"prune": True, "selfheal": True}}), False),
         (changed(APPLICATION, "spec.project", None), False),
+        (APPLICATION_SET, True),
+        (changed(APPLICATION_SET, "spec.generators", [{"clusters": {}}]), False),
+        (changed(APPLICATION_SET, "spec.generators", [{"list": {"elements": [{"env": 1}]}}]), False),
+        (changed(APPLICATION_SET, "spec.syncPolicy", {"applicationsSync": "create-upate"}), False),
+        (changed(APPLICATION_SET, "spec.template", {"metadata": {"nam": "a"}, "spec": {}}), False),
+        (EXTERNAL_SECRET, True),
+        (changed(EXTERNAL_SECRET, "spec.secretStoreRef", {"kind": "ClusterStore", "name": "store"}), False),
+        (changed(EXTERNAL_SECRET, "spec.target", {"name": "t", "creationPolicy": "owner"}), False),
+        (changed(EXTERNAL_SECRET, "spec.data", [{"secretKey": "K", "remoteRef": {"name": "k"}}]), False),
+        (changed(EXTERNAL_SECRET, "spec.data", None), False),
         (POD_MONITOR, True),
         (changed(POD_MONITOR, "spec.podMetricsEndpoints", [{"targetPort": "metrics"}]), False),
         (changed(POD_MONITOR, "spec.podMetricsEndpoints", []), False),

@@ -7,9 +7,11 @@ is set (GitHub CI sets it), when its absence fails them.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("dev", "staging", "prod", "prod-region-a", "prod-region-b", "prod-region-a-cnpg", "prod-region-b-cnpg")
 PROD_REGIONS = ("prod-region-a", "prod-region-b")
+# Overlays that run the release production runs, pinned by digest (the release pull request
+# moves them); dev runs a tag.
+RELEASED = ("staging", "prod", *PROD_REGIONS, "prod-region-a-cnpg", "prod-region-b-cnpg")
+# The optional ExternalSecrets component on top of region A, its store named by a patch as
+# the component's header shows (rendered from a temporary overlay, external_secrets_overlay).
+WITH_EXTERNAL_SECRETS = "prod-region-a+external-secrets"
 
 Obj = dict[str, Any]
 
@@ -66,3 +74,45 @@ def kustomize(path: Path) -> list[Obj]:
     )
     assert proc.returncode == 0, f"kubectl kustomize {path} failed:\n{proc.stderr}"
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def broken_copy(render: Render, mutate: Callable[[list[Obj]], Any]) -> Render:
+    """A deep copy of render with mutate applied to its objects, for showing a rule catches it."""
+    objects = copy.deepcopy(render.objects)
+    mutate(objects)
+    return Render(f"{render.name}-broken", objects)
+
+
+def assert_catches(render: Render, rule: Callable[[Render], list[str]], mutate: Callable[[list[Obj]], Any]) -> None:
+    """rule passes render and fails a copy broken by mutate: the rule catches what it is for."""
+    assert rule(render) == [], f"{rule.__name__} fails {render.name} itself"
+    assert rule(broken_copy(render, mutate)), f"{rule.__name__} missed the violation"
+
+
+def external_secrets_overlay(where: Path, store: str) -> Path:
+    """An overlay of prod-region-a with components/external-secrets, reading ClusterSecretStore store."""
+    where.mkdir(parents=True, exist_ok=True)
+
+    def relative(path: Path) -> str:  # kustomize refuses absolute resource paths
+        return os.path.relpath(path, where)
+
+    (where / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "dispatchd",
+                "resources": [relative(DEPLOY / "overlays" / "prod-region-a")],
+                "components": [relative(DEPLOY / "components" / "external-secrets")],
+                "patches": [
+                    {
+                        "target": {"group": "external-secrets.io", "kind": "ExternalSecret"},
+                        "patch": yaml.safe_dump(
+                            [{"op": "replace", "path": "/spec/secretStoreRef/name", "value": store}]
+                        ),
+                    }
+                ],
+            }
+        )
+    )
+    return where
