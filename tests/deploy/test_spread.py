@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.test_policies import broken_copy, containers, workloads
-from tests.support.manifests import OVERLAYS, Obj, Render
+from tests.deploy.test_policies import containers, workloads
+from tests.support.manifests import OVERLAYS, Obj, Render, broken_copy
 
 SPREAD = ("dispatchd-control-plane", "dispatchd-worker-gateway")
 TARGET_SETTINGS = ("DISPATCHD_CONTROL_PLANE_TARGET", "DISPATCHD_GATEWAY_TARGET")
