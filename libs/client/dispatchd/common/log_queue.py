@@ -14,6 +14,7 @@ writer waits for more, so a line is out at most BATCH_SECONDS after the queue em
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import queue
@@ -74,7 +75,7 @@ class Lines(logging.StreamHandler):  # type: ignore[type-arg]
             handler, end = held[start][0], start + 1
             while end < len(held) and held[end][0].stream is handler.stream:
                 end += 1
-            with handler.lock:
+            with handler.lock or contextlib.nullcontext():
                 try:
                     handler.stream.write("".join(line for _, line in held[start:end]))
                     handler.stream.flush()

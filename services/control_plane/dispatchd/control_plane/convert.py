@@ -30,9 +30,7 @@ def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
         ts.FromDatetime(value)
         return ts
     delta = value - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
-    )
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 @functools.lru_cache(maxsize=256)

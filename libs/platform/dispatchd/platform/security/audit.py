@@ -54,7 +54,7 @@ DENIED = frozenset(
 class AuditLine(logging.LogRecord):
     """One audit line as the `dispatchd.audit` logger's INFO record: only what varies is computed."""
 
-    def __init__(self, message: str, fields: dict[str, object]) -> None:  # noqa: D107 - no super(): that is the cost
+    def __init__(self, message: str, fields: dict[str, object]) -> None:  # no super(): that is the cost
         self.__dict__.update(_LINE_CONSTANTS)
         now = time.time_ns()
         self.created = now / 1e9
