@@ -16,7 +16,7 @@ import sys
 import time
 
 from dispatchd.common.correlation import ATTRIBUTE, CorrelationFilter
-from dispatchd.common.log_queue import LogQueue
+from dispatchd.common.log_queue import Lines, LogQueue
 from dispatchd.common.repeats import RepeatFilter
 
 _active: LogQueue | None = None
@@ -24,9 +24,24 @@ _at_exit = False
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")
+        # What json.dumps(entry, default=str) would build anew for every line.
+        self._encoder = json.JSONEncoder(default=str)
+
+    def timestamp(self, record: logging.LogRecord) -> str:
+        """`record.created` as `2026-01-02T03:04:05.678Z`; the seconds are rendered once per second."""
+        second, stamp = self._second  # one tuple, replaced whole: threads formatting at once agree
+        if int(record.created) != second:
+            second = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, stamp)
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self.timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -41,14 +56,14 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:  # rendered by the thread that logged it (log_queue.Inlet)
             entry["exc"] = record.exc_text
-        return json.dumps(entry, default=str)
+        return self._encoder.encode(entry)
 
 
 def configure_logging(service: str, level: str = "INFO", as_json: bool = True) -> None:
     """Root logging for a process: to stderr through the queue; a second call replaces the first."""
     global _active, _at_exit
     stop_logging()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = Lines(sys.stderr)
     if as_json:
         handler.setFormatter(JsonFormatter())
     else:

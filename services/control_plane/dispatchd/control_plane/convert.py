@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
 import grpc
@@ -17,17 +18,32 @@ from dispatchd.v1 import common_pb2, job_service_pb2
 log = logging.getLogger("dispatchd.control_plane")
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    """What Timestamp.FromDatetime makes of an aware datetime, without its Python arithmetic."""
     if value is None:
         return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    if value.tzinfo is None:  # naive: FromDatetime's own reading of it (UTC)
+        ts = timestamp_pb2.Timestamp()
+        ts.FromDatetime(value)
+        return ts
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
+
+
+@functools.lru_cache(maxsize=256)
+def _duration(ms: int) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromMilliseconds(ms)
+    return d
 
 
 def duration(ms: int) -> duration_pb2.Duration:
+    """A fresh Duration (callers may change it); the few distinct values made once."""
     d = duration_pb2.Duration()
-    d.FromMilliseconds(ms)
+    d.CopyFrom(_duration(ms))
     return d
 
 

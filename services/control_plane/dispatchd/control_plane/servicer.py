@@ -37,7 +37,6 @@ log = logging.getLogger("dispatchd.control_plane")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-
 def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 

@@ -32,8 +32,11 @@ Outcome = submits.Submitted | Exception
 # Bound on how long a commit waits for Redis before answering without it.
 REDIS_BUDGET_SECONDS = 2.0
 # Transactions in flight at once. Calls arriving while all are busy wait for the next one,
-# so batches grow with the load instead of the connections in use.
-MAX_IN_FLIGHT = 2
+# so batches grow with the load instead of the connections in use. A group's Redis push
+# runs after its commit, beside the next group's transaction. Measured (64 single submits in
+# flight, audit on): 1 gave ~1,300-1,550 calls/s at 0.43-0.45 ms of CPU per job; 2 gave
+# ~1,100-1,280 at 0.52-0.60; 4 gave ~920 at 0.60 (larger groups cost less per job).
+MAX_IN_FLIGHT = 1
 
 
 @dataclass(eq=False)
@@ -81,8 +84,20 @@ class Submitter:
         task.add_done_callback(self._tasks.discard)
 
     async def _flush(self, group: list[Waiting]) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_flight -= 1
+                if self._pending:
+                    self._schedule()
+
         try:
             outcomes = await self._store([new for waiting in group for new in waiting.news])
+            # Committed: the next group's transaction may start while these jobs go to Redis.
+            release()
             await self._push(outcomes)
             offset = 0
             for waiting in group:
@@ -94,9 +109,7 @@ class Submitter:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._in_flight -= 1
-            if self._pending:
-                self._schedule()
+            release()
 
     async def _store(self, news: list[NewJob]) -> list[Outcome]:
         try:

@@ -120,9 +120,9 @@ class Call:
     def admit(self, context: Context, record: audit.AuditRecord) -> Access:
         """The caller's access to this method, or Refused."""
         config = self.interceptor.config
-        auth_context = context.auth_context()
-        record.certificate = peer_certificate(auth_context)
-        if config.tls_enabled:
+        if config.tls_enabled:  # a plaintext port has no certificate: its auth context is not worth building
+            auth_context = context.auth_context()
+            record.certificate = peer_certificate(auth_context)
             version = tls_version(auth_context)
             if version is not None and version != TLS13:
                 raise Refused(
