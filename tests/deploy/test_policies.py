@@ -179,7 +179,10 @@ def referenced_secrets_exist(render: Render) -> list[str]:
     defined |= {i["spec"]["ca"]["secretName"] for i in render.kind("Issuer") if "ca" in i["spec"]}
     found = []
     for workload in workloads(render):
-        refs = {v["secret"]["secretName"] for v in pod_spec(workload).get("volumes", []) if "secret" in v}
+        volumes = pod_spec(workload).get("volumes", [])
+        refs = {v["secret"]["secretName"] for v in volumes if "secret" in v}
+        projected = [s for v in volumes for s in v.get("projected", {}).get("sources", [])]
+        refs |= {s["secret"]["name"] for s in projected if "secret" in s}
         refs |= _secret_refs(workload)
         refs |= {e["secretRef"]["name"] for c in containers(workload) for e in c.get("envFrom", []) if "secretRef" in e}
         for ref in sorted(refs - defined - OUT_OF_BAND_SECRETS):
@@ -390,6 +393,11 @@ MUTATIONS: list[tuple[str, Rule, Callable[[list[Obj]], Any]]] = [
         "staging",
         referenced_secrets_exist,
         lambda o: _container(o)["env"][0]["valueFrom"]["secretKeyRef"].update(name="x"),
+    ),
+    (
+        "staging",
+        referenced_secrets_exist,
+        lambda o: _pod(o)["volumes"][0]["projected"]["sources"][0]["secret"].update(name="x"),
     ),
     ("staging", disruption_budgets_need_replicas, lambda o: _first(o, "Deployment")["spec"].update(replicas=1)),
     ("staging", postgres_data_is_persistent, lambda o: _postgres(o)["spec"].pop("volumeClaimTemplates")),

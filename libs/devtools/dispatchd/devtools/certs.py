@@ -78,19 +78,26 @@ def _name(common_name: str, unit: str) -> x509.Name:
     )
 
 
-def new_ca(common_name: str = "dispatchd development CA", days: int = 3650) -> Issued:
+def new_ca(
+    common_name: str = "dispatchd development CA",
+    days: int = 3650,
+    *,
+    parent: Issued | None = None,
+    path_length: int | None = 0,
+) -> Issued:
+    """A self-signed CA, or an intermediate signed by `parent`; `path_length` CAs may sit below it."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(common_name, "ca")
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(parent.cert.subject if parent else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -106,9 +113,11 @@ def new_ca(common_name: str = "dispatchd development CA", days: int = 3650) -> I
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return Issued(cert, key)
+    if parent is not None:
+        issuer_key = x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key())
+        builder = builder.add_extension(issuer_key, critical=False)
+    return Issued(builder.sign(parent.key if parent else key, hashes.SHA256()), key)
 
 
 def _san(names: Iterable[str]) -> list[x509.GeneralName]:
