@@ -18,7 +18,15 @@ from dispatchd.client import Client, ClientSecurity, DeadlineExceeded, Dispatchd
 from dispatchd.common import tracing
 
 # grpc's wording when no connection could be made at all (as opposed to a server answering UNAVAILABLE).
-_CONNECT_FAILURES = ("failed to connect", "connection refused", "dns resolution failed", "connect failed")
+# How gRPC words "no connection": pick_first says "failed to connect to all addresses",
+# round_robin (our channels' policy) "connections to all backends failing".
+_CONNECT_FAILURES = (
+    "failed to connect",
+    "connections to all backends failing",
+    "connection refused",
+    "dns resolution failed",
+    "connect failed",
+)
 
 
 class CliError(Exception):
