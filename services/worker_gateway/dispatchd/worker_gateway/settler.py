@@ -108,7 +108,14 @@ class Settler(GroupCommit[Report, _Batch, tuple[list[bool], list[Settlement]]]):
         self._pending = later
         return batch
 
+    def _atomic(self, batch: _Batch) -> bool:
+        # Successes alone (the common batch: start notices folded or already applied) go in
+        # one statement; start notices and failures (retries, dead letters) take the transaction.
+        return not batch.started and all(f.success for f in batch.finished)
+
     async def _apply(self, conn: asyncpg.Connection, batch: _Batch) -> tuple[list[bool], list[Settlement]]:
+        if self._atomic(batch):
+            return [], await settlements.succeed_all(conn, batch.finished)
         return await settlements.apply(conn, batch.started, batch.finished)
 
     def _answer(self, batch: _Batch, outcome: tuple[list[bool], list[Settlement]]) -> None:
