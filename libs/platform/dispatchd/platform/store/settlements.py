@@ -58,18 +58,20 @@ class Finished:
         return Owner(worker_id=self.worker_id, session_id=self.session_id, claim_token=self.claim_token)
 
 
-# The job rows first (job_id order), then the executions (execution_id order): the sort of
-# the outer query consumes every row of `j` (locking it) before the first execution is locked.
-_LOCK = """
-WITH j AS (
+# The job rows first (job_id order), then the executions (execution_id order): the sort in
+# `l` consumes every row of `j` (locking it) before the first execution is locked.
+_LOCKS = """
+j AS (
     SELECT job_id FROM jobs
     WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
     ORDER BY job_id FOR UPDATE
-)
-SELECT e.execution_id, e.job_id FROM executions e JOIN j ON j.job_id = e.job_id
-WHERE e.execution_id = ANY($1::uuid[])
-ORDER BY e.execution_id FOR UPDATE OF e
-"""
+), l AS (
+    SELECT e.execution_id, e.job_id FROM executions e JOIN j ON j.job_id = e.job_id
+    WHERE e.execution_id = ANY($1::uuid[])
+    ORDER BY e.execution_id FOR UPDATE OF e
+)"""
+
+_LOCK = f"WITH {_LOCKS}\nSELECT execution_id, job_id FROM l"
 
 _START = f"""
 WITH now AS (SELECT clock_timestamp() AS at),  -- one reading: deadline = start + timeout exactly
@@ -87,14 +89,19 @@ s AS (
 SELECT execution_id FROM s
 """
 
-# A start never recorded (none sent, or folded into this result) counts from the claim.
-_SUCCEED = f"""
-WITH d AS (
+
+def _success_ctes(locked: bool) -> str:
+    """`d`: the successes applied (`locked`: only rows `l` locked), `u`: their jobs.
+
+    A start never recorded (none sent, or folded into this result) counts from the claim.
+    """
+    from_locked, where_locked = ("l, ", "e.execution_id = l.execution_id AND ") if locked else ("", "")
+    return f"""d AS (
     UPDATE executions e SET status = {value(ExecutionStatus.SUCCEEDED)}, result = i.result, error_message = '',
            lease_expires_at = NULL, finished_at = clock_timestamp(), started_at = COALESCE(e.started_at, e.claimed_at)
-    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
+    FROM {from_locked}unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
          AS i(execution_id, worker_id, session_id, claim_token, result)
-    WHERE e.execution_id = i.execution_id AND e.worker_id = i.worker_id AND e.session_id = i.session_id
+    WHERE {where_locked}e.execution_id = i.execution_id AND e.worker_id = i.worker_id AND e.session_id = i.session_id
       AND (i.claim_token IS NULL OR e.claim_token = i.claim_token) AND {one_of("e.status", EXECUTION_SETTLEABLE)}
     RETURNING e.execution_id, e.job_id, e.worker_id, e.job_type, i.result
 ), u AS (
@@ -102,37 +109,19 @@ WITH d AS (
            finished_at = clock_timestamp(), updated_at = clock_timestamp()
     FROM d WHERE jobs.job_id = d.job_id AND {one_of("jobs.status", JOB_SUCCEEDABLE)}
     RETURNING jobs.job_id, EXTRACT(EPOCH FROM clock_timestamp() - jobs.created_at)::float8 AS age_seconds
-)
+)"""
+
+
+_SUCCEED = f"""
+WITH {_success_ctes(locked=False)}
 SELECT d.execution_id, d.job_id, d.worker_id, d.job_type, u.age_seconds FROM d LEFT JOIN u ON u.job_id = d.job_id
 """
 
-# `_LOCK` and `_SUCCEED` in one statement (no BEGIN/COMMIT round trips) for a batch of
-# successes alone. The sort in `l` consumes all of `j` (locking every job) before the first
-# execution is locked, and `d` writes only rows `l` locked: the lock order is `_LOCK`'s.
+# `_LOCK` and `_SUCCEED` in one statement that commits on its own (no BEGIN/COMMIT round
+# trips), for a batch of successes alone: `d` writes only rows `l` locked, so the locks are
+# taken in `_LOCK`'s order. Every locked execution comes back, applied or not.
 _LOCK_AND_SUCCEED = f"""
-WITH j AS (
-    SELECT job_id FROM jobs
-    WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
-    ORDER BY job_id FOR UPDATE
-), l AS (
-    SELECT e.execution_id, e.job_id FROM executions e JOIN j ON j.job_id = e.job_id
-    WHERE e.execution_id = ANY($1::uuid[])
-    ORDER BY e.execution_id FOR UPDATE OF e
-), d AS (
-    UPDATE executions e SET status = {value(ExecutionStatus.SUCCEEDED)}, result = i.result, error_message = '',
-           lease_expires_at = NULL, finished_at = clock_timestamp(), started_at = COALESCE(e.started_at, e.claimed_at)
-    FROM l, unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
-         AS i(execution_id, worker_id, session_id, claim_token, result)
-    WHERE e.execution_id = l.execution_id AND e.execution_id = i.execution_id
-      AND e.worker_id = i.worker_id AND e.session_id = i.session_id
-      AND (i.claim_token IS NULL OR e.claim_token = i.claim_token) AND {one_of("e.status", EXECUTION_SETTLEABLE)}
-    RETURNING e.execution_id, e.job_id, e.worker_id, e.job_type, i.result
-), u AS (
-    UPDATE jobs SET status = {value(JobStatus.SUCCEEDED)}, result = d.result, error_message = '',
-           finished_at = clock_timestamp(), updated_at = clock_timestamp()
-    FROM d WHERE jobs.job_id = d.job_id AND {one_of("jobs.status", JOB_SUCCEEDABLE)}
-    RETURNING jobs.job_id, EXTRACT(EPOCH FROM clock_timestamp() - jobs.created_at)::float8 AS age_seconds
-)
+WITH {_LOCKS}, {_success_ctes(locked=True)}
 SELECT l.execution_id, l.job_id, d.worker_id, d.job_type, d.execution_id IS NOT NULL AS applied, u.age_seconds
 FROM l LEFT JOIN d ON d.execution_id = l.execution_id LEFT JOIN u ON u.job_id = d.job_id
 """
