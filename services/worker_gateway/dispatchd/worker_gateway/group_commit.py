@@ -9,7 +9,8 @@ that fails on anything but a lost store is applied again one item at a time, so 
 value (a DataError) fails only its own caller.
 
 A subclass says how a batch is taken from the queue (`_take`), applied inside the
-transaction (`_apply`) and answered once committed (`_answer`).
+transaction (`_apply`; or as one statement that commits on its own, when `_atomic` says so)
+and answered once committed (`_answer`).
 """
 
 from __future__ import annotations

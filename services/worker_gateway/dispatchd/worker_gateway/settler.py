@@ -4,7 +4,9 @@ Invariant (besides those of `group_commit`): a batch holds at most one start not
 result per execution, and nothing of an execution after its result (that waits for the
 next batch), so what a lane sends in order is applied in order. A start notice whose
 execution's successful result is in the same batch is folded into it (no RUNNING write;
-the attempt's start is its claim, as for a worker that sends none). The Redis
+the attempt's start is its claim, as for a worker that sends none). A batch of successes
+alone (the common one) is one statement that commits on its own, under the same locks and
+guards as the transaction that start notices and failures take. The Redis
 notifications of a batch follow its commit in one pipeline (`Outcomes`), off the path of
 the acknowledgements.
 """
