@@ -1,6 +1,7 @@
 """Group commit of start notices and results (worker_gateway.settler) on real Postgres and Redis.
 
-Reports queued together commit in one transaction, and each caller gets its own outcome:
+Reports queued together commit in one transaction (successes alone in one statement that
+locks as the transaction does), and each caller gets its own outcome:
 a stale or cancelled neighbour changes nothing, a start folded into its result still
 records a start, and one value Postgres rejects fails only its own caller.
 """
@@ -120,3 +121,28 @@ async def test_a_value_postgres_rejects_fails_only_its_own_caller(db_pool: async
     assert isinstance(outcomes[1], asyncpg.exceptions.DataError)
     assert [o.applied for o in (outcomes[0], outcomes[2])] == [True, True]  # type: ignore[union-attr]
     assert await status(db_pool, bad) == (ExecutionStatus.CLAIMED, JobStatus.DISPATCHING)
+
+
+async def test_successes_alone_wait_for_a_held_job_lock_and_see_what_it_committed(
+    db_pool: asyncpg.Pool, settler: Settler
+) -> None:
+    """The one-statement path (successes alone) locks as the transaction path does: a result
+    waits for the job's lock, then finds the execution cancelled and changes nothing."""
+    session = uuid.uuid4()
+    held, free = await claimed(db_pool, session), await claimed(db_pool, session)
+    async with db_pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE", held.job_id)
+        late = asyncio.ensure_future(settler.finish(success(held, session)))
+        fine = asyncio.ensure_future(settler.finish(success(free, session)))
+        await asyncio.sleep(0.3)
+        assert not late.done() and not fine.done()  # one statement for both: it waits for the lock
+        await conn.execute("UPDATE jobs SET status = $2 WHERE job_id = $1", held.job_id, JobStatus.CANCELED)
+        await conn.execute(
+            "UPDATE executions SET status = $2 WHERE execution_id = $1", held.execution_id, ExecutionStatus.CANCELED
+        )
+    stale, applied = await late, await fine
+    assert not stale.applied and stale.job_id == held.job_id
+    assert applied.applied and applied.job_status is JobStatus.SUCCEEDED
+    assert settler.transactions == 1
+    assert await status(db_pool, held) == (ExecutionStatus.CANCELED, JobStatus.CANCELED)
+    assert await status(db_pool, free) == (ExecutionStatus.SUCCEEDED, JobStatus.SUCCEEDED)

@@ -158,7 +158,12 @@ class Dispatcher:
         self._wake.set()
 
     async def _pass(self) -> bool:
-        """One round over the streams with free slots; True if any of them found work."""
+        """One round over the streams with free slots; True if any of them may find more.
+
+        A stream that got fewer ids than it asked for emptied its queues: no second pass
+        (one more pop round trip each) for it; work queued since then sets the wake-up event,
+        which brings the next pass.
+        """
         ready = [s for s in self.sessions.values() if s.free_slots and s.matching]
         if not ready:
             return False
@@ -166,18 +171,19 @@ class Dispatcher:
         self._rotation = (self._rotation + 1) % len(ready)
         ready = ready[self._rotation :] + ready[: self._rotation]
         if len(ready) == 1:
-            return await self._fill(ready[0]) > 0
-        popped = await asyncio.gather(*(self._fill(s) for s in ready))
-        return sum(popped) > 0
+            return await self._fill(ready[0])
+        return any(await asyncio.gather(*(self._fill(s) for s in ready)))
 
-    async def _fill(self, session: Session) -> int:
+    async def _fill(self, session: Session) -> bool:
+        """Assign what the stream's queues hold, up to its free slots; True if they may hold more."""
         async with session.fill_lock:
             free = session.free_slots
             if self._stopped or not free or not session.matching:
-                return 0
-            ids = await self.queues.pop(session.matching, min(free, MAX_BATCH))
+                return False
+            wants = min(free, MAX_BATCH)
+            ids = await self.queues.pop(session.matching, wants)
             if not ids:
-                return 0
+                return False
             wanted: list[uuid.UUID] = []
             for raw in ids:
                 try:
@@ -197,7 +203,7 @@ class Dispatcher:
                 session.send(assignment(claim, session.worker_id))
             gateway_metrics.observe_claims(claims)
             await self._announce_deadlines(claims)
-            return len(ids)
+            return len(ids) == wants
 
     async def _announce_deadlines(self, claims: list[Claim]) -> None:
         """The scheduler enforces execution timeouts; wake it when the first of these is due."""

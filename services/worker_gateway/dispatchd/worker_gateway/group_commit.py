@@ -9,7 +9,8 @@ that fails on anything but a lost store is applied again one item at a time, so 
 value (a DataError) fails only its own caller.
 
 A subclass says how a batch is taken from the queue (`_take`), applied inside the
-transaction (`_apply`) and answered once committed (`_answer`).
+transaction (`_apply`; or as one statement that commits on its own, when `_atomic` says so)
+and answered once committed (`_answer`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ Outcome = TypeVar("Outcome")
 
 
 class GroupCommit(ABC, Generic[Item, B, Outcome]):
-    # True when `_apply` runs one statement, atomic on its own: no BEGIN/COMMIT round trips.
+    # True when `_apply` runs one statement, atomic on its own: no BEGIN/COMMIT round trips
+    # (a subclass may decide per batch: `_atomic`).
     one_statement = False
 
     def __init__(self, pool: asyncpg.Pool, max_batch: int) -> None:
@@ -52,7 +54,6 @@ class GroupCommit(ABC, Generic[Item, B, Outcome]):
         self.max_batch = max_batch
         self._pending: list[tuple[Item, Waiter]] = []
         self._task: asyncio.Task[None] | None = None
-        self._kicked = False
         # Committed transactions and the items they applied (tests and profiles read them).
         self.transactions = 0
         self.reports = 0
@@ -65,6 +66,10 @@ class GroupCommit(ABC, Generic[Item, B, Outcome]):
     async def _apply(self, conn: asyncpg.Connection, batch: B) -> Outcome:
         """Apply the batch inside the transaction on `conn`."""
 
+    def _atomic(self, batch: B) -> bool:
+        """Whether `_apply` runs this batch as one statement, atomic on its own."""
+        return self.one_statement
+
     @abstractmethod
     def _answer(self, batch: B, outcome: Outcome) -> None:
         """Answer every caller of the committed batch."""
@@ -72,16 +77,12 @@ class GroupCommit(ABC, Generic[Item, B, Outcome]):
     def _queue(self, item: Item) -> Waiter:
         future: Waiter = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._task is None and not self._kicked:
-            # Not at once: what else arrives in this loop turn joins the batch.
-            self._kicked = True
-            asyncio.get_running_loop().call_soon(self._kick)
-        return future
-
-    def _kick(self) -> None:
-        self._kicked = False
-        if self._task is None and self._pending:
+        if self._task is None:
+            # A new task takes its first step only after the callbacks already scheduled
+            # in this loop turn, so what else arrives in the turn still joins the batch;
+            # no extra turn of waiting (call_soon first) when nothing is in flight.
             self._task = asyncio.create_task(self._run())
+        return future
 
     async def _run(self) -> None:
         try:
@@ -93,7 +94,7 @@ class GroupCommit(ABC, Generic[Item, B, Outcome]):
     async def _commit(self, batch: B) -> None:
         try:
             async with self.pool.acquire() as conn:
-                if self.one_statement:
+                if self._atomic(batch):
                     outcome = await self._apply(conn, batch)
                 else:
                     async with conn.transaction():

@@ -4,7 +4,9 @@ Invariant (besides those of `group_commit`): a batch holds at most one start not
 result per execution, and nothing of an execution after its result (that waits for the
 next batch), so what a lane sends in order is applied in order. A start notice whose
 execution's successful result is in the same batch is folded into it (no RUNNING write;
-the attempt's start is its claim, as for a worker that sends none). The Redis
+the attempt's start is its claim, as for a worker that sends none). A batch of successes
+alone (the common one) is one statement that commits on its own, under the same locks and
+guards as the transaction that start notices and failures take. The Redis
 notifications of a batch follow its commit in one pipeline (`Outcomes`), off the path of
 the acknowledgements.
 """
@@ -108,7 +110,14 @@ class Settler(GroupCommit[Report, _Batch, tuple[list[bool], list[Settlement]]]):
         self._pending = later
         return batch
 
+    def _atomic(self, batch: _Batch) -> bool:
+        # Successes alone (the common batch: start notices folded or already applied) go in
+        # one statement; start notices and failures (retries, dead letters) take the transaction.
+        return not batch.started and all(f.success for f in batch.finished)
+
     async def _apply(self, conn: asyncpg.Connection, batch: _Batch) -> tuple[list[bool], list[Settlement]]:
+        if self._atomic(batch):
+            return [], await settlements.succeed_all(conn, batch.finished)
         return await settlements.apply(conn, batch.started, batch.finished)
 
     def _answer(self, batch: _Batch, outcome: tuple[list[bool], list[Settlement]]) -> None:

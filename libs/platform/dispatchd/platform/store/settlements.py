@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -57,18 +58,20 @@ class Finished:
         return Owner(worker_id=self.worker_id, session_id=self.session_id, claim_token=self.claim_token)
 
 
-# The job rows first (job_id order), then the executions (execution_id order): the sort of
-# the outer query consumes every row of `j` (locking it) before the first execution is locked.
-_LOCK = """
-WITH j AS (
+# The job rows first (job_id order), then the executions (execution_id order): the sort in
+# `l` consumes every row of `j` (locking it) before the first execution is locked.
+_LOCKS = """
+j AS (
     SELECT job_id FROM jobs
     WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
     ORDER BY job_id FOR UPDATE
-)
-SELECT e.execution_id, e.job_id FROM executions e JOIN j ON j.job_id = e.job_id
-WHERE e.execution_id = ANY($1::uuid[])
-ORDER BY e.execution_id FOR UPDATE OF e
-"""
+), l AS (
+    SELECT e.execution_id, e.job_id FROM executions e JOIN j ON j.job_id = e.job_id
+    WHERE e.execution_id = ANY($1::uuid[])
+    ORDER BY e.execution_id FOR UPDATE OF e
+)"""
+
+_LOCK = f"WITH {_LOCKS}\nSELECT execution_id, job_id FROM l"
 
 _START = f"""
 WITH now AS (SELECT clock_timestamp() AS at),  -- one reading: deadline = start + timeout exactly
@@ -86,14 +89,19 @@ s AS (
 SELECT execution_id FROM s
 """
 
-# A start never recorded (none sent, or folded into this result) counts from the claim.
-_SUCCEED = f"""
-WITH d AS (
+
+def _success_ctes(locked: bool) -> str:
+    """`d`: the successes applied (`locked`: only rows `l` locked), `u`: their jobs.
+
+    A start never recorded (none sent, or folded into this result) counts from the claim.
+    """
+    from_locked, where_locked = ("l, ", "e.execution_id = l.execution_id AND ") if locked else ("", "")
+    return f"""d AS (
     UPDATE executions e SET status = {value(ExecutionStatus.SUCCEEDED)}, result = i.result, error_message = '',
            lease_expires_at = NULL, finished_at = clock_timestamp(), started_at = COALESCE(e.started_at, e.claimed_at)
-    FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
+    FROM {from_locked}unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
          AS i(execution_id, worker_id, session_id, claim_token, result)
-    WHERE e.execution_id = i.execution_id AND e.worker_id = i.worker_id AND e.session_id = i.session_id
+    WHERE {where_locked}e.execution_id = i.execution_id AND e.worker_id = i.worker_id AND e.session_id = i.session_id
       AND (i.claim_token IS NULL OR e.claim_token = i.claim_token) AND {one_of("e.status", EXECUTION_SETTLEABLE)}
     RETURNING e.execution_id, e.job_id, e.worker_id, e.job_type, i.result
 ), u AS (
@@ -101,9 +109,58 @@ WITH d AS (
            finished_at = clock_timestamp(), updated_at = clock_timestamp()
     FROM d WHERE jobs.job_id = d.job_id AND {one_of("jobs.status", JOB_SUCCEEDABLE)}
     RETURNING jobs.job_id, EXTRACT(EPOCH FROM clock_timestamp() - jobs.created_at)::float8 AS age_seconds
-)
+)"""
+
+
+_SUCCEED = f"""
+WITH {_success_ctes(locked=False)}
 SELECT d.execution_id, d.job_id, d.worker_id, d.job_type, u.age_seconds FROM d LEFT JOIN u ON u.job_id = d.job_id
 """
+
+# `_LOCK` and `_SUCCEED` in one statement that commits on its own (no BEGIN/COMMIT round
+# trips), for a batch of successes alone: `d` writes only rows `l` locked, so the locks are
+# taken in `_LOCK`'s order. Every locked execution comes back, applied or not.
+_LOCK_AND_SUCCEED = f"""
+WITH {_LOCKS}, {_success_ctes(locked=True)}
+SELECT l.execution_id, l.job_id, d.worker_id, d.job_type, d.execution_id IS NOT NULL AS applied, u.age_seconds
+FROM l LEFT JOIN d ON d.execution_id = l.execution_id LEFT JOIN u ON u.job_id = d.job_id
+"""
+
+
+def _success_arrays(successes: Sequence[Finished]) -> list[list[Any]]:
+    return [
+        [f.execution_id for f in successes],
+        [f.worker_id for f in successes],
+        [f.session_id for f in successes],
+        [f.claim_token for f in successes],
+        [f.result for f in successes],
+    ]
+
+
+def _succeeded(r: asyncpg.Record) -> Settlement:
+    return Settlement(
+        applied=True,
+        job_id=r["job_id"],
+        job_status=JobStatus.SUCCEEDED,
+        execution_id=r["execution_id"],
+        worker_id=r["worker_id"],
+        job_type=r["job_type"],
+        job_age_seconds=r["age_seconds"],
+    )
+
+
+async def succeed_all(conn: asyncpg.Connection, finished: Sequence[Finished]) -> list[Settlement]:
+    """`apply` for successful results alone, in one statement that commits on its own (no
+    transaction around it): each result's Settlement, under the same locks and guards."""
+    rows = {r["execution_id"]: r for r in await conn.fetch(_LOCK_AND_SUCCEED, *_success_arrays(finished))}
+    settlements = []
+    for f in finished:
+        r = rows.get(f.execution_id)
+        if r is not None and r["applied"]:
+            settlements.append(_succeeded(r))
+        else:
+            settlements.append(Settlement(applied=False, job_id=None if r is None else r["job_id"]))
+    return settlements
 
 
 async def apply(
@@ -123,24 +180,8 @@ async def apply(
     successes = [f for f in finished if f.success]
     done: dict[uuid.UUID, Settlement] = {}
     if successes:
-        rows = await conn.fetch(
-            _SUCCEED,
-            [f.execution_id for f in successes],
-            [f.worker_id for f in successes],
-            [f.session_id for f in successes],
-            [f.claim_token for f in successes],
-            [f.result for f in successes],
-        )
-        for r in rows:
-            done[r["execution_id"]] = Settlement(
-                applied=True,
-                job_id=r["job_id"],
-                job_status=JobStatus.SUCCEEDED,
-                execution_id=r["execution_id"],
-                worker_id=r["worker_id"],
-                job_type=r["job_type"],
-                job_age_seconds=r["age_seconds"],
-            )
+        for r in await conn.fetch(_SUCCEED, *_success_arrays(successes)):
+            done[r["execution_id"]] = _succeeded(r)
     settlements = []
     for f in finished:
         if not f.success:
