@@ -69,21 +69,19 @@ class Submitter:
         return await waiting.answer
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
-
-    def _start(self) -> None:
-        self._scheduled = False
-        if self._in_flight >= MAX_IN_FLIGHT or not self._pending:
-            return  # the running flush starts the next one when it ends
-        group, self._pending = self._pending, []
+        # The flush task is created at once; it takes the pending calls only when it first
+        # runs, after this loop turn's callbacks, so calls arriving in the same turn join it.
+        if self._scheduled or self._in_flight >= MAX_IN_FLIGHT:
+            return  # the flush about to run takes them, or the running one starts the next
+        self._scheduled = True
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._flush(group))
+        task = asyncio.get_running_loop().create_task(self._flush())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _flush(self, group: list[Waiting]) -> None:
+    async def _flush(self) -> None:
+        self._scheduled = False
+        group, self._pending = self._pending, []
         released = False
 
         def release() -> None:
@@ -113,8 +111,14 @@ class Submitter:
 
     async def _store(self, news: list[NewJob]) -> list[Outcome]:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                outcomes: list[Outcome] = list(await submits.submit_all(conn, news))
+            async with self.pool.acquire() as conn:
+                if any(new.scope() is not None for new in news):
+                    async with conn.transaction():
+                        outcomes: list[Outcome] = list(await submits.submit_all(conn, news))
+                else:
+                    # Without idempotency keys it is one INSERT statement, atomic on its own:
+                    # BEGIN and COMMIT around it would only add two round trips.
+                    outcomes = list(await submits.submit_all(conn, news))
         except asyncpg.DataError as exc:
             if len(news) == 1:
                 return [InvalidArgument(f"the job could not be stored: {exc}")]
