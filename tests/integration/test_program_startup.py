@@ -71,7 +71,7 @@ def connected(sock: socket.socket) -> bool:
 
 @pytest.mark.parametrize("program", sorted(entry_points()))
 def test_help_answers_without_connecting(program: str, listener: socket.socket) -> None:
-    address = "127.0.0.1:%d" % listener.getsockname()[1]
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
     done, took = run([str(BIN / program), "--help"], quiet_env(address), HELP_SECONDS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith(f"usage: {program}"), done.stdout

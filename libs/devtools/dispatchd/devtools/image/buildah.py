@@ -36,6 +36,16 @@ class Buildah:
             raise RuntimeError(f"buildah {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
         return done.stdout.strip()
 
+    def version(self) -> str:
+        return self._run("--version")
+
+    def has_image(self, image: str) -> bool:
+        try:
+            self.inspect_image(image)
+        except RuntimeError:
+            return False
+        return True
+
     def inspect_image(self, image: str) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self._run("inspect", "--type", "image", image))
         return found
