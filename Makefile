@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost image image-test lock clean
 
 venv: $(VENV)/.stamp
 
@@ -92,6 +92,18 @@ perf-compare: venv
 ## writes evidence/perf/tracing-cost.json and fails when the throughput drop exceeds 5%.
 perf-tracing-cost: venv
 	$(PY) -m perf.tracing_cost $(PERF_ARGS)
+
+## Build the Dockerfile, unchanged, with buildah (vfs, chroot) on a Debian stand-in for the python
+## base (scripts/base-image.sh, built once and cached); README "Image".
+BUILDAH ?= buildah --storage-driver vfs
+IMAGE ?= localhost/dispatchd:local
+image:
+	BUILDAH="$(BUILDAH)" IMAGE="$(IMAGE)" bash scripts/image-build.sh
+
+## Build, then run migrate, the services and a worker from the image against private stores, one job
+## end to end, size and user checked; writes evidence/image/image-test.json.
+image-test: venv
+	BUILDAH="$(BUILDAH)" IMAGE="$(IMAGE)" $(PY) -m dispatchd.devtools.image.smoke
 
 ## Re-pin every dependency of both distributions (run after changing either pyproject.toml's dependencies).
 lock:

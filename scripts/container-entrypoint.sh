@@ -6,6 +6,14 @@
 #   dispatchd control-plane | scheduler | worker-gateway | worker | migrate | dispatchctl [ARGS...]
 set -eu
 
+usage="usage: dispatchd control-plane | scheduler | worker-gateway | worker | migrate | dispatchctl [ARGS...]
+(each program answers --help; without a program DISPATCHD_SERVICE chooses)"
+
+case "${1:-}" in
+    help) echo "$usage"; exit 0 ;;
+    -h | --help) if [ -z "${DISPATCHD_SERVICE:-}" ]; then echo "$usage"; exit 0; fi ;;
+esac
+
 case "${1:-}" in
     "" | -*) service=${DISPATCHD_SERVICE:-} ;;
     *) service=$1; shift ;;

@@ -3,7 +3,7 @@
 # depends on it) and their runtime dependencies, pinned by requirements.lock, into a new
 # virtual environment. The Dockerfile's build stage runs exactly this, and so does
 # tests/deploy/test_image.py (in a fresh venv, then it imports every entry point), so the
-# image's install steps are tested here even though no image can be built here.
+# image's install steps are tested by the fast suite too; `make image-test` builds the image.
 #
 #   scripts/install-runtime.sh VENV_DIR [SOURCE_DIR]
 set -eu

@@ -184,6 +184,8 @@ def test_installed_migrate_creates_the_schema(runtime_venv: Path, pg: PgServer) 
         (["worker", "--help"], {}, 0, "usage: dispatchd-worker"),
         (["migrate", "--help"], {}, 0, "Apply dispatchd database migrations"),
         (["--help"], {"DISPATCHD_SERVICE": "worker"}, 0, "usage: dispatchd-worker"),
+        (["--help"], {}, 0, "usage: dispatchd control-plane | scheduler"),
+        (["scheduler", "--help"], {}, 0, "usage: dispatchd-scheduler"),
         (["control-planes"], {}, 64, "unknown service 'control-planes'"),
         ([], {}, 64, "unknown service ''"),
     ],

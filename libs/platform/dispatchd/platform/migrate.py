@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import pathlib
 
 from alembic import command
 from alembic.config import Config
 
+from dispatchd.platform import startup
 from dispatchd.platform.config import get_settings
 
 MIGRATIONS = pathlib.Path(__file__).parent / "migrations"
@@ -33,7 +35,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", default=None, help="defaults to DATABASE_URL")
     parser.add_argument("revision", nargs="?", default="head")
     args = parser.parse_args(argv)
-    upgrade(args.database_url or get_settings().database_url, args.revision)
+    url = args.database_url or get_settings().database_url
+    try:
+        # Asked first so an unreachable database is one line, not Alembic's traceback.
+        asyncio.run(startup.check_postgres(url))
+    except startup.StoreUnreachable as exc:
+        raise SystemExit(f"dispatchd-migrate: {exc}") from None
+    upgrade(url, args.revision)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ from dispatchd.common import loops
 from dispatchd.common.metrics import MetricsListenError, serve_metrics
 from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.common.tracing import configure_tracing, stop_tracing
-from dispatchd.platform import disconnects, metrics
+from dispatchd.platform import disconnects, metrics, startup
 from dispatchd.platform.config import Settings
 from dispatchd.platform.connections import server_options
-from dispatchd.platform.db import create_pool
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.interceptors import ErrorInterceptor
 from dispatchd.platform.primacy import RegionFence
@@ -67,8 +66,13 @@ class Service:
 
 
 async def open_runtime(settings: Settings, region: Region) -> Runtime:
-    pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    """Raises StoreUnreachable (see startup) when Postgres or Redis does not answer."""
+    pool = await startup.open_postgres(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+    try:
+        client = await startup.open_redis(settings.redis_url)
+    except startup.StoreUnreachable:
+        await pool.close()
+        raise
     fence = RegionFence(region, pool)
     try:
         # Decided before the first call is served; a failure leaves it closed until the refresher succeeds.
@@ -76,6 +80,14 @@ async def open_runtime(settings: Settings, region: Region) -> Runtime:
     except Exception as exc:
         log.warning("cannot read the region primacy yet: %s", exc)
     return Runtime(settings=settings, pool=pool, redis=client, fence=fence)
+
+
+async def _open_or_exit(name: str, settings: Settings, region: Region) -> Runtime:
+    """The runtime, or exit with the one line saying which store is unreachable (no traceback)."""
+    try:
+        return await open_runtime(settings, region)
+    except startup.StoreUnreachable as exc:
+        raise SystemExit(f"{name}: {exc}") from None
 
 
 async def _stores_reachable(runtime: Runtime) -> bool:
@@ -127,7 +139,7 @@ async def serve(
         exposition = serve_metrics(settings.metrics_listen, name)
     except (MetricsListenError, OSError) as exc:
         raise SystemExit(f"{name}: cannot serve metrics on {settings.metrics_listen!r}: {exc}") from None
-    runtime = await open_runtime(settings, region)
+    runtime = await _open_or_exit(name, settings, region)
     service = await build(runtime)
     server = grpc.aio.server(
         # Metrics outermost, so refused calls count too; then security: nothing else runs for a

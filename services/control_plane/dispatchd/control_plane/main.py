@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dispatchd.control_plane.servicer import JobService
 from dispatchd.control_plane.waiters import JobWaiters
-from dispatchd.platform import paging, server
-from dispatchd.platform.config import get_settings
+from dispatchd.platform import command_line, paging, server
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 
@@ -30,9 +29,14 @@ async def build(runtime: server.Runtime) -> server.Service:
     )
 
 
-def main() -> None:
-    settings = get_settings()
-    server.run(server.serve("control-plane", settings, settings.control_plane_listen, build))
+def main(argv: list[str] | None = None) -> None:
+    command_line.service_main(
+        "control-plane",
+        __doc__,
+        "control_plane_listen",
+        build,
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from dispatchd.platform import server
-from dispatchd.platform.config import get_settings
+from dispatchd.platform import command_line, server
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.regions import Region
 from dispatchd.scheduler.fencing import FencedLeadership
@@ -56,9 +55,14 @@ async def build(runtime: server.Runtime) -> server.Service:
     return server.Service(register=lambda srv: None, service_names=[], tasks=[campaign_task])
 
 
-def main() -> None:
-    settings = get_settings()
-    server.run(server.serve("scheduler", settings, settings.scheduler_listen, build))
+def main(argv: list[str] | None = None) -> None:
+    command_line.service_main(
+        "scheduler",
+        __doc__,
+        "scheduler_listen",
+        build,
+        argv,
+    )
 
 
 if __name__ == "__main__":

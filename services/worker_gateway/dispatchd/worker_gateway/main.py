@@ -1,9 +1,8 @@
-"""Worker gateway process: `python -m dispatchd.worker_gateway.main` (dispatchd-worker-gateway)."""
+"""Worker gateway process: the WorkerService streams that hand executions to workers, on `DISPATCHD_GATEWAY_LISTEN`."""
 
 from __future__ import annotations
 
-from dispatchd.platform import metrics, server
-from dispatchd.platform.config import get_settings
+from dispatchd.platform import command_line, metrics, server
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
@@ -52,9 +51,14 @@ async def build(runtime: server.Runtime) -> server.Service:
     )
 
 
-def main() -> None:
-    settings = get_settings()
-    server.run(server.serve("worker-gateway", settings, settings.gateway_listen, build))
+def main(argv: list[str] | None = None) -> None:
+    command_line.service_main(
+        "worker-gateway",
+        __doc__,
+        "gateway_listen",
+        build,
+        argv,
+    )
 
 
 if __name__ == "__main__":
