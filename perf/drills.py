@@ -140,12 +140,12 @@ class Drills:
 
     async def takeover(self) -> dict[str, float | str]:
         token = await self._until("a scheduler leads", self._token)
-        replicas = list(await self.target.scheduler_logs())
-        leader = await self._holder(token)
+        logs = await self.target.scheduler_logs()
+        leader = holder(logs, token)
         assert leader is not None, f"no scheduler logged leader token {token}"
         killed_at = time.time()
         started = time.monotonic()
-        replica = f"{SCHEDULER}#{replicas.index(leader)}"
+        replica = f"{SCHEDULER}#{list(logs).index(leader)}"
         await self.platform.stop(replica, hard=True)
         # Its retry is due 0-1 s from now; only a leader promotes it onto a ready queue.
         job_id = await self._submit("builtin.flaky", {"fail_attempts": 1}, backoff_ms=1000)
