@@ -238,9 +238,13 @@ def _scope(new: NewJob) -> tuple[str | None, str]:
     return scope
 
 
-async def submit(pool: asyncpg.Pool, new: NewJob) -> Submitted:
-    """Submit one job in its own transaction; AlreadyExists when its key holds another request."""
-    async with pool.acquire() as conn, conn.transaction():
+async def submit(conn: asyncpg.Connection | asyncpg.Pool, new: NewJob) -> Submitted:
+    """Submit one job in its own transaction (a savepoint inside the caller's); AlreadyExists
+    when its key holds another request."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            return await submit(acquired, new)
+    async with conn.transaction():
         (outcome,) = await submit_all(conn, [new])
     if isinstance(outcome, AlreadyExists):
         raise outcome
