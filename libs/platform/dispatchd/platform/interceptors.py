@@ -83,6 +83,10 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     wrapped handler back, as long as the interceptors inside return the same handler too.
     """
 
+    # False for an interceptor whose wrap depends on state that changes while the server
+    # runs (the region fence): its `wrap` then runs on every call.
+    cached: bool = True
+
     def __init__(self) -> None:
         # By method: the handler `wrap` was given and what it made of it.
         self._wrapped: dict[str, tuple[Handler, Handler]] = {}
@@ -95,6 +99,8 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        if not self.cached:
+            return self.wrap(handler, handler_call_details)
         method = handler_call_details.method
         made = self._wrapped.get(method)
         if made is not None and made[0] is handler:

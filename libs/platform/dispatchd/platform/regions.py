@@ -24,7 +24,7 @@ database and record the new primary there, then switch the configuration.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -88,21 +88,13 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 class PassiveRegionInterceptor(HandlerInterceptor):
     """Refuses mutating calls with FAILED_PRECONDITION while the region fence is closed."""
 
+    # Decided per call, never cached per method: the fence opens and closes while the server
+    # runs. Its answer is an attribute read, not a query.
+    cached = False
+
     def __init__(self, fence: RegionFence) -> None:
         super().__init__()
         self.fence = fence
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        # Decided per call, never cached per method like other wraps: the fence opens and
-        # closes while the server runs. Its answer is an attribute read, not a query.
-        handler = await continuation(handler_call_details)
-        if handler is None or self.fence.open or not is_mutating(handler_call_details.method):
-            return handler
-        return self.wrap(handler, handler_call_details)
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
         method = details.method
