@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.deploy.test_policies import broken_copy, containers, name, pod_spec, workloads
-from tests.support.manifests import Obj, Render
+from tests.deploy.test_policies import containers, name, pod_spec, workloads
+from tests.support.manifests import Obj, Render, broken_copy
 
 ROOT_ISSUER = "dispatchd-root"
 ROOT_SECRET = "dispatchd-root-ca"
