@@ -1,6 +1,6 @@
 """`make drill-backup`: back up the live database while jobs flow, restore it, and run the platform on it.
 
-    python -m perf.drill_backup [--jobs 400] [--seconds 20] [--out evidence/drills/backup-restore-validation.json]
+    python -m perf.drill_backup [--jobs 400] [--seconds 6] [--out evidence/drills/backup-restore-validation.json]
                                 [--platform local|kubernetes [--namespace dispatchd] [--context CTX]]
 
 1. A stack (private Postgres and Redis, control plane, gateway, two schedulers, two workers
@@ -216,7 +216,7 @@ def validated(mode: str, backed_up: Taken, jobs: int, directory: Path) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=400)
-    parser.add_argument("--seconds", type=float, default=20.0, help="the workload's submit window")
+    parser.add_argument("--seconds", type=float, default=6.0, help="the workload's submit window")
     parser.add_argument("--out", type=Path, default=ROOT / "evidence" / "drills" / "backup-restore-validation.json")
     drill_target.add_arguments(parser)
     args = parser.parse_args(argv)
