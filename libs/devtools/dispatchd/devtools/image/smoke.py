@@ -82,6 +82,15 @@ def failures(report: dict[str, Any]) -> list[str]:
     return found
 
 
+def commit() -> dict[str, str | bool]:
+    """The commit the image was built from, and whether the tree had uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], capture_output=True, text=True, check=False).stdout.strip()
+
+    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--", ".", ":!evidence"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="image-test", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--no-build", action="store_true", help="use the image as it is")
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evidence", type=Path, default=Path("evidence/image/image-test.json"))
     args = parser.parse_args(argv)
     buildah = Buildah(args.buildah)
-    report: dict[str, Any] = {"image": args.image, "base_image": args.base_image, "buildah": buildah.version()}
+    report: dict[str, Any] = {"commit": commit(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report |= {"image": args.image, "base_image": args.base_image, "buildah": buildah.version()}
     report["base_cached"] = buildah.has_image(args.base_image)
     report["build_seconds"] = None if args.no_build else build(args.buildah, args.image, args.base_image)
     report["size_bytes"] = buildah.image_bytes(args.image)
