@@ -241,6 +241,20 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _reaped(process: asyncio.subprocess.Process) -> None:
+    """Wait (bounded) until asyncio's child watcher has recorded the shell's exit.
+
+    `_exited` watches a pidfd, which can fire before the watcher reaps the child; a handler
+    that returned before that would leave an unreaped child and a transport that warns when
+    it is collected (or never learns the exit status if its loop closes first).
+    """
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(KILL_AFTER_SECONDS):
+            await process.wait()
+
+
 async def shell(task: Task) -> dict[str, Any]:
     """Run `/bin/sh -c command` in its own process group, streaming its output as logs.
 
@@ -288,6 +302,7 @@ async def shell(task: Task) -> dict[str, Any]:
     finally:
         pumps.cancel()
         await asyncio.gather(pumps, return_exceptions=True)
+        await asyncio.shield(_reaped(process))
     result: dict[str, Any] = {
         "exit_code": exit_code,
         "stdout": out.text(),
