@@ -92,7 +92,7 @@ async def _saturate(side: Side, args: argparse.Namespace) -> None:
     side.measure_from_now()  # in case submitting ends before the warmup does
     warmup = asyncio.create_task(after_warmup())
     calls = -(-args.max_jobs // side.per_call) if args.max_jobs else 0
-    await saturate(args.window, args.seconds, side.submit, Gate(side.backlog, args.backlog), calls)
+    await saturate(args.window, args.seconds, side.submit, Gate(side.backlog, args.backlog), calls, side.per_call)
     warmup.cancel()
 
 

@@ -167,3 +167,32 @@ def test_saturation_never_exceeds_its_call_budget_and_waits_behind_the_gate() ->
 
     asyncio.run(run())
     assert len(calls) == 13 and set(calls) == {0}
+
+
+def test_the_gate_keeps_the_queue_within_its_limit_whatever_the_window() -> None:
+    # 64 submitters of 200-job calls against a limit of 1,000: a gate that only read the
+    # backlog let every submitter through between two readings (12,800 jobs at once).
+    queue = [0]
+    highest = [0]
+
+    async def queue_length() -> int:
+        await asyncio.sleep(0.01)  # a reading takes time; calls keep landing meanwhile
+        return queue[0]
+
+    async def submit() -> None:
+        await asyncio.sleep(0.002)
+        queue[0] += 200
+        highest[0] = max(highest[0], queue[0])
+
+    async def drain() -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            queue[0] = max(0, queue[0] - 20)
+
+    async def run() -> None:
+        draining = asyncio.create_task(drain())
+        await saturate(64, 0.5, submit, Gate(queue_length, limit=1000), per_call=200)
+        draining.cancel()
+
+    asyncio.run(run())
+    assert 0 < highest[0] <= 1000 + 200
