@@ -22,6 +22,7 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus
 from dispatchd.platform.store import executions, fence, jobs, workers
 from dispatchd.platform.store.fence import Fenced
+from dispatchd.scheduler import reconciler as reconciler_module
 from dispatchd.scheduler.reconciler import Reconciler
 from dispatchd.v1 import worker_service_pb2 as pb
 from tests.support.factories import GatewayWith, StartScheduler, Streams
@@ -201,3 +202,50 @@ async def test_timeout_is_enforced_server_side_on_a_worker_that_ignores_cancel(
     await eventually(failed, 3)
     job = await jobs.get(db_pool, submitted.job.job_id)
     assert (job.error_message, job.attempts) == ("execution timed out", 2)
+
+
+# --------------------------------------------------------------------------- cost with a deep backlog
+
+
+def _reconciler(db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, grace: float) -> Reconciler:
+    return Reconciler(Settings(reconcile_grace_seconds=grace), db_pool, ReadyQueues(redis_client, PREFIX))
+
+
+async def test_a_clean_backlog_is_swept_one_page_per_pass_and_a_lossy_one_at_once(
+    db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reconciler_module, "REQUEUE_PAGE", 4)
+    reconciler = _reconciler(db_pool, redis_client, grace=0.0)
+    for _ in range(10):
+        await submit(db_pool, redis_client)
+    # Everything is where it belongs: a pass reads one page and asks for no other at once.
+    report = await reconciler.run_pass()
+    assert not report.more and report.requeued == 0
+    # Redis lost its data: a page that finds absences asks for the next one at once (`more`
+    # skips the loop's sleep), and one sweep around the backlog repairs everything.
+    await redis_client.flushall()
+    reports = [await reconciler.run_pass() for _ in range(4)]
+    assert reports[0].more
+    assert sum(r.requeued for r in reports) == 10
+    assert await redis_client.zcard(ReadyQueues(redis_client, PREFIX).keys.ready("work")) == 10
+
+
+async def test_a_timed_execution_is_pushed_once_when_due_and_a_lost_push_is_repaired(
+    db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
+) -> None:
+    queues = ReadyQueues(redis_client, PREFIX)
+    reconciler = _reconciler(db_pool, redis_client, grace=0.3)
+    delayed = await submit(db_pool, delay_ms=200)
+    assert delayed.queued is not None
+    key, member = queues.keys.ready("work"), str(delayed.queued.execution_id)
+    assert (await reconciler.run_pass()).timed_queued == 0  # not due yet
+    await asyncio.sleep(0.25)
+    assert (await reconciler.run_pass()).timed_queued == 1
+    # A gateway popped it and died before claiming: the timed scan does not push it again ...
+    assert await redis_client.zrem(key, member) == 1
+    report = await reconciler.run_pass()
+    assert report.timed_queued == 0 and report.requeued == 0
+    # ... the sweep repairs it once it has been missing for the grace.
+    await asyncio.sleep(0.35)
+    assert (await reconciler.run_pass()).requeued == 1
+    assert await redis_client.zscore(key, member) is not None

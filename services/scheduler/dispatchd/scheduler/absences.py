@@ -25,6 +25,7 @@ class Absences:
         self.clock = clock
         self._since: dict[uuid.UUID, float] = {}  # first observed missing, by execution id
         self._scanned: set[uuid.UUID] = set()  # observed missing during the current scan
+        self.absent = 0  # of the refs the last `overdue` call looked at, how many Redis lacked
 
     async def overdue(self, queues: ReadyQueues, refs: Sequence[QueuedRef]) -> list[QueuedRef]:
         """Of `refs` (due and QUEUED in Postgres), those missing from Redis for at least the grace."""
@@ -39,6 +40,7 @@ class Absences:
         replies = await pipe.execute()
         now = self.clock()
         overdue = []
+        self.absent = 0
         for ref, score in zip(
             (ref for typed in by_type.values() for ref in typed), (s for r in replies for s in r), strict=True
         ):
@@ -46,6 +48,7 @@ class Absences:
                 self._since.pop(ref.execution_id, None)
                 continue
             self._scanned.add(ref.execution_id)
+            self.absent += 1
             if now - self._since.setdefault(ref.execution_id, now) >= self.grace:
                 overdue.append(ref)
         return overdue

@@ -11,7 +11,10 @@ the pass ends without changing anything.
    queued it should have pushed but Redis lacks: after Redis lost its data, work a gateway
    popped but never claimed, a submit whose push failed. Such a row is repaired only once it
    has been missing for the grace period (`reconcile_grace_seconds`, see `absences`): the
-   fast path is still handling a row missing for milliseconds.
+   fast path is still handling a row missing for milliseconds. The timed rows come from a
+   scan that starts at a watermark, so its cost follows what became due lately; the sweep
+   for missing rows reads one page of the backlog per pass while it finds nothing amiss, so
+   a backlog of 100,000 queued jobs costs a pass no more than one of 1,000 does.
 2. Executions whose lease expired fail (an attempt, with backoff) and retry or dead-letter;
    so do executions running past their job's execution timeout. Either way the worker that
    may still be running one is told to stop (a CancelExecution through its gateway).
@@ -53,6 +56,10 @@ from dispatchd.scheduler.absences import Absences
 log = logging.getLogger("dispatchd.scheduler.reconciler")
 
 REQUEUE_PAGE = 1000
+# How far before its previous scan the scan for newly due timed executions starts again:
+# covers the gap between a row's available_at and its commit (a retry's transaction).
+TIMED_LOOKBACK_SECONDS = 5.0
+_LOWEST_ID = uuid.UUID(int=0)
 EXPIRED_PAGE = 500
 ERROR_BACKOFF_MIN = 0.1
 ERROR_BACKOFF_MAX = 2.0
@@ -98,6 +105,9 @@ class Reconciler:
         self.pool = pool
         self.queues = queues
         self._requeue_after: QueuedRef | None = None
+        # Where the next scan for newly due timed executions starts, and what it pushed lately.
+        self._timed_after: tuple[dt.datetime, uuid.UUID] | None = None
+        self._timed_pushed: dict[uuid.UUID, dt.datetime] = {}
         self.absences = Absences(settings.reconcile_grace_seconds)
         # Earliest monotonic time a wake-up message asked for, not yet served by a pass.
         self._requested = math.inf
@@ -129,20 +139,49 @@ class Reconciler:
         return report
 
     async def _requeue_due(self, report: PassReport) -> None:
+        await self._queue_timed(report)
+        await self._sweep_for_missing(report)
+
+    async def _queue_timed(self, report: PassReport) -> None:
+        """Push the delayed executions and retries that became due since the last look.
+
+        The scan starts at a watermark on Postgres's clock, TIMED_LOOKBACK_SECONDS before the
+        previous scan, so a row committed a little after its available_at is still seen; ids
+        already pushed within the lookback are not pushed again. Anything older that the
+        watermark passed by (a very late commit, a lost push) is the sweep's to repair.
+        """
+        page, scanned_at = await repairs.newly_due(self.pool, REQUEUE_PAGE, after=self._timed_after)
+        if len(page) == REQUEUE_PAGE:  # more became due than one page holds: continue right after it
+            self._timed_after = (page[-1].available_at, page[-1].execution_id)
+            report.more = True
+        else:
+            self._timed_after = (scanned_at - dt.timedelta(seconds=TIMED_LOOKBACK_SECONDS), _LOWEST_ID)
+        horizon = self._timed_after[0]
+        self._timed_pushed = {k: at for k, at in self._timed_pushed.items() if at > horizon}
+        fresh = [ref for ref in page if ref.execution_id not in self._timed_pushed]
+        report.timed_queued = await self.queues.push(fresh, notify=False)
+        self._timed_pushed.update((ref.execution_id, ref.available_at) for ref in fresh)
+        if report.timed_queued:
+            await self._notify_ready({ref.job_type for ref in fresh})
+
+    async def _sweep_for_missing(self, report: PassReport) -> None:
+        """Look at one page of the due backlog for executions Redis lacks; repair those missing past the grace.
+
+        One page per pass while the pages are clean, so a deep backlog costs the same each
+        second as a shallow one; when a page finds absences (Redis lost its data, a push
+        failed) the sweep goes on at once, so recovery does not wait a pass per page.
+        """
         page = await repairs.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
         # Continue after this page next time while pages are full; start over once one is not.
         self._requeue_after = page[-1].ref if len(page) == REQUEUE_PAGE else None
-        report.more |= self._requeue_after is not None
-        timed = [due.ref for due in page if due.timed]
-        missing = await self.absences.overdue(self.queues, [due.ref for due in page if not due.timed])
+        missing = await self.absences.overdue(self.queues, [due.ref for due in page])
         if self._requeue_after is None:
             self.absences.end_scan()
-        # In steady state everything is already queued: wake gateways only for new entries.
-        report.timed_queued = await self.queues.push(timed, notify=False)
+        report.more |= self._requeue_after is not None and self.absences.absent > 0
         report.requeued = await self.queues.push(missing, notify=False)
         self.absences.repaired(missing)
-        if report.timed_queued or report.requeued:
-            await self._notify_ready({ref.job_type for ref in (*timed, *missing)})
+        if report.requeued:
+            await self._notify_ready({ref.job_type for ref in missing})
 
     async def _notify_ready(self, job_types: Iterable[str]) -> None:
         pipe = self.queues.client.pipeline(transaction=False)

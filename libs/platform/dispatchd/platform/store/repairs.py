@@ -7,6 +7,7 @@ cancel active executions of terminal jobs. Guards come from `store.guards` only.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
@@ -30,6 +31,22 @@ FROM executions e
 WHERE {one_of("e.status", EXECUTION_CLAIMABLE)} AND e.available_at <= clock_timestamp()
   AND ($2::timestamptz IS NULL OR (e.available_at, e.execution_id) > ($2, $3::uuid))
 ORDER BY e.available_at, e.execution_id LIMIT $1
+"""
+
+# Timed executions (delayed, retrying after a backoff) that became due after `$2`: the
+# scheduler's own push. A range scan of the partial index on queued executions from the
+# watermark on, so its cost follows what became due lately, not the depth of the backlog.
+_NEWLY_DUE = f"""
+WITH now AS (SELECT clock_timestamp() AS at)
+SELECT now.at AS scanned_at, d.*
+FROM now LEFT JOIN LATERAL (
+    SELECT e.execution_id, e.job_type, e.priority, e.available_at
+    FROM executions e
+    WHERE {one_of("e.status", EXECUTION_CLAIMABLE)} AND e.available_at <= now.at
+      AND e.available_at > e.queued_at
+      AND ($2::timestamptz IS NULL OR (e.available_at, e.execution_id) > ($2, $3::uuid))
+    ORDER BY e.available_at, e.execution_id LIMIT $1
+) d ON true
 """
 
 _NEXT_DUE = f"""
@@ -96,6 +113,21 @@ async def due_queued(
     return [
         Due(QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]), r["timed"]) for r in rows
     ]
+
+
+async def newly_due(
+    conn: asyncpg.Connection | asyncpg.Pool, limit: int, *, after: tuple[dt.datetime, uuid.UUID] | None = None
+) -> tuple[list[QueuedRef], dt.datetime]:
+    """Timed queued executions (delayed, in backoff) that are due, after `after` in (available_at, id) order,
+    and Postgres's clock when it looked (so a caller's next watermark is on the store's clock, not its own)."""
+    after_at, after_id = after if after is not None else (None, None)
+    rows = await conn.fetch(_NEWLY_DUE, limit, after_at, after_id)
+    found = [
+        QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"])
+        for r in rows
+        if r["execution_id"] is not None
+    ]
+    return found, rows[0]["scanned_at"]
 
 
 async def seconds_until_next_due(conn: asyncpg.Connection | asyncpg.Pool) -> float | None:
