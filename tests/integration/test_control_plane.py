@@ -27,6 +27,7 @@ from dispatchd.platform.server import MAX_MESSAGE_BYTES
 from dispatchd.platform.store import executions
 from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
+from tests.support import settling
 
 pytestmark = pytest.mark.integration
 
@@ -433,9 +434,10 @@ async def test_cancel_reason_is_validated(cp: Harness) -> None:
 async def complete(cp: Harness, job_id: str, result: bytes, *, announce: bool = True) -> None:
     """Run the job's queued attempt to success the way the gateway does."""
     (execution_id,) = await cp.execution_ids(job_id)
-    claimed = await executions.claim(cp.pool, [execution_id], worker_id="w", session_id=uuid.uuid4(), lease_seconds=30)
+    session = uuid.uuid4()
+    claimed = await executions.claim(cp.pool, [execution_id], worker_id="w", session_id=session, lease_seconds=30)
     assert claimed
-    settled = await executions.succeed(cp.pool, execution_id, executions.Owner(), result)
+    settled = await settling.succeed(cp.pool, execution_id, executions.Owner("w", session), result)
     assert settled.applied
     if announce:
         await cp.queues.publish_job_event(job_id, int(JobStatus.JOB_STATUS_SUCCEEDED))

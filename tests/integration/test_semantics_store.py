@@ -29,6 +29,7 @@ from dispatchd.platform.store.dead_letters import DeadLetterFilter
 from dispatchd.platform.store.executions import Owner
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.rows import Claim
+from tests.support import settling
 from tests.support.submissions import first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -60,6 +61,13 @@ async def expire(pool: asyncpg.Pool, execution_id: uuid.UUID) -> None:
 
 
 WORKER = Owner(worker_id="w1", session_id=SESSION)
+
+
+async def registered(pool: asyncpg.Pool) -> None:
+    """The stream SESSION of worker w1 is registered (a heartbeat renews only a current stream's leases)."""
+    await workers.register(
+        pool, worker_id="w1", session_id=SESSION, gateway_id="g", capabilities=["work"], max_concurrency=10, labels={}
+    )
 SCHEDULER = Owner(lease_expired=True)
 
 
@@ -70,7 +78,7 @@ async def test_lease_expiry_first_then_the_late_result_is_stale(db_pool: asyncpg
     claim = await claimed(db_pool)
     await expire(db_pool, claim.execution_id)
     assert (await executions.fail(db_pool, claim.execution_id, SCHEDULER, "lease expired")).applied
-    late = await executions.succeed(db_pool, claim.execution_id, WORKER, b"late")
+    late = await settling.succeed(db_pool, claim.execution_id, WORKER, b"late")
     assert not late.applied
     assert await statuses(db_pool, claim.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
     job = await jobs.get(db_pool, claim.job_id)
@@ -79,7 +87,7 @@ async def test_lease_expiry_first_then_the_late_result_is_stale(db_pool: asyncpg
 
 async def test_result_first_then_the_expiry_changes_nothing(db_pool: asyncpg.Pool) -> None:
     claim = await claimed(db_pool)
-    assert (await executions.succeed(db_pool, claim.execution_id, WORKER, b"ok")).applied
+    assert (await settling.succeed(db_pool, claim.execution_id, WORKER, b"ok")).applied
     await expire(db_pool, claim.execution_id)  # even a row that looks expired is terminal now
     assert not (await executions.fail(db_pool, claim.execution_id, SCHEDULER, "lease expired")).applied
     assert await statuses(db_pool, claim.job_id) == [ExecutionStatus.SUCCEEDED]
@@ -91,7 +99,8 @@ async def test_renewed_lease_is_not_failed_as_expired(db_pool: asyncpg.Pool) -> 
     await asyncio.sleep(0.1)
     assert await repairs.expired_leases(db_pool, 10) == [claim.execution_id]
     # A heartbeat lands between the scheduler's SELECT and its guarded UPDATE.
-    assert await executions.renew_leases(db_pool, SESSION, 30) == 1
+    await registered(db_pool)
+    assert (await settling.beat(db_pool, "w1", SESSION, 30)).renewed == 1
     assert not (await executions.fail(db_pool, claim.execution_id, SCHEDULER, "lease expired")).applied
     assert await statuses(db_pool, claim.job_id) == [ExecutionStatus.CLAIMED]
 
@@ -104,7 +113,7 @@ async def test_result_racing_lease_expiry_exactly_one_wins(db_pool: asyncpg.Pool
 
     async def worker(claim: Claim) -> bool:
         if success:
-            return (await executions.succeed(db_pool, claim.execution_id, WORKER, b"r")).applied
+            return (await settling.succeed(db_pool, claim.execution_id, WORKER, b"r")).applied
         return (await executions.fail(db_pool, claim.execution_id, WORKER, "boom")).applied
 
     async def scheduler(claim: Claim) -> bool:
@@ -130,11 +139,11 @@ async def test_result_racing_lease_expiry_exactly_one_wins(db_pool: asyncpg.Pool
 async def test_cancel_first_then_the_result_never_changes_the_job(db_pool: asyncpg.Pool) -> None:
     for success in (True, False):
         claim = await claimed(db_pool)
-        assert await executions.mark_started(db_pool, claim.execution_id, SESSION)
+        assert await settling.start(db_pool, claim.execution_id, SESSION)
         cancelled = await jobs.cancel(db_pool, claim.job_id, "operator")
         assert cancelled.stopped == [(claim.execution_id, "w1")]
         if success:
-            late = await executions.succeed(db_pool, claim.execution_id, WORKER, b"done anyway")
+            late = await settling.succeed(db_pool, claim.execution_id, WORKER, b"done anyway")
         else:
             late = await executions.fail(db_pool, claim.execution_id, WORKER, "failed after cancel")
         assert not late.applied
@@ -146,7 +155,7 @@ async def test_cancel_first_then_the_result_never_changes_the_job(db_pool: async
 
 async def test_result_first_then_cancel_is_refused(db_pool: asyncpg.Pool) -> None:
     claim = await claimed(db_pool)
-    assert (await executions.succeed(db_pool, claim.execution_id, WORKER, b"ok")).applied
+    assert (await settling.succeed(db_pool, claim.execution_id, WORKER, b"ok")).applied
     with pytest.raises(FailedPrecondition):
         await jobs.cancel(db_pool, claim.job_id, "too late")
     assert (await jobs.get(db_pool, claim.job_id)).status is JobStatus.SUCCEEDED
@@ -162,7 +171,7 @@ async def test_cancel_racing_completion_exactly_one_wins(db_pool: asyncpg.Pool) 
             return False
 
     async def complete(claim: Claim) -> bool:
-        return (await executions.succeed(db_pool, claim.execution_id, WORKER, b"r")).applied
+        return (await settling.succeed(db_pool, claim.execution_id, WORKER, b"r")).applied
 
     outcomes = await asyncio.gather(*(asyncio.gather(cancel(c), complete(c)) for c in claims))
     for claim, (cancelled, completed) in zip(claims, outcomes, strict=True):
@@ -181,13 +190,13 @@ async def test_cancel_racing_completion_exactly_one_wins(db_pool: asyncpg.Pool) 
 async def test_result_with_a_claim_token_must_match_the_current_claim(db_pool: asyncpg.Pool) -> None:
     claim = await claimed(db_pool)
     wrong = Owner(worker_id="w1", session_id=SESSION, claim_token=uuid.uuid4())
-    assert not (await executions.succeed(db_pool, claim.execution_id, wrong, b"x")).applied
+    assert not (await settling.succeed(db_pool, claim.execution_id, wrong, b"x")).applied
     other_stream = Owner(worker_id="w1", session_id=uuid.uuid4(), claim_token=claim.claim_token)
-    assert not (await executions.succeed(db_pool, claim.execution_id, other_stream, b"x")).applied
+    assert not (await settling.succeed(db_pool, claim.execution_id, other_stream, b"x")).applied
     right = Owner(worker_id="w1", session_id=SESSION, claim_token=claim.claim_token)
-    settled = await executions.succeed(db_pool, claim.execution_id, right, b"x")
+    settled = await settling.succeed(db_pool, claim.execution_id, right, b"x")
     assert settled.applied and settled.worker_id == "w1"
-    assert not (await executions.succeed(db_pool, claim.execution_id, right, b"again")).applied
+    assert not (await settling.succeed(db_pool, claim.execution_id, right, b"again")).applied
 
 
 async def test_reregistration_releases_what_earlier_sessions_held(db_pool: asyncpg.Pool) -> None:
@@ -209,7 +218,7 @@ async def test_reregistration_releases_what_earlier_sessions_held(db_pool: async
     assert released[0].retry is not None and released[0].retry.available_at <= dt.datetime.now(dt.UTC)
     assert await statuses(db_pool, old.job_id) == [ExecutionStatus.FAILED, ExecutionStatus.QUEUED]
     # The restarted worker's stream does not own the old claim; the old stream's result is stale.
-    assert not (await executions.succeed(db_pool, old.execution_id, Owner("w1", new_session), b"x")).applied
+    assert not (await settling.succeed(db_pool, old.execution_id, Owner("w1", new_session), b"x")).applied
 
 
 # --------------------------------------------------------------------------- heartbeat lists
@@ -219,16 +228,17 @@ async def test_heartbeat_list_renews_only_listed_owned_executions(db_pool: async
     a = await claimed(db_pool, lease=1)
     b = await claimed(db_pool, lease=1)
     foreign = await claimed(db_pool, lease=1, session=uuid.uuid4())
-    renewed = await executions.renew_leases(db_pool, SESSION, 60, only=[a.execution_id, foreign.execution_id])
-    assert renewed == 1
+    await registered(db_pool)
+    pulse = await settling.beat(db_pool, "w1", SESSION, 60, listed=(a.execution_id, foreign.execution_id))
+    assert pulse.renewed == 1
     leases = {
         r["execution_id"]: r["lease_expires_at"]
         for r in await db_pool.fetch("SELECT execution_id, lease_expires_at FROM executions")
     }
     assert leases[a.execution_id] > leases[b.execution_id] + dt.timedelta(seconds=50)
     assert leases[foreign.execution_id] < leases[a.execution_id] - dt.timedelta(seconds=50)
-    assert await executions.owned_by_session(db_pool, SESSION) == {a.execution_id, b.execution_id}
-    assert await executions.renew_leases(db_pool, SESSION, 60) == 2  # no list: everything owned
+    assert pulse.owned == frozenset({a.execution_id, b.execution_id})  # a listing beat learns what the stream owns
+    assert (await settling.beat(db_pool, "w1", SESSION, 60)).renewed == 2  # no list: everything owned
 
 
 # --------------------------------------------------------------------------- execution timeouts
@@ -238,7 +248,7 @@ async def test_deadline_is_set_at_claim_and_moves_to_the_start(db_pool: asyncpg.
     claim = await claimed(db_pool, timeout_ms=300)
     assert claim.execution_timeout_ms == 300 and claim.deadline_at is not None
     await asyncio.sleep(0.1)
-    assert await executions.mark_started(db_pool, claim.execution_id, SESSION)
+    assert await settling.start(db_pool, claim.execution_id, SESSION)
     row = (await rows(db_pool, claim.job_id))[0]
     assert row["deadline_at"] - row["started_at"] == dt.timedelta(milliseconds=300)
     untimed = await claimed(db_pool)
@@ -246,11 +256,12 @@ async def test_deadline_is_set_at_claim_and_moves_to_the_start(db_pool: asyncpg.
     assert await repairs.timed_out(db_pool, 10) == []
     await asyncio.sleep(0.35)
     # Heartbeats renew leases, never deadlines.
-    await executions.renew_leases(db_pool, SESSION, 60)
+    await registered(db_pool)
+    await settling.beat(db_pool, "w1", SESSION, 60)
     assert await repairs.timed_out(db_pool, 10) == [claim.execution_id]
     settled = await executions.fail(db_pool, claim.execution_id, Owner(deadline_passed=True), "execution timed out")
     assert settled.applied and settled.worker_id == "w1" and settled.retry is not None
-    assert not (await executions.succeed(db_pool, claim.execution_id, WORKER, b"late")).applied
+    assert not (await settling.succeed(db_pool, claim.execution_id, WORKER, b"late")).applied
     assert await repairs.timed_out(db_pool, 10) == []
 
 
@@ -342,7 +353,7 @@ async def test_only_dead_letters_can_be_redriven(db_pool: asyncpg.Pool) -> None:
     assert "canceled" in str(await dead_letters.redrive(db_pool, cancelled))
     assert (await jobs.get(db_pool, cancelled)).status is JobStatus.CANCELED
     done = await claimed(db_pool)
-    await executions.succeed(db_pool, done.execution_id, WORKER, b"")
+    await settling.succeed(db_pool, done.execution_id, WORKER, b"")
     assert "succeeded" in str(await dead_letters.redrive(db_pool, done.job_id))
     # A FAILED job whose last attempt is not dead-lettered (hand-edited, or a future status).
     odd = await dead_letter(db_pool)
@@ -454,7 +465,8 @@ async def test_partial_indexes_cover_the_named_guards(db_pool: asyncpg.Pool) -> 
 @pytest.mark.parametrize(
     ("statement", "types", "call", "index"),
     [
-        (executions._OWNED_BY_SESSION, "uuid", f"'{SESSION}'", "executions_owned_session_idx"),
+        # What a lost stream's release reads (executions.release_owned).
+        (f"{executions._OWNED_ROWS} AND session_id = $1", "uuid", f"'{SESSION}'", "executions_owned_session_idx"),
         (repairs._EXPIRED, "int", "10", "executions_owned_"),  # any index of the owned set
         (repairs._DUE, "int, timestamptz, uuid", "10, NULL, NULL", "executions_queued_idx"),
     ],

@@ -17,6 +17,7 @@ from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import ExecutionStatus
 from dispatchd.platform.store import executions, submits
 from dispatchd.platform.store.rows import QueuedRef
+from tests.support import settling
 
 PREFIX = "dispatchd"  # the services' default Redis key prefix
 
@@ -79,10 +80,11 @@ async def complete(
             "SELECT execution_id FROM executions WHERE job_id = $1 AND status = $2", job_id, ExecutionStatus.QUEUED
         )
     ]
-    claimed = await executions.claim(pool, [execution_id], worker_id="w", session_id=uuid.uuid4(), lease_seconds=30)
+    session = uuid.uuid4()
+    claimed = await executions.claim(pool, [execution_id], worker_id="w", session_id=session, lease_seconds=30)
     assert claimed
     if ok:
-        settled = await executions.succeed(pool, execution_id, executions.Owner(), result)
+        settled = await settling.succeed(pool, execution_id, executions.Owner("w", session), result)
     else:
         settled = await executions.fail(pool, execution_id, executions.Owner(), "exit status 3", result=result)
     assert settled.applied and settled.job_status is not None

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 
 import dispatchd.platform.store
-from dispatchd.platform.states import EXECUTION_OWNED, ExecutionStatus
-from dispatchd.platform.store import executions, guards
+from dispatchd.platform.states import EXECUTION_OWNED, EXECUTION_SETTLEABLE, ExecutionStatus
+from dispatchd.platform.store import executions, guards, settlements
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -151,5 +151,5 @@ def test_guards_spell_the_state_sets() -> None:
 def test_hot_statements_are_formatted_once() -> None:
     # Constants, not per-call strings: the text never changes, so the prepared statement is reused.
     assert guards.one_of("e.status", [ExecutionStatus.QUEUED]) in executions._CLAIM
-    assert guards.one_of("status", EXECUTION_OWNED) in executions._SUCCEED
+    assert guards.one_of("e.status", EXECUTION_SETTLEABLE) in settlements._LOCK_AND_SUCCEED
     assert guards.one_of("status", EXECUTION_OWNED) in executions._FAIL

@@ -23,13 +23,10 @@ from dispatchd.platform.states import (
     EXECUTION_CLAIMABLE,
     EXECUTION_OWNED,
     EXECUTION_SETTLEABLE,
-    EXECUTION_STARTABLE,
     JOB_ACTIVE,
     JOB_CLAIMABLE,
     JOB_FAILABLE,
     JOB_RETRYABLE,
-    JOB_STARTABLE,
-    JOB_SUCCEEDABLE,
     ExecutionStatus,
     JobStatus,
 )
@@ -97,41 +94,6 @@ async def claim(
     ]
 
 
-_LOCK_JOB_OF_STARTING = """
-SELECT job_id, execution_timeout_ms FROM jobs
-WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
-"""
-
-_START = f"""
-WITH now AS (SELECT clock_timestamp() AS at)  -- one reading: deadline = start + timeout exactly
-UPDATE executions SET status = {value(ExecutionStatus.RUNNING)}, started_at = now.at,
-       deadline_at = now.at + make_interval(secs => $3::float8 / 1000)
-FROM now
-WHERE execution_id = $1 AND {one_of("status", EXECUTION_STARTABLE)} AND session_id = $2 RETURNING job_id
-"""
-
-_JOB_STARTED = f"""
-UPDATE jobs SET status = {value(JobStatus.RUNNING)}, updated_at = clock_timestamp()
-WHERE job_id = $1 AND {one_of("status", JOB_STARTABLE)}
-"""
-
-
-async def mark_started(pool: asyncpg.Pool, execution_id: uuid.UUID, session_id: uuid.UUID) -> bool:
-    """CLAIMED -> RUNNING for the owning stream; the job follows to RUNNING.
-
-    A per-job timeout counts from here: the deadline set at claim time moves to now + timeout.
-    """
-    async with pool.acquire() as conn, conn.transaction():
-        job = await conn.fetchrow(_LOCK_JOB_OF_STARTING, execution_id)
-        if job is None:
-            return False
-        started = await conn.fetchval(_START, execution_id, session_id, job["execution_timeout_ms"])
-        if started is None:
-            return False
-        await conn.execute(_JOB_STARTED, job["job_id"])
-        return True
-
-
 @dataclass(frozen=True, slots=True)
 class Owner:
     """Who may settle an execution. Unset fields are not checked."""
@@ -167,39 +129,6 @@ SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_typ
        EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 AS age_seconds
 FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
 """
-
-
-_SUCCEED = f"""
-UPDATE executions SET status = {value(ExecutionStatus.SUCCEEDED)}, result = $2, error_message = '',
-       lease_expires_at = NULL, finished_at = clock_timestamp(), started_at = COALESCE(started_at, claimed_at)
-WHERE execution_id = $1 AND {one_of("status", EXECUTION_SETTLEABLE)}"""
-
-_JOB_SUCCEEDED = f"""
-UPDATE jobs SET status = {value(JobStatus.SUCCEEDED)}, result = $2, error_message = '',
-       finished_at = clock_timestamp(), updated_at = clock_timestamp()
-WHERE job_id = $1 AND {one_of("status", JOB_SUCCEEDABLE)}
-"""
-
-
-async def succeed(pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, result: bytes) -> Settlement:
-    async with pool.acquire() as conn, conn.transaction():
-        job = await conn.fetchrow(_LOCK_JOB_OF_ONE, execution_id)
-        if job is None:
-            return Settlement(applied=False)
-        guard, guard_args = _owner_guard(owner, 3)
-        done = await conn.fetchval(_SUCCEED + guard + " RETURNING worker_id", execution_id, result, *guard_args)
-        if done is None:
-            return Settlement(applied=False, job_id=job["job_id"])
-        await conn.execute(_JOB_SUCCEEDED, job["job_id"], result)
-        return Settlement(
-            applied=True,
-            job_id=job["job_id"],
-            job_status=JobStatus.SUCCEEDED,
-            execution_id=execution_id,
-            worker_id=done,
-            job_type=job["job_type"],
-            job_age_seconds=job["age_seconds"],
-        )
 
 
 async def fail(
@@ -316,21 +245,6 @@ async def fail_locked(
 
 _OWNED_ROWS = f"SELECT execution_id, session_id FROM executions WHERE {one_of('status', EXECUTION_OWNED)}"
 
-_OWNED_BY_SESSION = f"{_OWNED_ROWS} AND session_id = $1"
-
-# Rows locked in execution_id order, as a settlement batch locks them (see store.settlements).
-_RENEW = f"""
-WITH l AS (
-    SELECT execution_id FROM executions
-    WHERE session_id = $1 AND {one_of("status", EXECUTION_OWNED)}
-      AND ($3::uuid[] IS NULL OR execution_id = ANY($3::uuid[]))
-    ORDER BY execution_id FOR UPDATE
-)
-UPDATE executions e SET lease_expires_at = clock_timestamp() + make_interval(secs => $2)
-FROM l WHERE e.execution_id = l.execution_id
-"""
-
-
 async def release_owned(
     pool: asyncpg.Pool,
     *,
@@ -355,25 +269,3 @@ async def release_owned(
         owner = Owner(worker_id=worker_id, session_id=row["session_id"])
         settled.append(await fail(pool, row["execution_id"], owner, reason, retry_delay_ms=0, epoch=epoch))
     return settled
-
-
-async def renew_leases(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    session_id: uuid.UUID,
-    lease_seconds: float,
-    only: list[uuid.UUID] | None = None,
-) -> int:
-    """Extend the leases this stream owns: all of them (the reference heartbeat semantics),
-    or only those in `only` (the executions the worker says it is running)."""
-    status = await conn.execute(
-        _RENEW,
-        session_id,
-        lease_seconds,
-        only,
-    )
-    return int(status.split()[-1])
-
-
-async def owned_by_session(conn: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> set[uuid.UUID]:
-    rows = await conn.fetch(_OWNED_BY_SESSION, session_id)
-    return {r["execution_id"] for r in rows}
