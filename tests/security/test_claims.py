@@ -10,15 +10,15 @@ import pytest
 from dispatchd.platform.security.tokens import TokenError
 from tests.support.security import Credentials, verifier
 
-
-def _soon() -> int:
-    return int(time.time()) + 600
+# Far in the future, not "now + a while": parameters are built when the module is collected,
+# and a long suite reaches this test many minutes later (an "in ten minutes" expiry had passed).
+_LATER = 4_102_444_800  # 2100-01-01
 
 
 @pytest.mark.parametrize(
     ("extra", "reason"),
     [
-        ({"exp": str(_soon())}, "exp claim must be a number"),
+        ({"exp": str(_LATER)}, "exp claim must be a number"),
         ({"nbf": "0"}, "nbf claim must be a number"),
         ({"iat": True}, "iat claim must be a number"),
         ({"roles": {"admin": True}}, "roles claim must be a string or an array of strings"),
