@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -194,7 +195,7 @@ def test_random_requests_get_documented_statuses(
     channel: grpc.Channel, creds: Credentials, known_job_ids: list[str], method: str
 ) -> None:
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
     seen: dict[str, int] = {}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -215,7 +216,7 @@ def test_random_requests_get_documented_statuses(
 def test_undecodable_requests_are_invalid_argument(channel: grpc.Channel, creds: Credentials, method: str) -> None:
     metadata = [("authorization", f"Bearer {creds.token('fuzz', 'admin')}")]
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
 
     @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(payload=st.one_of(st.binary(max_size=200), st.sampled_from(CORRUPT)))

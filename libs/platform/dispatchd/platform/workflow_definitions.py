@@ -42,6 +42,7 @@ from dispatchd.platform.workflow_templates import (
 
 MAX_STEPS = 200
 MAX_PRIORITY = 1000
+MAX_METADATA_ENTRIES = 64
 _STEP_KEYS = frozenset(
     {
         "id",
@@ -132,9 +133,13 @@ def _metadata(doc: Any, step: str) -> dict[str, str]:
         return {}
     if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
         raise _fail(step, "metadata must map strings to strings")
-    for key in doc:
-        if not key or names.has_control_characters(key):
-            raise _fail(step, f"metadata key {names.preview(key)} is empty or holds a control character")
+    if len(doc) > MAX_METADATA_ENTRIES:
+        raise _fail(step, f"metadata has {len(doc)} entries; at most {MAX_METADATA_ENTRIES} are allowed")
+    for key, text in doc.items():
+        if not key or len(key) > 256 or names.has_control_characters(key):
+            raise _fail(step, f"metadata key {names.preview(key)} must be 1-256 characters, no control characters")
+        if len(text) > 4096:
+            raise _fail(step, f"metadata value of {names.preview(key)} exceeds 4096 characters")
     return dict(doc)
 
 
@@ -257,4 +262,7 @@ def parse(doc: Any) -> Definition:
         seen.add(step.id)
     _check_graph(steps)
     _check_templates(steps)
-    return Definition(name, steps)
+    definition = Definition(name, steps)
+    if "\\u0000" in json.dumps(definition.canonical()):
+        raise InvalidArgument("a workflow definition may not contain NUL characters (Postgres cannot store them)")
+    return definition

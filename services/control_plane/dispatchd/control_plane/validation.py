@@ -175,13 +175,7 @@ def new_job(
         raise InvalidArgument(
             f"payload is {len(request.payload)} bytes; the limit is {settings.max_payload_bytes} bytes"
         )
-    key = request.idempotency_key
-    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidArgument(
-            f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
-        )
-    if key:
-        _name(names.printable, key, "idempotency_key")
+    key = idempotency_key(request.idempotency_key)
     meta = metadata(dict(request.metadata), settings) if request.metadata else {}
     policy, policy_set = retry_policy(request)
     run_at, delay_ms = schedule(request)
@@ -189,7 +183,7 @@ def new_job(
         job_type=kind,
         payload=bytes(request.payload),
         priority=request.priority,
-        idempotency_key=key or None,
+        idempotency_key=key,
         metadata=meta,
         retry=policy,
         retry_policy_set=policy_set,
@@ -227,6 +221,17 @@ def status_filter(value: int) -> JobStatus | None:
 
 def job_type_filter(value: str) -> str | None:
     return job_type(value, "job_type filter") if value else None
+
+
+def idempotency_key(key: str) -> str | None:
+    """A valid idempotency key, or None when none was sent."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
+        )
+    if key:
+        _name(names.printable, key, "idempotency_key")
+    return key or None
 
 
 def reason(value: str) -> str:
