@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatchd.cli import main as cli
 from dispatchd.client import Client, InvalidArgument, JobStatus, WorkflowRun, WorkflowRunStatus
 from dispatchd.devtools.stack import Stack, Stores, Topology
 from tests.support.databases import PgServer
@@ -175,3 +176,27 @@ def test_cancelling_a_run_cancels_its_active_steps(client: Client) -> None:
     assert cancelled.status is WorkflowRunStatus.CANCELED
     done = settled(client, run.run_id)
     assert {k: v[0] for k, v in steps(done).items()} == {"slow": JobStatus.CANCELED, "next": JobStatus.CANCELED}
+
+
+def test_dispatchctl_registers_starts_follows_and_lists(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ["--target", stack.control_plane_target]
+    definition = tmp_path / "pair.yaml"
+    definition.write_text("name: test.cli\nsteps:\n  - {id: one, job_type: builtin.echo}\n"
+                          "  - {id: two, job_type: builtin.echo, depends_on: [one]}\n")  # fmt: skip
+    assert cli.main([*target, "workflow", "register", str(definition)]) == 0
+    assert "test.cli  1        registered" in capsys.readouterr().out
+    assert cli.main([*target, "workflow", "register", str(definition)]) == 0
+    assert "unchanged" in capsys.readouterr().out
+
+    assert cli.main([*target, "workflow", "start", "test.cli", "--input", '{"k": 1}', "--follow"]) == 0
+    shown = capsys.readouterr().out
+    last = shown.split("run ")[-1]
+    assert "test.cli v1  succeeded" in last and last.count("succeeded") == 3  # the run and both steps
+
+    assert cli.main([*target, "-o", "json", "workflow", "runs", "--name", "test.cli"]) == 0
+    listed = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["status"] for r in listed] == ["WORKFLOW_RUN_STATUS_SUCCEEDED"]
+    assert cli.main([*target, "workflow", "list"]) == 0
+    assert "test.cli" in capsys.readouterr().out
