@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
+from dispatchd.v1 import job_service_pb2, worker_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
 
@@ -140,12 +140,7 @@ def _nested(descriptor: Descriptor, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _class_of(descriptor: Descriptor) -> Any:
-    for module in (job_service_pb2, common_pb2, worker_service_pb2):
-        if descriptor.file.name == module.DESCRIPTOR.name:
-            return getattr(module, descriptor.name)
-    from google.protobuf import duration_pb2, timestamp_pb2
-
-    return {"Duration": duration_pb2.Duration, "Timestamp": timestamp_pb2.Timestamp}[descriptor.name]
+    return message_factory.GetMessageClass(descriptor)
 
 
 def tokens(creds: Credentials) -> st.SearchStrategy[list[tuple[str, str]]]:

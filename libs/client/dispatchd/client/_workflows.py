@@ -20,19 +20,8 @@ from typing import Any
 from google.protobuf import duration_pb2
 
 from dispatchd.client._models import JobStatus, _enum, _same_named
+from dispatchd.common.workflow_fields import DEFINITION_FIELDS, RETRY_FIELDS, STEP_FIELDS
 from dispatchd.v1 import common_pb2, workflow_pb2
-
-_STEP_KEYS = {
-    "id",
-    "job_type",
-    "payload",
-    "depends_on",
-    "continue_on_failure",
-    "retry",
-    "execution_timeout_ms",
-    "priority",
-    "metadata",
-}
 
 
 class WorkflowRunStatus(enum.IntEnum):
@@ -57,7 +46,7 @@ def _ms(value: Any, where: str) -> duration_pb2.Duration:
 
 
 def _step(doc: Mapping[str, Any]) -> workflow_pb2.WorkflowStep:
-    unknown = set(doc) - _STEP_KEYS
+    unknown = set(doc) - STEP_FIELDS
     where = f"step {doc.get('id')!r}"
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
@@ -73,7 +62,7 @@ def _step(doc: Mapping[str, Any]) -> workflow_pb2.WorkflowStep:
         step.payload_template_json = json.dumps(doc["payload"])
     retry = doc.get("retry")
     if retry is not None:
-        unknown = set(retry) - {"max_attempts", "initial_backoff_ms", "max_backoff_ms"}
+        unknown = set(retry) - RETRY_FIELDS
         if unknown:
             raise ValueError(f"{where}: unknown retry field(s) {', '.join(sorted(unknown))}")
         policy = common_pb2.RetryPolicy(max_attempts=int(retry.get("max_attempts", 0)))
@@ -89,7 +78,7 @@ def _step(doc: Mapping[str, Any]) -> workflow_pb2.WorkflowStep:
 
 def definition_message(doc: Mapping[str, Any]) -> workflow_pb2.WorkflowDefinition:
     """The RegisterWorkflow message of a definition document (as a YAML file holds it)."""
-    unknown = set(doc) - {"name", "steps", "version"}
+    unknown = set(doc) - DEFINITION_FIELDS
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}; a definition has name and steps")
     steps = doc.get("steps")

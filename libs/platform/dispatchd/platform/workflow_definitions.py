@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatchd.common import names
+from dispatchd.common.workflow_fields import DEFINITION_FIELDS, RETRY_FIELDS, STEP_FIELDS
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.workflow_templates import (
@@ -43,20 +44,6 @@ from dispatchd.platform.workflow_templates import (
 MAX_STEPS = 200
 MAX_PRIORITY = 1000
 MAX_METADATA_ENTRIES = 64
-_STEP_KEYS = frozenset(
-    {
-        "id",
-        "job_type",
-        "payload",
-        "depends_on",
-        "continue_on_failure",
-        "retry",
-        "execution_timeout_ms",
-        "priority",
-        "metadata",
-    }
-)
-_RETRY_KEYS = frozenset({"max_attempts", "initial_backoff_ms", "max_backoff_ms"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +106,8 @@ def _int(doc: Mapping[str, Any], key: str, step: str, default: int | None) -> in
 def _retry(doc: Any, step: str) -> tuple[RetryPolicy, bool]:
     if doc is None:
         return RetryPolicy(), False
-    if not isinstance(doc, dict) or set(doc) - _RETRY_KEYS:
-        raise _fail(step, f"retry must be a mapping of {', '.join(sorted(_RETRY_KEYS))}")
+    if not isinstance(doc, dict) or set(doc) - RETRY_FIELDS:
+        raise _fail(step, f"retry must be a mapping of {', '.join(sorted(RETRY_FIELDS))}")
     parts = [_int(doc, key, step, None) for key in ("max_attempts", "initial_backoff_ms", "max_backoff_ms")]
     try:
         return RetryPolicy.from_parts(*parts), True
@@ -149,7 +136,7 @@ def _step(doc: Any, position: int) -> StepSpec:
     step_id = doc.get("id")
     if not isinstance(step_id, str) or STEP_ID.fullmatch(step_id) is None:
         raise InvalidArgument(f"steps[{position}].id {step_id!r} must be 1-64 characters of [a-z0-9_-]")
-    unknown = set(doc) - _STEP_KEYS
+    unknown = set(doc) - STEP_FIELDS
     if unknown:
         raise _fail(step_id, f"unknown field(s) {', '.join(sorted(unknown))}")
     try:
@@ -244,7 +231,7 @@ def parse(doc: Any) -> Definition:
     """The validated definition of a document (a mapping as YAML or JSON would give it)."""
     if not isinstance(doc, dict):
         raise InvalidArgument("a workflow definition must be a mapping with name and steps")
-    unknown = set(doc) - {"name", "steps", "version"}
+    unknown = set(doc) - DEFINITION_FIELDS
     if unknown:
         raise InvalidArgument(f"unknown field(s) {', '.join(sorted(unknown))}; a definition has name and steps")
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
+from enum import IntEnum
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -210,13 +212,21 @@ def page_token(value: str) -> str:
     return value
 
 
-def status_filter(value: int) -> JobStatus | None:
+StatusT = TypeVar("StatusT", bound=IntEnum)
+
+
+def enum_filter(kind: type[StatusT], value: int, what: str) -> StatusT | None:
+    """A filter on a status: None for 0 (unset), INVALID_ARGUMENT for a value `kind` lacks."""
     if value == 0:
         return None
     try:
-        return JobStatus(value)
+        return kind(value)
     except ValueError:
-        raise InvalidArgument(f"status {value} is not a known job status") from None
+        raise InvalidArgument(f"status {value} is not a known {what} status") from None
+
+
+def status_filter(value: int) -> JobStatus | None:
+    return enum_filter(JobStatus, value, "job")
 
 
 def job_type_filter(value: str) -> str | None:

@@ -52,15 +52,6 @@ async def push(queues: ReadyQueues, refs: list[QueuedRef], progress: Progress | 
         log.warning("could not push workflow steps to their ready queues (the scheduler will): %s", exc)
 
 
-def _status_filter(value: int) -> WorkflowRunStatus | None:
-    if value == 0:
-        return None
-    try:
-        return WorkflowRunStatus(value)
-    except ValueError:
-        raise InvalidArgument(f"status {value} is not a workflow run status") from None
-
-
 class WorkflowMethods:
     """Mixed into JobService, whose fields these are."""
 
@@ -125,7 +116,7 @@ class WorkflowMethods:
     async def ListWorkflowRuns(  # noqa: N802
         self, request: workflow_pb2.ListWorkflowRunsRequest, context: Context
     ) -> workflow_pb2.ListWorkflowRunsResponse:
-        status = _status_filter(request.status)
+        status = validation.enum_filter(WorkflowRunStatus, request.status, "workflow run")
         name = validation.job_type(request.workflow_name, "workflow_name") if request.workflow_name else None
         owner = access.owner_filter()
         listing = paging.Listing("workflow-runs", (name, None if status is None else int(status), owner))
