@@ -21,7 +21,7 @@ from dispatchd.common import names
 from dispatchd.common import security as credentials
 from dispatchd.common.arguments import key_value
 
-STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
+STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled", "waiting")
 DEFAULT_RPC_TIMEOUT = 30.0
 
 
