@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from dispatchd.control_plane.workflow_files import WorkflowFiles
 from dispatchd.platform.errors import AlreadyExists, NotFound
 from dispatchd.platform.states import ExecutionStatus, JobStatus, WorkflowRunStatus
 from dispatchd.platform.store import executions, repairs, settlements, workflow_runs, workflows
@@ -167,3 +171,24 @@ async def test_cancelling_a_run_while_a_step_settles_leaves_nothing_of_the_run_r
     # Released first or not, nothing of d may still run: any attempt it got was cancelled with it.
     attempts = await db_pool.fetch("SELECT status FROM executions WHERE job_id = $1", job_of["d"])
     assert all(ExecutionStatus(r["status"]) is ExecutionStatus.CANCELED for r in attempts)
+
+
+async def test_workflow_files_register_at_start_and_a_changed_file_adds_a_version(
+    db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text("name: test.files\nsteps: [{id: a, job_type: builtin.echo}]\n")
+    files = WorkflowFiles(db_pool, str(tmp_path), interval_seconds=1)
+    assert await files.sync() == [("test.files", 1)]
+    assert await files.sync() == []  # unchanged: not even read again
+    path.write_text("name: test.files\nsteps: [{id: a, job_type: builtin.echo, priority: 3}]\n")
+    os.utime(path, ns=(time.time_ns() + 10**9,) * 2)  # a new mtime even within the clock's tick
+    assert await files.sync() == [("test.files", 2)]
+    path.write_text("name: test.files\nsteps: [{id: a, job_type: builtin.echo, depends_on: [a]}]\n")
+    os.utime(path, ns=(time.time_ns() + 2 * 10**9,) * 2)
+    assert await files.sync() == []  # invalid: logged, the versions before stay
+    stored = await workflows.list_definitions(db_pool, "test.files")
+    assert [(d.version, d.source, d.definition.steps[0].priority) for d in stored] == [
+        (2, "file:flow.yaml", 3),
+        (1, "file:flow.yaml", 0),
+    ]
