@@ -82,10 +82,13 @@ class _Step:
         return self.status in _UNSUCCESSFUL and not self.continue_on_failure and not self.skipped
 
 
-_RUNS_OF_JOBS = (
-    "SELECT DISTINCT workflow_run_id FROM jobs WHERE job_id = ANY($1::uuid[]) AND workflow_run_id IS NOT NULL"
-)
-_LOCK_RUN = "SELECT status, input FROM workflow_runs WHERE run_id = $1 FOR UPDATE"
+# The runs, locked in run_id order (rows are locked as the sort returns them). A statement
+# apart from the steps' snapshot, which must see what the lock waited for.
+_LOCK_RUNS = "SELECT run_id, status, input FROM workflow_runs WHERE run_id = ANY($1::uuid[]) ORDER BY run_id FOR UPDATE"
+_LOCK_RUNS_OF_JOBS = """
+SELECT run_id, status, input FROM workflow_runs
+WHERE run_id IN (SELECT workflow_run_id FROM jobs WHERE job_id = ANY($1::uuid[])) ORDER BY run_id FOR UPDATE
+"""
 _STEPS = """
 SELECT s.step_id, s.job_id, s.depends_on, s.continue_on_failure, s.skipped, s.payload_template,
        j.status, j.result, j.error_message
@@ -151,14 +154,19 @@ _RUN_TO = {
 
 async def advance_jobs(conn: asyncpg.Connection, job_ids: Iterable[uuid.UUID]) -> Progress:
     """`advance` the runs of these jobs (those that are workflow steps)."""
-    runs = await conn.fetch(_RUNS_OF_JOBS, list(job_ids))
-    return await advance(conn, [r["workflow_run_id"] for r in runs])
+    return await _advance_locked(conn, await conn.fetch(_LOCK_RUNS_OF_JOBS, list(job_ids)))
 
 
 async def advance(conn: asyncpg.Connection, run_ids: Iterable[uuid.UUID]) -> Progress:
+    return await _advance_locked(conn, await conn.fetch(_LOCK_RUNS, list(set(run_ids))))
+
+
+async def _advance_locked(conn: asyncpg.Connection, runs: list[asyncpg.Record]) -> Progress:
     progress = Progress()
-    for run_id in sorted(set(run_ids)):
-        progress += await _advance_run(conn, run_id)
+    for run in runs:
+        # A cancelled run releases nothing (CancelWorkflowRun ends its steps); a succeeded one has none left.
+        if WorkflowRunStatus(run["status"]) in _ADVANCING:
+            progress += await _advance_run(conn, run)
     return progress
 
 
@@ -194,11 +202,10 @@ def _payload(step: _Step, run_input: Any, by_id: dict[str, _Step]) -> bytes:
     return json.dumps(resolve(step.template, run_input, results)).encode()
 
 
-async def _advance_run(conn: asyncpg.Connection, run_id: uuid.UUID) -> Progress:
-    run = await conn.fetchrow(_LOCK_RUN, run_id)
+async def _advance_run(conn: asyncpg.Connection, run: asyncpg.Record) -> Progress:
+    """One locked run, RUNNING or FAILED, moves on."""
+    run_id: uuid.UUID = run["run_id"]
     progress = Progress()
-    if run is None or WorkflowRunStatus(run["status"]) not in _ADVANCING:
-        return progress  # a cancelled run releases nothing; CancelWorkflowRun ends its steps
     while True:  # a round that ends a step (cancel, bad template) or revives one looks again
         steps = await _snapshot(conn, run_id)
         by_id = {s.step_id: s for s in steps}
