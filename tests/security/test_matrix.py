@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -36,6 +37,12 @@ EXPECTED_JOB_SERVICE: dict[str, set[str]] = {
     "CancelJob": {"operator", "admin"},
     "ListDeadLetters": {"viewer", "operator", "admin"},
     "RedriveJobs": {"operator", "admin"},
+    "RegisterWorkflow": {"operator", "admin"},
+    "ListWorkflows": READERS,
+    "StartWorkflowRun": {"submitter", "operator", "admin"},
+    "GetWorkflowRun": READERS,
+    "ListWorkflowRuns": READERS,
+    "CancelWorkflowRun": {"operator", "admin"},
 }
 EXPECTED_CONNECT = {"worker", "service"}
 # A token with each role; plus a token with no role and one with a role nobody knows.
@@ -70,7 +77,7 @@ def _request(method: str) -> Message:
         return requests[method]
     # Methods added later: their default request (validation may refuse it, which is fine).
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls: Any = getattr(job_service_pb2, descriptor.name)
+    cls: Any = message_factory.GetMessageClass(descriptor)
     request: Message = cls()
     if "job_ids" in descriptor.fields_by_name:
         request.job_ids.append(unknown)  # type: ignore[attr-defined]

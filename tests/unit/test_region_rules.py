@@ -14,6 +14,7 @@ JOB_METHODS = [
     for m in job_service_pb2.DESCRIPTOR.services_by_name["JobService"].methods
 ]
 READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
+READS |= {"ListWorkflows", "GetWorkflowRun", "ListWorkflowRuns"}  # workflows (issue 14)
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

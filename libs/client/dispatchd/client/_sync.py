@@ -71,6 +71,12 @@ class Client:
     iter_dead_letters = _blocking_iter(AsyncClient.iter_dead_letters)
     redrive = _blocking(AsyncClient.redrive)
     redrive_matching = _blocking(AsyncClient.redrive_matching)
+    register_workflow = _blocking(AsyncClient.register_workflow)
+    workflows = _blocking(AsyncClient.workflows)
+    start_workflow = _blocking(AsyncClient.start_workflow)
+    workflow_run = _blocking(AsyncClient.workflow_run)
+    workflow_runs = _blocking(AsyncClient.workflow_runs)
+    cancel_workflow = _blocking(AsyncClient.cancel_workflow)
 
     def close(self) -> None:
         self._runner.run(self._client.close())
