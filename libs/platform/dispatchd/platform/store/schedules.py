@@ -1,0 +1,236 @@
+"""Schedules: define (upsert by name), read, list, pause, resume and delete them.
+
+Invariants: a schedule's `cursor_at` only moves forward, except that whatever the schedule
+was not running for is never caught up: a new schedule, a changed timing and a resume all
+move the cursor to now (the catch-up policy covers the scheduler's downtime, not the
+schedule's). `next_fire_at` is always the timing's first fire time after the cursor. Each
+write is one transaction holding the schedule's row lock, the same lock the leader's fire
+takes (store.fires), so a definition never changes under a fire half-way through.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from dispatchd.platform.catch_up import CatchUp, Overlap
+from dispatchd.platform.errors import NotFound
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.store.submits import NewJob
+from dispatchd.platform.timing import Timing
+
+SOURCE_API = "api"
+SOURCE_GITOPS = "gitops"
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """Everything a caller defines about a schedule; `job` is the template of every job it starts."""
+
+    name: str
+    cron: str | None
+    interval: dt.timedelta | None
+    time_zone: str
+    job: NewJob
+    catch_up: CatchUp
+    catch_up_limit: int
+    overlap: Overlap
+    paused: bool = False
+    source: str = SOURCE_API
+
+    def timing(self, anchor: dt.datetime) -> Timing:
+        return Timing(cron=self.cron, time_zone=self.time_zone, interval=self.interval, anchor=anchor)
+
+    def job_options(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "priority": job.priority,
+            "metadata": job.metadata,
+            "max_attempts": job.retry.max_attempts,
+            "initial_backoff_ms": job.retry.initial_backoff_ms,
+            "max_backoff_ms": job.retry.max_backoff_ms,
+            "retry_policy_set": job.retry_policy_set,
+            "execution_timeout_ms": job.execution_timeout_ms,
+        }
+
+    def digest(self) -> bytes:
+        """Fingerprint of the definition: a GitOps reload rewrites only what changed."""
+        parts = [self.cron, self.interval_ms, self.time_zone, self.job.job_type, self.job.payload.hex(),
+                 self.job_options(), int(self.catch_up), self.catch_up_limit, int(self.overlap), self.paused]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
+
+    @property
+    def interval_ms(self) -> int | None:
+        return None if self.interval is None else int(self.interval.total_seconds() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    schedule_id: uuid.UUID
+    name: str
+    definition: Definition
+    anchor_at: dt.datetime
+    cursor_at: dt.datetime
+    next_fire_at: dt.datetime
+    last_fire_at: dt.datetime | None
+    last_job_id: uuid.UUID | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def timing(self) -> Timing:
+        return self.definition.timing(self.anchor_at)
+
+    @classmethod
+    def from_record(cls, r: Any) -> ScheduleRow:
+        options = r["job_options"]
+        job = NewJob(
+            job_type=r["job_type"],
+            payload=bytes(r["payload"]),
+            priority=options["priority"],
+            idempotency_key=None,
+            metadata=dict(options["metadata"]),
+            retry=RetryPolicy(options["max_attempts"], options["initial_backoff_ms"], options["max_backoff_ms"]),
+            retry_policy_set=options["retry_policy_set"],
+            execution_timeout_ms=options["execution_timeout_ms"],
+            submitted_by=r["created_by"],
+        )
+        interval = None if r["interval_ms"] is None else dt.timedelta(milliseconds=r["interval_ms"])
+        definition = Definition(
+            name=r["name"], cron=r["cron"], interval=interval, time_zone=r["time_zone"], job=job,
+            catch_up=CatchUp(r["catch_up"]), catch_up_limit=r["catch_up_limit"], overlap=Overlap(r["overlap"]),
+            paused=r["paused"], source=r["source"],
+        )
+        return cls(
+            schedule_id=r["schedule_id"], name=r["name"], definition=definition, anchor_at=r["anchor_at"],
+            cursor_at=r["cursor_at"], next_fire_at=r["next_fire_at"], last_fire_at=r["last_fire_at"],
+            last_job_id=r["last_job_id"], created_at=r["created_at"], updated_at=r["updated_at"],
+        )
+
+
+_INSERT = """
+INSERT INTO schedules (schedule_id, name, cron, interval_ms, time_zone, anchor_at, job_type, payload, job_options,
+                       catch_up, catch_up_limit, overlap, paused, cursor_at, next_fire_at, source, definition_hash,
+                       created_by, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $6, $14, $15, $16, $17, $6, $6)
+RETURNING *
+"""
+
+_UPDATE = """
+UPDATE schedules SET cron = $2, interval_ms = $3, time_zone = $4, anchor_at = $5, job_type = $6, payload = $7,
+       job_options = $8, catch_up = $9, catch_up_limit = $10, overlap = $11, paused = $12, cursor_at = $13,
+       next_fire_at = $14, source = $15, definition_hash = $16, updated_at = $17
+WHERE schedule_id = $1 RETURNING *
+"""
+
+
+async def _now(conn: asyncpg.Connection) -> dt.datetime:
+    now: dt.datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return now
+
+
+async def put(conn: asyncpg.Connection, d: Definition) -> tuple[ScheduleRow, bool]:
+    """Create the schedule `d.name`, or replace its definition; returns it and whether it is new.
+
+    Call inside a transaction. An unchanged definition is left alone (its cursor too).
+    """
+    existing = await conn.fetchrow("SELECT * FROM schedules WHERE name = $1 FOR UPDATE", d.name)
+    now = await _now(conn)
+    digest = d.digest()
+    if existing is None:
+        anchor = now
+        row = await conn.fetchrow(
+            _INSERT, uuid.uuid4(), d.name, d.cron, d.interval_ms, d.time_zone, anchor, d.job.job_type, d.job.payload,
+            d.job_options(), int(d.catch_up), d.catch_up_limit, int(d.overlap), d.paused,
+            d.timing(anchor).next_after(anchor), d.source, digest, d.job.submitted_by,
+        )
+        return ScheduleRow.from_record(row), True
+    old = ScheduleRow.from_record(existing)
+    if bytes(existing["definition_hash"]) == digest:
+        return old, False
+    retimed = (old.definition.cron, old.definition.interval_ms, old.definition.time_zone) != (
+        d.cron, d.interval_ms, d.time_zone)
+    resumed = old.definition.paused and not d.paused
+    anchor = now if retimed else old.anchor_at
+    cursor = max(old.cursor_at, now) if (retimed or resumed) else old.cursor_at
+    row = await conn.fetchrow(
+        _UPDATE, old.schedule_id, d.cron, d.interval_ms, d.time_zone, anchor, d.job.job_type, d.job.payload,
+        d.job_options(), int(d.catch_up), d.catch_up_limit, int(d.overlap), d.paused, cursor,
+        d.timing(anchor).next_after(cursor), d.source, digest, now,
+    )
+    return ScheduleRow.from_record(row), False
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> ScheduleRow:
+    row = await conn.fetchrow("SELECT * FROM schedules WHERE name = $1", name)
+    if row is None:
+        raise NotFound(f"schedule {name!r} not found")
+    return ScheduleRow.from_record(row)
+
+
+async def list_schedules(
+    conn: asyncpg.Connection | asyncpg.Pool, *, page_size: int, after: str | None, source: str | None = None
+) -> list[ScheduleRow]:
+    """By name; a page of up to `page_size` + 1 rows (the extra one says another page follows)."""
+    rows = await conn.fetch(
+        "SELECT * FROM schedules WHERE ($1::text IS NULL OR name > $1) AND ($2::text IS NULL OR source = $2)"
+        " ORDER BY name LIMIT $3",
+        after, source, page_size + 1,
+    )
+    return [ScheduleRow.from_record(r) for r in rows]
+
+
+async def set_paused(pool: asyncpg.Pool, name: str, paused: bool) -> ScheduleRow:
+    """Pause, or resume from now (the paused time is never caught up). Idempotent."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = ScheduleRow.from_record(await _locked(conn, name))
+        if row.definition.paused == paused:
+            return row
+        now = await _now(conn)
+        cursor = row.cursor_at if paused else max(row.cursor_at, now)
+        updated = await conn.fetchrow(
+            "UPDATE schedules SET paused = $2, cursor_at = $3, next_fire_at = $4, updated_at = $5"
+            " WHERE schedule_id = $1 RETURNING *",
+            row.schedule_id, paused, cursor, row.timing.next_after(cursor), now,
+        )
+        return ScheduleRow.from_record(updated)
+
+
+async def _locked(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+    row = await conn.fetchrow("SELECT * FROM schedules WHERE name = $1 FOR UPDATE", name)
+    if row is None:
+        raise NotFound(f"schedule {name!r} not found")
+    return row
+
+
+async def delete(conn: asyncpg.Connection | asyncpg.Pool, names: Sequence[str]) -> list[str]:
+    """Delete these schedules and their fire records (their jobs stay); returns the names deleted."""
+    rows = await conn.fetch("DELETE FROM schedules WHERE name = ANY($1::text[]) RETURNING name", list(names))
+    return [r["name"] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class FireRow:
+    fire_time: dt.datetime
+    fired_at: dt.datetime
+    job_id: uuid.UUID | None  # None: the overlap policy skipped it
+    epoch: int | None
+
+
+async def list_fires(
+    conn: asyncpg.Connection | asyncpg.Pool, schedule_id: uuid.UUID, *, page_size: int, before: dt.datetime | None
+) -> list[FireRow]:
+    """Newest first; up to `page_size` + 1 rows (the extra one says another page follows)."""
+    rows = await conn.fetch(
+        "SELECT fire_time, fired_at, job_id, epoch FROM schedule_fires WHERE schedule_id = $1"
+        " AND ($2::timestamptz IS NULL OR fire_time < $2) ORDER BY fire_time DESC LIMIT $3",
+        schedule_id, before, page_size + 1,
+    )
+    return [FireRow(r["fire_time"], r["fired_at"], r["job_id"], r["epoch"]) for r in rows]
