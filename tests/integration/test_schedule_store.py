@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import uuid
 
 import asyncpg
@@ -101,7 +102,7 @@ async def test_two_leaders_fire_every_fire_time_exactly_once(db_pool: asyncpg.Po
             " JOIN jobs j USING (job_id) WHERE f.schedule_id = $1 ORDER BY f.fire_time", schedule_id)
         times = [r["fire_time"] for r in rows]
         assert len(times) >= 30 and len(set(times)) == len(times)
-        gaps = {b - a for a, b in zip(times, times[1:], strict=False)}
+        gaps = {b - a for a, b in itertools.pairwise(times)}
         assert gaps == {dt.timedelta(seconds=1)}, "a fire time is missing"
         assert all(r["status"] == JobStatus.PENDING for r in rows)
         assert [r["metadata"]["dispatchd.fire_time"] for r in rows] == [t.isoformat() for t in times]

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.cli import commands
+from dispatchd.cli import commands, schedules
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
     )
+    schedules.register(sub, common)
     return parser
 
 

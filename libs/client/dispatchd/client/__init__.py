@@ -42,6 +42,7 @@ from dispatchd.client._models import (
 )
 from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
+from dispatchd.client._schedules import Schedule, ScheduleFire
 from dispatchd.client._sync import Client
 from dispatchd.common.security import ClientSecurity, CredentialsError
 
@@ -72,6 +73,8 @@ __all__ = [
     "ResourceExhausted",
     "Retries",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleFire",
     "Skipped",
     "Submission",
     "Unauthenticated",

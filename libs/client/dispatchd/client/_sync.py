@@ -71,6 +71,13 @@ class Client:
     iter_dead_letters = _blocking_iter(AsyncClient.iter_dead_letters)
     redrive = _blocking(AsyncClient.redrive)
     redrive_matching = _blocking(AsyncClient.redrive_matching)
+    put_schedule = _blocking(AsyncClient.put_schedule)
+    get_schedule = _blocking(AsyncClient.get_schedule)
+    list_schedules = _blocking(AsyncClient.list_schedules)
+    pause_schedule = _blocking(AsyncClient.pause_schedule)
+    resume_schedule = _blocking(AsyncClient.resume_schedule)
+    delete_schedule = _blocking(AsyncClient.delete_schedule)
+    schedule_fires = _blocking(AsyncClient.schedule_fires)
 
     def close(self) -> None:
         self._runner.run(self._client.close())

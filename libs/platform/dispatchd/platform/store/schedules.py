@@ -83,6 +83,9 @@ class ScheduleRow:
     last_job_id: uuid.UUID | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    # The latest fire's record (read by get and list only): when it was fired and its job.
+    last_fired_at: dt.datetime | None = None
+    last_fire_job_id: uuid.UUID | None = None
 
     @property
     def timing(self) -> Timing:
@@ -112,6 +115,7 @@ class ScheduleRow:
             schedule_id=r["schedule_id"], name=r["name"], definition=definition, anchor_at=r["anchor_at"],
             cursor_at=r["cursor_at"], next_fire_at=r["next_fire_at"], last_fire_at=r["last_fire_at"],
             last_job_id=r["last_job_id"], created_at=r["created_at"], updated_at=r["updated_at"],
+            last_fired_at=r.get("last_fired_at"), last_fire_job_id=r.get("last_fire_job_id"),
         )
 
 
@@ -168,23 +172,38 @@ async def put(conn: asyncpg.Connection, d: Definition) -> tuple[ScheduleRow, boo
     return ScheduleRow.from_record(row), False
 
 
+# A schedule with its latest fire's record (one primary-key lookup).
+_READ = """
+SELECT s.*, f.fired_at AS last_fired_at, f.job_id AS last_fire_job_id FROM schedules s
+LEFT JOIN schedule_fires f ON f.schedule_id = s.schedule_id AND f.fire_time = s.last_fire_at
+"""
+
+
 async def get(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> ScheduleRow:
-    row = await conn.fetchrow("SELECT * FROM schedules WHERE name = $1", name)
+    row = await conn.fetchrow(_READ + " WHERE s.name = $1", name)
     if row is None:
         raise NotFound(f"schedule {name!r} not found")
     return ScheduleRow.from_record(row)
 
 
 async def list_schedules(
-    conn: asyncpg.Connection | asyncpg.Pool, *, page_size: int, after: str | None, source: str | None = None
+    conn: asyncpg.Connection | asyncpg.Pool, *, page_size: int, after: tuple[dt.datetime, uuid.UUID] | None
 ) -> list[ScheduleRow]:
-    """By name; a page of up to `page_size` + 1 rows (the extra one says another page follows)."""
+    """Oldest first (keyset on created_at, schedule_id); up to `page_size` + 1 rows (the extra
+    one says another page follows)."""
+    at, last = after if after is not None else (None, None)
     rows = await conn.fetch(
-        "SELECT * FROM schedules WHERE ($1::text IS NULL OR name > $1) AND ($2::text IS NULL OR source = $2)"
-        " ORDER BY name LIMIT $3",
-        after, source, page_size + 1,
+        _READ + " WHERE $1::timestamptz IS NULL OR (s.created_at, s.schedule_id) > ($1, $2)"
+        " ORDER BY s.created_at, s.schedule_id LIMIT $3",
+        at, last, page_size + 1,
     )
     return [ScheduleRow.from_record(r) for r in rows]
+
+
+async def names_from(conn: asyncpg.Connection | asyncpg.Pool, source: str) -> dict[str, bytes]:
+    """Every schedule defined by `source`, with its definition's digest."""
+    rows = await conn.fetch("SELECT name, definition_hash FROM schedules WHERE source = $1", source)
+    return {r["name"]: bytes(r["definition_hash"]) for r in rows}
 
 
 async def set_paused(pool: asyncpg.Pool, name: str, paused: bool) -> ScheduleRow:

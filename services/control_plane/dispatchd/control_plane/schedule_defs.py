@@ -1,0 +1,130 @@
+"""Schedules on the wire: a `dispatchd.v1.Schedule` checked into a store Definition, and back.
+
+Invariant: a Definition that leaves here is valid in full — its timing parses (croniter, the
+IANA zone), its job template passes the same checks as SubmitJob — so the scheduler can fire
+it without ever refusing it; every refusal is InvalidArgument naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dispatchd.common import names
+from dispatchd.control_plane import convert, validation
+from dispatchd.platform.catch_up import CatchUp, Overlap
+from dispatchd.platform.config import Settings
+from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.retry import RetryPolicy
+from dispatchd.platform.store.schedules import SOURCE_API, Definition, ScheduleRow
+from dispatchd.platform.timing import Timing
+from dispatchd.v1 import common_pb2, job_service_pb2, schedule_pb2
+
+DEFAULT_CATCH_UP_LIMIT = 100
+MAX_CATCH_UP_LIMIT = 10_000
+DEFAULT_NEXT_FIRES = 5
+MAX_NEXT_FIRES = 100
+
+
+def name(value: str, field: str = "name") -> str:
+    """Schedule names follow the job type rule (lowercase, dots, dashes): safe in YAML and URLs."""
+    try:
+        return names.job_type(value, field)
+    except names.InvalidName as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
+def _enum(value: int, wire: type[CatchUp] | type[Overlap], default: CatchUp | Overlap, field: str) -> int:
+    if value == 0:
+        return int(default)
+    try:
+        return int(wire(value))
+    except ValueError:
+        raise InvalidArgument(f"{field}: unknown value {value}") from None
+
+
+def definition(
+    schedule: schedule_pb2.Schedule, settings: Settings, created_by: str | None, *, source: str = SOURCE_API
+) -> Definition:
+    """The Definition `schedule` asks for, or InvalidArgument naming the field at fault."""
+    timing = schedule.WhichOneof("timing")
+    cron = schedule.cron if timing == "cron" else None
+    interval = None
+    if timing == "interval":
+        interval = dt.timedelta(milliseconds=validation.duration_ms(schedule.interval, "interval"))
+    elif timing is None:
+        raise InvalidArgument("timing: set cron or interval")
+    if schedule.WhichOneof("target") != "job":
+        raise InvalidArgument("target: set job (the job every fire submits)")
+    # Parse now (the anchor is irrelevant to validity): a bad expression or zone is the caller's error.
+    zone = schedule.time_zone or "UTC"
+    checked = Timing(cron=cron, time_zone=zone, interval=interval, anchor=dt.datetime.now(dt.UTC))
+    job = schedule.job
+    request = job_service_pb2.SubmitJobRequest(
+        job_type=job.job_type, payload=job.payload, priority=job.priority, metadata=dict(job.metadata),
+    )
+    if job.HasField("retry_policy"):
+        request.retry_policy.CopyFrom(job.retry_policy)
+    if job.HasField("execution_timeout"):
+        request.execution_timeout.CopyFrom(job.execution_timeout)
+    try:
+        template = validation.new_job(request, settings, created_by)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"job: {exc}") from None
+    limit = schedule.catch_up_limit or DEFAULT_CATCH_UP_LIMIT
+    if not 1 <= limit <= MAX_CATCH_UP_LIMIT:
+        raise InvalidArgument(f"catch_up_limit must be between 0 (default {DEFAULT_CATCH_UP_LIMIT}) and "
+                              f"{MAX_CATCH_UP_LIMIT}, got {schedule.catch_up_limit}")
+    return Definition(
+        name=name(schedule.name), cron=checked.cron, interval=interval, time_zone=schedule.time_zone or "UTC",
+        job=template, catch_up=CatchUp(_enum(schedule.catch_up, CatchUp, CatchUp.SKIP, "catch_up")),
+        catch_up_limit=limit, overlap=Overlap(_enum(schedule.overlap, Overlap, Overlap.ALLOW, "overlap")),
+        paused=schedule.paused, source=source,
+    )
+
+
+def _retry(policy: RetryPolicy) -> common_pb2.RetryPolicy:
+    return common_pb2.RetryPolicy(
+        max_attempts=policy.max_attempts,
+        initial_backoff=convert.duration(policy.initial_backoff_ms),
+        max_backoff=convert.duration(policy.max_backoff_ms),
+    )
+
+
+def to_wire(row: ScheduleRow, next_fires: int = 1) -> schedule_pb2.Schedule:
+    """The schedule as the API shows it; `next_fires` next fire times (none while paused)."""
+    d, template = row.definition, row.definition.job
+    job = schedule_pb2.ScheduleJobTarget(
+        job_type=template.job_type, payload=template.payload, priority=template.priority,
+        metadata=template.metadata, retry_policy=_retry(template.retry) if template.retry_policy_set else None,
+        execution_timeout=None if template.execution_timeout_ms is None else convert.duration(
+            template.execution_timeout_ms),
+    )
+    out = schedule_pb2.Schedule(
+        name=row.name, time_zone=d.time_zone, job=job, catch_up=int(d.catch_up),  # type: ignore[arg-type]
+        catch_up_limit=d.catch_up_limit, overlap=int(d.overlap), paused=d.paused,  # type: ignore[arg-type]
+        source=d.source, created_at=convert.timestamp(row.created_at), updated_at=convert.timestamp(row.updated_at),
+    )
+    if d.cron is not None:
+        out.cron = d.cron
+    elif d.interval_ms is not None:
+        out.interval.CopyFrom(convert.duration(d.interval_ms))
+    if not d.paused and next_fires > 0:
+        times = row.timing.fire_times(row.cursor_at)
+        stamps = [convert.timestamp(next(times)) for _ in range(next_fires)]
+        out.next_fire_times.extend(ts for ts in stamps if ts is not None)
+    if row.last_fire_at is not None:
+        out.last_fire.CopyFrom(fire(row.last_fire_at, row.last_fired_at, row.last_fire_job_id))
+    return out
+
+
+def fire(fire_time: dt.datetime, fired_at: dt.datetime | None, job_id: object | None) -> schedule_pb2.ScheduleFire:
+    return schedule_pb2.ScheduleFire(
+        fire_time=convert.timestamp(fire_time), fired_at=convert.timestamp(fired_at),
+        job_id="" if job_id is None else str(job_id),
+    )
+
+
+def next_fire_count(requested: int) -> int:
+    if requested < 0 or requested > MAX_NEXT_FIRES:
+        raise InvalidArgument(f"next_fire_count must be between 0 (default {DEFAULT_NEXT_FIRES}) and {MAX_NEXT_FIRES}")
+    return requested or DEFAULT_NEXT_FIRES
