@@ -25,6 +25,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import argparse
 import asyncio
 import datetime as dt
+import itertools
 import json
 import sys
 import tempfile
@@ -47,6 +48,7 @@ NAME = "drill.every-second"
 JOB_TYPE = "drill.scheduled"
 PERIOD = dt.timedelta(seconds=1)
 POLL = 0.02
+TAKEOVER_TIMEOUT = 30.0
 
 
 async def _leader_token(redis: aioredis.Redis, keys: Keys) -> str | None:
@@ -70,8 +72,15 @@ async def _takeover(stack: Stack, redis: aioredis.Redis, keys: Keys, pool: async
     killed_at: dt.datetime = await pool.fetchval("SELECT clock_timestamp()")
     started = time.monotonic()
     stack.processes[leader].kill()
-    while (successor := await _leader_token(redis, keys)) in (None, token):
+    deadline = started + TAKEOVER_TIMEOUT
+    while True:
+        successor = await _leader_token(redis, keys)
+        if successor not in (None, token):
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no standby took the lease within {TAKEOVER_TIMEOUT} s")
         await asyncio.sleep(POLL)
+    assert successor is not None
     lease_s = time.monotonic() - started
     await asyncio.to_thread(stack.processes[leader].restart)
     return {"killed": leader, "successor": _holder(stack, successor), "killed_at": killed_at,
@@ -98,7 +107,7 @@ async def _count(pool: asyncpg.Pool, killed_at: dt.datetime) -> dict[str, Any]:
         "jobs_doubled": sum(n - 1 for n in per_time.values() if n > 1),
         "fires_without_job": sum(1 for r in fires if r["job_id"] is None) + len(set(times) - set(per_time)),
         "jobs_without_fire": len(set(per_time) - set(times)),
-        "off_grid": sum(1 for a, b in zip(times, times[1:], strict=False) if (b - a) % PERIOD),
+        "off_grid": sum(1 for a, b in itertools.pairwise(times) if (b - a) % PERIOD),
         "first_fire_after_kill_s": round((min(after_kill) - killed_at).total_seconds(), 3) if after_kill else None,
         "fire_delay_s": {"p50": delays[len(delays) // 2], "max": delays[-1]} if delays else None,
     }
