@@ -34,6 +34,8 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_SUCCEEDED: _JobStatus.ValueType  # 4
     JOB_STATUS_FAILED: _JobStatus.ValueType  # 5
     JOB_STATUS_CANCELED: _JobStatus.ValueType  # 6
+    JOB_STATUS_WAITING: _JobStatus.ValueType  # 7
+    """Added: a workflow step whose dependencies have not all succeeded yet; it has no attempt."""
 
 class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
     """Lifecycle of a job. Wire values are fixed by the reference contract."""
@@ -45,6 +47,8 @@ JOB_STATUS_RUNNING: JobStatus.ValueType  # 3
 JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 4
 JOB_STATUS_FAILED: JobStatus.ValueType  # 5
 JOB_STATUS_CANCELED: JobStatus.ValueType  # 6
+JOB_STATUS_WAITING: JobStatus.ValueType  # 7
+"""Added: a workflow step whose dependencies have not all succeeded yet; it has no attempt."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
 class _ExecutionStatus:

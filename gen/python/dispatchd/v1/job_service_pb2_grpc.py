@@ -5,6 +5,7 @@ import warnings
 
 from dispatchd.v1 import job_service_pb2 as dispatchd_dot_v1_dot_job__service__pb2
 from dispatchd.v1 import schedule_pb2 as dispatchd_dot_v1_dot_schedule__pb2
+from dispatchd.v1 import workflow_pb2 as dispatchd_dot_v1_dot_workflow__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -80,6 +81,36 @@ class JobServiceStub:
                 '/dispatchd.v1.JobService/BatchSubmitJobs',
                 request_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
+                _registered_method=True)
+        self.RegisterWorkflow = channel.unary_unary(
+                '/dispatchd.v1.JobService/RegisterWorkflow',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflows = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListWorkflows',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsResponse.FromString,
+                _registered_method=True)
+        self.StartWorkflowRun = channel.unary_unary(
+                '/dispatchd.v1.JobService/StartWorkflowRun',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.GetWorkflowRun = channel.unary_unary(
+                '/dispatchd.v1.JobService/GetWorkflowRun',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunResponse.FromString,
+                _registered_method=True)
+        self.ListWorkflowRuns = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListWorkflowRuns',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelWorkflowRun = channel.unary_unary(
+                '/dispatchd.v1.JobService/CancelWorkflowRun',
+                request_serializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.FromString,
                 _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/dispatchd.v1.JobService/CreateSchedule',
@@ -183,6 +214,44 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterWorkflow(self, request, context):
+        """Added: workflows (DAGs of jobs; messages in workflow.proto). Register a definition
+        (a new version when it changed), list definitions, start, read, list and cancel runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflows(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartWorkflowRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflowRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkflowRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflowRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSchedule(self, request, context):
         """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
         pause, resume and delete them, and list their recent fires with the jobs they started.
@@ -274,6 +343,36 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.BatchSubmitJobs,
                     request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.SerializeToString,
+            ),
+            'RegisterWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterWorkflow,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowResponse.SerializeToString,
+            ),
+            'ListWorkflows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflows,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'StartWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartWorkflowRun,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunResponse.SerializeToString,
+            ),
+            'GetWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflowRun,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunResponse.SerializeToString,
+            ),
+            'ListWorkflowRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkflowRuns,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsResponse.SerializeToString,
+            ),
+            'CancelWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflowRun,
+                    request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.SerializeToString,
             ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
@@ -555,6 +654,168 @@ class JobService:
             '/dispatchd.v1.JobService/BatchSubmitJobs',
             dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
             dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/RegisterWorkflow',
+            dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.RegisterWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListWorkflows',
+            dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/StartWorkflowRun',
+            dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.StartWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/GetWorkflowRun',
+            dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.GetWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkflowRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListWorkflowRuns',
+            dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.ListWorkflowRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/CancelWorkflowRun',
+            dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.SerializeToString,
+            dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

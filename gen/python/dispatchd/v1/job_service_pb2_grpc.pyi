@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from dispatchd.v1 import job_service_pb2 as _job_service_pb2
 from dispatchd.v1 import schedule_pb2 as _schedule_pb2
+from dispatchd.v1 import workflow_pb2 as _workflow_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -51,6 +52,15 @@ class JobServiceStub:
     is validated, deduplicated (per idempotency key) and answered on its own; one refused
     job does not refuse the others.
     """
+    RegisterWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.RegisterWorkflowRequest, _workflow_pb2.RegisterWorkflowResponse]
+    """Added: workflows (DAGs of jobs; messages in workflow.proto). Register a definition
+    (a new version when it changed), list definitions, start, read, list and cancel runs.
+    """
+    ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]
+    StartWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.StartWorkflowRunRequest, _workflow_pb2.StartWorkflowRunResponse]
+    GetWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRunRequest, _workflow_pb2.GetWorkflowRunResponse]
+    ListWorkflowRuns: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowRunsRequest, _workflow_pb2.ListWorkflowRunsResponse]
+    CancelWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.CancelWorkflowRunRequest, _workflow_pb2.CancelWorkflowRunResponse]
     CreateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.CreateScheduleResponse]
     """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
     pause, resume and delete them, and list their recent fires with the jobs they started.
@@ -84,6 +94,15 @@ class JobServiceAsyncStub(JobServiceStub):
     is validated, deduplicated (per idempotency key) and answered on its own; one refused
     job does not refuse the others.
     """
+    RegisterWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_pb2.RegisterWorkflowRequest, _workflow_pb2.RegisterWorkflowResponse]  # type: ignore[assignment]
+    """Added: workflows (DAGs of jobs; messages in workflow.proto). Register a definition
+    (a new version when it changed), list definitions, start, read, list and cancel runs.
+    """
+    ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowsRequest, _workflow_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
+    StartWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_pb2.StartWorkflowRunRequest, _workflow_pb2.StartWorkflowRunResponse]  # type: ignore[assignment]
+    GetWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRunRequest, _workflow_pb2.GetWorkflowRunResponse]  # type: ignore[assignment]
+    ListWorkflowRuns: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowRunsRequest, _workflow_pb2.ListWorkflowRunsResponse]  # type: ignore[assignment]
+    CancelWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_pb2.CancelWorkflowRunRequest, _workflow_pb2.CancelWorkflowRunResponse]  # type: ignore[assignment]
     CreateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.CreateScheduleResponse]  # type: ignore[assignment]
     """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
     pause, resume and delete them, and list their recent fires with the jobs they started.
@@ -168,6 +187,51 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         is validated, deduplicated (per idempotency key) and answered on its own; one refused
         job does not refuse the others.
         """
+
+    @_abc_1.abstractmethod
+    def RegisterWorkflow(
+        self,
+        request: _workflow_pb2.RegisterWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.RegisterWorkflowResponse, _abc.Awaitable[_workflow_pb2.RegisterWorkflowResponse]]:
+        """Added: workflows (DAGs of jobs; messages in workflow.proto). Register a definition
+        (a new version when it changed), list definitions, start, read, list and cancel runs.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkflows(
+        self,
+        request: _workflow_pb2.ListWorkflowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflow_pb2.ListWorkflowsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StartWorkflowRun(
+        self,
+        request: _workflow_pb2.StartWorkflowRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.StartWorkflowRunResponse, _abc.Awaitable[_workflow_pb2.StartWorkflowRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetWorkflowRun(
+        self,
+        request: _workflow_pb2.GetWorkflowRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.GetWorkflowRunResponse, _abc.Awaitable[_workflow_pb2.GetWorkflowRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWorkflowRuns(
+        self,
+        request: _workflow_pb2.ListWorkflowRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.ListWorkflowRunsResponse, _abc.Awaitable[_workflow_pb2.ListWorkflowRunsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelWorkflowRun(
+        self,
+        request: _workflow_pb2.CancelWorkflowRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_pb2.CancelWorkflowRunResponse, _abc.Awaitable[_workflow_pb2.CancelWorkflowRunResponse]]: ...
 
     @_abc_1.abstractmethod
     def CreateSchedule(

@@ -32,6 +32,7 @@ class JobStatus(enum.IntEnum):
     SUCCEEDED = common_pb2.JOB_STATUS_SUCCEEDED
     FAILED = common_pb2.JOB_STATUS_FAILED
     CANCELED = common_pb2.JOB_STATUS_CANCELED
+    WAITING = common_pb2.JOB_STATUS_WAITING  # a workflow step whose dependencies are not done
 
     @property
     def terminal(self) -> bool:

@@ -19,6 +19,8 @@ class JobStatus(IntEnum):
     SUCCEEDED = 4
     FAILED = 5
     CANCELED = 6
+    # A workflow step whose dependencies have not all succeeded: no attempt exists yet.
+    WAITING = 7
 
 
 class ExecutionStatus(IntEnum):
@@ -40,7 +42,9 @@ class WorkerStatus(IntEnum):
     OFFLINE = 4
 
 
-JOB_ACTIVE: frozenset[JobStatus] = frozenset({JobStatus.PENDING, JobStatus.DISPATCHING, JobStatus.RUNNING})
+JOB_ACTIVE: frozenset[JobStatus] = frozenset(
+    {JobStatus.PENDING, JobStatus.DISPATCHING, JobStatus.RUNNING, JobStatus.WAITING}
+)
 JOB_TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
 
 EXECUTION_OWNED: frozenset[ExecutionStatus] = frozenset({ExecutionStatus.CLAIMED, ExecutionStatus.RUNNING})
@@ -64,6 +68,9 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELED: frozenset(),
+    # A waiting step is cancelled with its run (or when a dependency failed), or fails when
+    # its payload template cannot be resolved; it leaves for PENDING only by a release (below).
+    JobStatus.WAITING: frozenset({JobStatus.CANCELED, JobStatus.FAILED}),
 }
 
 EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
@@ -99,6 +106,38 @@ EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
 JOB_REDRIVE_SOURCE = JobStatus.FAILED
 JOB_REDRIVE_TARGET = JobStatus.PENDING
 REDRIVE_LAST_EXECUTION = ExecutionStatus.DEAD_LETTERED
+
+
+# A workflow step's release: WAITING -> PENDING with its first attempt, in the transaction
+# that records its last dependency's success. Kept out of JOB_TRANSITIONS like the redrive,
+# so no retry guard (the sources of PENDING) ever matches a waiting job.
+JOB_RELEASE_SOURCE = JobStatus.WAITING
+JOB_RELEASE_TARGET = JobStatus.PENDING
+
+
+class WorkflowRunStatus(IntEnum):
+    """A workflow run's state; values equal `dispatchd.v1.WorkflowRunStatus`."""
+
+    RUNNING = 1
+    SUCCEEDED = 2
+    FAILED = 3
+    CANCELED = 4
+
+
+# FAILED -> RUNNING is the redrive of its failed step; SUCCEEDED and CANCELED are final.
+WORKFLOW_RUN_TRANSITIONS: dict[WorkflowRunStatus, frozenset[WorkflowRunStatus]] = {
+    WorkflowRunStatus.RUNNING: frozenset(
+        {WorkflowRunStatus.SUCCEEDED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELED}
+    ),
+    WorkflowRunStatus.FAILED: frozenset({WorkflowRunStatus.RUNNING, WorkflowRunStatus.CANCELED}),
+    WorkflowRunStatus.SUCCEEDED: frozenset(),
+    WorkflowRunStatus.CANCELED: frozenset(),
+}
+
+
+def run_sources(target: WorkflowRunStatus) -> frozenset[WorkflowRunStatus]:
+    """States a run may be in for a transition to `target`: the guard of that UPDATE."""
+    return frozenset(s for s, targets in WORKFLOW_RUN_TRANSITIONS.items() if target in targets)
 
 
 def job_sources(target: JobStatus) -> list[int]:
