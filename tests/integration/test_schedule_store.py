@@ -119,14 +119,15 @@ async def test_overlap_skip_records_the_fire_without_a_job_while_the_last_job_is
     await backdate(db_pool, "no-overlap", 3.5)
     fired = await fires.fire(db_pool, row.schedule_id, epoch=None, grace=GRACE)
     assert fired is not None and len(fired.fired) == 3
-    assert [job is not None for _, job in fired.fired] == [True, False, False]
-    (first_job,) = [job for _, job in fired.fired if job is not None]
+    assert [started is not None for _, started in fired.fired] == [True, False, False]
+    (first_job,) = [started.job_id for _, started in fired.fired if started is not None]
     await db_pool.execute("UPDATE jobs SET status = $2 WHERE job_id = $1", first_job, int(JobStatus.SUCCEEDED))
     await backdate(db_pool, "no-overlap", 2.5)  # half a period: fire times not recorded yet
     again = await fires.fire(db_pool, row.schedule_id, epoch=None, grace=GRACE)
-    assert again is not None and [job is not None for _, job in again.fired][:2] == [True, False]
+    assert again is not None and [started is not None for _, started in again.fired][:2] == [True, False]
     latest = await schedules.get(db_pool, "no-overlap")
-    assert latest.last_job_id == again.fired[0][1] and latest.last_fire_at == again.fired[-1][0]
+    first = again.fired[0][1]
+    assert first is not None and latest.last_job_id == first.job_id and latest.last_fire_at == again.fired[-1][0]
 
 
 async def test_paused_and_deleted_schedules_do_not_fire(db_pool: asyncpg.Pool) -> None:

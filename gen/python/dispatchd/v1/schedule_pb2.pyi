@@ -132,6 +132,35 @@ class ScheduleJobTarget(_message.Message):
 Global___ScheduleJobTarget: _TypeAlias = ScheduleJobTarget  # noqa: Y015
 
 @_typing.final
+class ScheduleWorkflowTarget(_message.Message):
+    """A run of a registered workflow every fire starts (workflow.proto; like StartWorkflowRun)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_NAME_FIELD_NUMBER: _builtins.int
+    WORKFLOW_VERSION_FIELD_NUMBER: _builtins.int
+    INPUT_FIELD_NUMBER: _builtins.int
+    workflow_name: _builtins.str
+    workflow_version: _builtins.int
+    """0: the latest version when the fire happens."""
+    input: _builtins.bytes
+    """The run's input (JSON when a step's template reads from it)."""
+    def __init__(
+        self,
+        *,
+        workflow_name: _builtins.str = ...,
+        workflow_version: _builtins.int = ...,
+        input: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input", b"input", "workflow_name", b"workflow_name", "workflow_version", b"workflow_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleWorkflowTarget: _TypeAlias = ScheduleWorkflowTarget  # noqa: Y015
+
+@_typing.final
 class Schedule(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -140,6 +169,7 @@ class Schedule(_message.Message):
     INTERVAL_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
     CATCH_UP_FIELD_NUMBER: _builtins.int
     CATCH_UP_LIMIT_FIELD_NUMBER: _builtins.int
     OVERLAP_FIELD_NUMBER: _builtins.int
@@ -166,8 +196,12 @@ class Schedule(_message.Message):
     @_builtins.property
     def job(self) -> Global___ScheduleJobTarget: ...
     @_builtins.property
+    def workflow(self) -> Global___ScheduleWorkflowTarget: ...
+    @_builtins.property
     def next_fire_times(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
-        """Output only: the next fire times (GetSchedule: as many as asked for; lists: one)."""
+        """Output only: the next fire times (GetSchedule: as many as asked for; lists: one); none
+        while paused.
+        """
 
     @_builtins.property
     def last_fire(self) -> Global___ScheduleFire:
@@ -185,6 +219,7 @@ class Schedule(_message.Message):
         interval: _duration_pb2.Duration | None = ...,
         time_zone: _builtins.str = ...,
         job: Global___ScheduleJobTarget | None = ...,
+        workflow: Global___ScheduleWorkflowTarget | None = ...,
         catch_up: Global___CatchUpPolicy.ValueType = ...,
         catch_up_limit: _builtins.int = ...,
         overlap: Global___OverlapPolicy.ValueType = ...,
@@ -195,11 +230,11 @@ class Schedule(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "cron", b"cron", "interval", b"interval", "job", b"job", "last_fire", b"last_fire", "target", b"target", "timing", b"timing", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "cron", b"cron", "interval", b"interval", "job", b"job", "last_fire", b"last_fire", "target", b"target", "timing", b"timing", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "catch_up_limit", b"catch_up_limit", "created_at", b"created_at", "cron", b"cron", "interval", b"interval", "job", b"job", "last_fire", b"last_fire", "name", b"name", "next_fire_times", b"next_fire_times", "overlap", b"overlap", "paused", b"paused", "source", b"source", "target", b"target", "time_zone", b"time_zone", "timing", b"timing", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up", b"catch_up", "catch_up_limit", b"catch_up_limit", "created_at", b"created_at", "cron", b"cron", "interval", b"interval", "job", b"job", "last_fire", b"last_fire", "name", b"name", "next_fire_times", b"next_fire_times", "overlap", b"overlap", "paused", b"paused", "source", b"source", "target", b"target", "time_zone", b"time_zone", "timing", b"timing", "updated_at", b"updated_at", "workflow", b"workflow"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["job"]  # noqa: Y015
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["job", "workflow"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     _WhichOneofReturnType_timing: _TypeAlias = _typing.Literal["cron", "interval"]  # noqa: Y015
     _WhichOneofArgType_timing: _TypeAlias = _typing.Literal["timing", b"timing"]  # noqa: Y015
@@ -219,8 +254,16 @@ class ScheduleFire(_message.Message):
     FIRE_TIME_FIELD_NUMBER: _builtins.int
     FIRED_AT_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """The job it started; empty when the overlap policy skipped it."""
+    """The job it started (a job target); empty otherwise."""
+    run_id: _builtins.str
+    """The workflow run it started (a workflow target); empty otherwise."""
+    error: _builtins.str
+    """Why it started nothing although it should have (e.g. the workflow version is gone).
+    job_id, run_id and error all empty: the overlap policy skipped it.
+    """
     @_builtins.property
     def fire_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -233,10 +276,12 @@ class ScheduleFire(_message.Message):
         fire_time: _timestamp_pb2.Timestamp | None = ...,
         fired_at: _timestamp_pb2.Timestamp | None = ...,
         job_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "fired_at", b"fired_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "fired_at", b"fired_at", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "fire_time", b"fire_time", "fired_at", b"fired_at", "job_id", b"job_id", "run_id", b"run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+import asyncpg
+
 from dispatchd.common import names
 from dispatchd.control_plane import convert, validation
 from dispatchd.platform.catch_up import CatchUp, Overlap
 from dispatchd.platform.config import Settings
-from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.errors import InvalidArgument, NotFound
 from dispatchd.platform.retry import RetryPolicy
-from dispatchd.platform.store.schedules import SOURCE_API, Definition, ScheduleRow
+from dispatchd.platform.store import workflows
+from dispatchd.platform.store.schedules import SOURCE_API, Definition, FireRow, ScheduleRow, WorkflowTarget
 from dispatchd.platform.timing import Timing
 from dispatchd.v1 import common_pb2, job_service_pb2, schedule_pb2
 
@@ -53,11 +56,13 @@ def definition(
         interval = dt.timedelta(milliseconds=validation.duration_ms(schedule.interval, "interval"))
     elif timing is None:
         raise InvalidArgument("timing: set cron or interval")
-    if schedule.WhichOneof("target") != "job":
-        raise InvalidArgument("target: set job (the job every fire submits)")
+    target = schedule.WhichOneof("target")
+    if target is None:
+        raise InvalidArgument("target: set job (the job every fire submits) or workflow (the run it starts)")
     # Parse now (the anchor is irrelevant to validity): a bad expression or zone is the caller's error.
     zone = schedule.time_zone or "UTC"
     checked = Timing(cron=cron, time_zone=zone, interval=interval, anchor=dt.datetime.now(dt.UTC))
+    workflow = _workflow(schedule.workflow, settings) if target == "workflow" else None
     job = schedule.job
     request = job_service_pb2.SubmitJobRequest(
         job_type=job.job_type, payload=job.payload, priority=job.priority, metadata=dict(job.metadata),
@@ -78,7 +83,27 @@ def definition(
         name=name(schedule.name), cron=checked.cron, interval=interval, time_zone=schedule.time_zone or "UTC",
         job=template, catch_up=CatchUp(_enum(schedule.catch_up, CatchUp, CatchUp.SKIP, "catch_up")),
         catch_up_limit=limit, overlap=Overlap(_enum(schedule.overlap, Overlap, Overlap.ALLOW, "overlap")),
-        paused=schedule.paused, source=source,
+        paused=schedule.paused, source=source, workflow=workflow,
+    )
+
+
+async def check_workflow(conn: asyncpg.Connection, d: Definition) -> None:
+    """A workflow target must name a registered workflow (and version): refused now, not at each fire."""
+    if d.workflow is None:
+        return
+    try:
+        await workflows.get_definition(conn, d.workflow.name, d.workflow.version)
+    except NotFound as exc:
+        raise InvalidArgument(f"workflow.workflow_name: {exc}") from None
+
+
+def _workflow(target: schedule_pb2.ScheduleWorkflowTarget, settings: Settings) -> WorkflowTarget:
+    if target.workflow_version < 0:
+        raise InvalidArgument("workflow.workflow_version must not be negative (0: the latest)")
+    if len(target.input) > settings.max_payload_bytes:
+        raise InvalidArgument(f"workflow.input is {len(target.input)} bytes; the limit is {settings.max_payload_bytes}")
+    return WorkflowTarget(
+        name(target.workflow_name, "workflow.workflow_name"), target.workflow_version or None, bytes(target.input)
     )
 
 
@@ -92,18 +117,13 @@ def _retry(policy: RetryPolicy) -> common_pb2.RetryPolicy:
 
 def to_wire(row: ScheduleRow, next_fires: int = 1) -> schedule_pb2.Schedule:
     """The schedule as the API shows it; `next_fires` next fire times (none while paused)."""
-    d, template = row.definition, row.definition.job
-    job = schedule_pb2.ScheduleJobTarget(
-        job_type=template.job_type, payload=template.payload, priority=template.priority,
-        metadata=template.metadata, retry_policy=_retry(template.retry) if template.retry_policy_set else None,
-        execution_timeout=None if template.execution_timeout_ms is None else convert.duration(
-            template.execution_timeout_ms),
-    )
+    d = row.definition
     out = schedule_pb2.Schedule(
-        name=row.name, time_zone=d.time_zone, job=job, catch_up=int(d.catch_up),  # type: ignore[arg-type]
+        name=row.name, time_zone=d.time_zone, catch_up=int(d.catch_up),  # type: ignore[arg-type]
         catch_up_limit=d.catch_up_limit, overlap=int(d.overlap), paused=d.paused,  # type: ignore[arg-type]
         source=d.source, created_at=convert.timestamp(row.created_at), updated_at=convert.timestamp(row.updated_at),
     )
+    _target(d, out)
     if d.cron is not None:
         out.cron = d.cron
     elif d.interval_ms is not None:
@@ -113,14 +133,34 @@ def to_wire(row: ScheduleRow, next_fires: int = 1) -> schedule_pb2.Schedule:
         stamps = [convert.timestamp(next(times)) for _ in range(next_fires)]
         out.next_fire_times.extend(ts for ts in stamps if ts is not None)
     if row.last_fire_at is not None:
-        out.last_fire.CopyFrom(fire(row.last_fire_at, row.last_fired_at, row.last_fire_job_id))
+        out.last_fire.CopyFrom(fire(FireRow(row.last_fire_at, row.last_fired_at, row.last_fire_job_id,
+                                            row.last_fire_run_id, None, row.last_fire_error)))
     return out
 
 
-def fire(fire_time: dt.datetime, fired_at: dt.datetime | None, job_id: object | None) -> schedule_pb2.ScheduleFire:
+def _target(d: Definition, out: schedule_pb2.Schedule) -> None:
+    if d.workflow is not None:
+        w = d.workflow
+        out.workflow.CopyFrom(schedule_pb2.ScheduleWorkflowTarget(
+            workflow_name=w.name, workflow_version=w.version or 0, input=w.input))
+        return
+    template = d.job
+    out.job.CopyFrom(schedule_pb2.ScheduleJobTarget(
+        job_type=template.job_type, payload=template.payload, priority=template.priority,
+        metadata=template.metadata, retry_policy=_retry(template.retry) if template.retry_policy_set else None,
+        execution_timeout=None if template.execution_timeout_ms is None else convert.duration(
+            template.execution_timeout_ms),
+    ))
+
+
+def _id(value: object | None) -> str:
+    return "" if value is None else str(value)
+
+
+def fire(row: FireRow) -> schedule_pb2.ScheduleFire:
     return schedule_pb2.ScheduleFire(
-        fire_time=convert.timestamp(fire_time), fired_at=convert.timestamp(fired_at),
-        job_id="" if job_id is None else str(job_id),
+        fire_time=convert.timestamp(row.fire_time), fired_at=convert.timestamp(row.fired_at),
+        job_id=_id(row.job_id), run_id=_id(row.run_id), error=row.error,
     )
 
 

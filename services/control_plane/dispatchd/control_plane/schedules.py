@@ -53,6 +53,7 @@ class ScheduleMethods:
     ) -> schedule_pb2.CreateScheduleResponse:
         d = schedule_defs.definition(request.schedule, self.settings, access.submitter())
         async with self.pool.acquire() as conn, conn.transaction():
+            await schedule_defs.check_workflow(conn, d)
             row, created = await schedules.put(conn, d)
         await announce_change(self.queues, row.name)
         return schedule_pb2.CreateScheduleResponse(schedule=schedule_defs.to_wire(row), created=created)
@@ -114,5 +115,5 @@ class ScheduleMethods:
         page = fires[:size]
         token = self.pages.issue_time_id(listing, page[-1].fire_time, row.schedule_id) if len(fires) > size else ""
         return schedule_pb2.ListScheduleFiresResponse(
-            fires=[schedule_defs.fire(f.fire_time, f.fired_at, f.job_id) for f in page], next_page_token=token
+            fires=[schedule_defs.fire(f) for f in page], next_page_token=token
         )

@@ -90,7 +90,7 @@ class ScheduleFirer:
                 extra={"fields": {
                     "event": "schedule_fired", "schedule": fired.name, "epoch": epoch,
                     "fire_times": [t.isoformat() for t, _ in fired.fired],
-                    "jobs": [str(j) for _, j in fired.fired if j is not None],
+                    "started": [str(s.job_id or s.run_id or s.error) for _, s in fired.fired if s is not None],
                     "dropped": fired.dropped, "next_fire_at": fired.next_fire_at.isoformat(),
                 }},
             )

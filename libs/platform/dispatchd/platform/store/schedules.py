@@ -31,8 +31,18 @@ SOURCE_GITOPS = "gitops"
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowTarget:
+    """A run of workflow `name` (`version` None: its latest version when the fire happens)."""
+
+    name: str
+    version: int | None
+    input: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Definition:
-    """Everything a caller defines about a schedule; `job` is the template of every job it starts."""
+    """Everything a caller defines about a schedule. It starts a job from the template `job`, or
+    (`workflow` set) a workflow run; `job` then carries only who created the schedule."""
 
     name: str
     cron: str | None
@@ -44,6 +54,7 @@ class Definition:
     overlap: Overlap
     paused: bool = False
     source: str = SOURCE_API
+    workflow: WorkflowTarget | None = None
 
     def timing(self, anchor: dt.datetime) -> Timing:
         return Timing(cron=self.cron, time_zone=self.time_zone, interval=self.interval, anchor=anchor)
@@ -60,10 +71,18 @@ class Definition:
             "execution_timeout_ms": job.execution_timeout_ms,
         }
 
+    def target_columns(self) -> list[object]:
+        """job_type, payload, job_options, workflow_name, workflow_version, workflow_input."""
+        if self.workflow is not None:
+            w = self.workflow
+            return [None, b"", {}, w.name, w.version, w.input]
+        return [self.job.job_type, self.job.payload, self.job_options(), None, None, b""]
+
     def digest(self) -> bytes:
         """Fingerprint of the definition: a GitOps reload rewrites only what changed."""
-        parts = [self.cron, self.interval_ms, self.time_zone, self.job.job_type, self.job.payload.hex(),
-                 self.job_options(), int(self.catch_up), self.catch_up_limit, int(self.overlap), self.paused]
+        target = [v.hex() if isinstance(v, bytes) else v for v in self.target_columns()]
+        parts = [self.cron, self.interval_ms, self.time_zone, target, int(self.catch_up), self.catch_up_limit,
+                 int(self.overlap), self.paused]
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()
 
     @property
@@ -81,11 +100,14 @@ class ScheduleRow:
     next_fire_at: dt.datetime
     last_fire_at: dt.datetime | None
     last_job_id: uuid.UUID | None
+    last_run_id: uuid.UUID | None
     created_at: dt.datetime
     updated_at: dt.datetime
     # The latest fire's record (read by get and list only): when it was fired and its job.
     last_fired_at: dt.datetime | None = None
     last_fire_job_id: uuid.UUID | None = None
+    last_fire_run_id: uuid.UUID | None = None
+    last_fire_error: str = ""
 
     @property
     def timing(self) -> Timing:
@@ -93,44 +115,52 @@ class ScheduleRow:
 
     @classmethod
     def from_record(cls, r: Any) -> ScheduleRow:
-        options = r["job_options"]
+        options = r["job_options"] or {}
         job = NewJob(
-            job_type=r["job_type"],
+            job_type=r["job_type"] or "",
             payload=bytes(r["payload"]),
-            priority=options["priority"],
+            priority=options.get("priority", 0),
             idempotency_key=None,
-            metadata=dict(options["metadata"]),
-            retry=RetryPolicy(options["max_attempts"], options["initial_backoff_ms"], options["max_backoff_ms"]),
-            retry_policy_set=options["retry_policy_set"],
-            execution_timeout_ms=options["execution_timeout_ms"],
+            metadata=dict(options.get("metadata", {})),
+            retry=RetryPolicy.from_parts(
+                options.get("max_attempts"), options.get("initial_backoff_ms"), options.get("max_backoff_ms")
+            ),
+            retry_policy_set=options.get("retry_policy_set", False),
+            execution_timeout_ms=options.get("execution_timeout_ms"),
             submitted_by=r["created_by"],
         )
+        workflow = None
+        if r["workflow_name"] is not None:
+            workflow = WorkflowTarget(r["workflow_name"], r["workflow_version"], bytes(r["workflow_input"]))
         interval = None if r["interval_ms"] is None else dt.timedelta(milliseconds=r["interval_ms"])
         definition = Definition(
             name=r["name"], cron=r["cron"], interval=interval, time_zone=r["time_zone"], job=job,
             catch_up=CatchUp(r["catch_up"]), catch_up_limit=r["catch_up_limit"], overlap=Overlap(r["overlap"]),
-            paused=r["paused"], source=r["source"],
+            paused=r["paused"], source=r["source"], workflow=workflow,
         )
         return cls(
             schedule_id=r["schedule_id"], name=r["name"], definition=definition, anchor_at=r["anchor_at"],
             cursor_at=r["cursor_at"], next_fire_at=r["next_fire_at"], last_fire_at=r["last_fire_at"],
-            last_job_id=r["last_job_id"], created_at=r["created_at"], updated_at=r["updated_at"],
-            last_fired_at=r.get("last_fired_at"), last_fire_job_id=r.get("last_fire_job_id"),
+            last_job_id=r["last_job_id"], last_run_id=r["last_run_id"], created_at=r["created_at"],
+            updated_at=r["updated_at"], last_fired_at=r.get("last_fired_at"),
+            last_fire_job_id=r.get("last_fire_job_id"), last_fire_run_id=r.get("last_fire_run_id"),
+            last_fire_error=r.get("last_fire_error") or "",
         )
 
 
 _INSERT = """
 INSERT INTO schedules (schedule_id, name, cron, interval_ms, time_zone, anchor_at, job_type, payload, job_options,
-                       catch_up, catch_up_limit, overlap, paused, cursor_at, next_fire_at, source, definition_hash,
-                       created_by, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $6, $14, $15, $16, $17, $6, $6)
+                       workflow_name, workflow_version, workflow_input, catch_up, catch_up_limit, overlap, paused,
+                       cursor_at, next_fire_at, source, definition_hash, created_by, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $6, $17, $18, $19, $20, $6, $6)
 RETURNING *
 """
 
 _UPDATE = """
 UPDATE schedules SET cron = $2, interval_ms = $3, time_zone = $4, anchor_at = $5, job_type = $6, payload = $7,
-       job_options = $8, catch_up = $9, catch_up_limit = $10, overlap = $11, paused = $12, cursor_at = $13,
-       next_fire_at = $14, source = $15, definition_hash = $16, updated_at = $17
+       job_options = $8, workflow_name = $9, workflow_version = $10, workflow_input = $11, catch_up = $12,
+       catch_up_limit = $13, overlap = $14, paused = $15, cursor_at = $16, next_fire_at = $17, source = $18,
+       definition_hash = $19, updated_at = $20
 WHERE schedule_id = $1 RETURNING *
 """
 
@@ -151,8 +181,8 @@ async def put(conn: asyncpg.Connection, d: Definition) -> tuple[ScheduleRow, boo
     if existing is None:
         anchor = now
         row = await conn.fetchrow(
-            _INSERT, uuid.uuid4(), d.name, d.cron, d.interval_ms, d.time_zone, anchor, d.job.job_type, d.job.payload,
-            d.job_options(), int(d.catch_up), d.catch_up_limit, int(d.overlap), d.paused,
+            _INSERT, uuid.uuid4(), d.name, d.cron, d.interval_ms, d.time_zone, anchor, *d.target_columns(),
+            int(d.catch_up), d.catch_up_limit, int(d.overlap), d.paused,
             d.timing(anchor).next_after(anchor), d.source, digest, d.job.submitted_by,
         )
         return ScheduleRow.from_record(row), True
@@ -165,8 +195,8 @@ async def put(conn: asyncpg.Connection, d: Definition) -> tuple[ScheduleRow, boo
     anchor = now if retimed else old.anchor_at
     cursor = max(old.cursor_at, now) if (retimed or resumed) else old.cursor_at
     row = await conn.fetchrow(
-        _UPDATE, old.schedule_id, d.cron, d.interval_ms, d.time_zone, anchor, d.job.job_type, d.job.payload,
-        d.job_options(), int(d.catch_up), d.catch_up_limit, int(d.overlap), d.paused, cursor,
+        _UPDATE, old.schedule_id, d.cron, d.interval_ms, d.time_zone, anchor, *d.target_columns(), int(d.catch_up),
+        d.catch_up_limit, int(d.overlap), d.paused, cursor,
         d.timing(anchor).next_after(cursor), d.source, digest, now,
     )
     return ScheduleRow.from_record(row), False
@@ -174,7 +204,9 @@ async def put(conn: asyncpg.Connection, d: Definition) -> tuple[ScheduleRow, boo
 
 # A schedule with its latest fire's record (one primary-key lookup).
 _READ = """
-SELECT s.*, f.fired_at AS last_fired_at, f.job_id AS last_fire_job_id FROM schedules s
+SELECT s.*, f.fired_at AS last_fired_at, f.job_id AS last_fire_job_id, f.run_id AS last_fire_run_id,
+       f.error AS last_fire_error
+FROM schedules s
 LEFT JOIN schedule_fires f ON f.schedule_id = s.schedule_id AND f.fire_time = s.last_fire_at
 """
 
@@ -238,9 +270,11 @@ async def delete(conn: asyncpg.Connection | asyncpg.Pool, names: Sequence[str]) 
 @dataclass(frozen=True, slots=True)
 class FireRow:
     fire_time: dt.datetime
-    fired_at: dt.datetime
-    job_id: uuid.UUID | None  # None: the overlap policy skipped it
+    fired_at: dt.datetime | None
+    job_id: uuid.UUID | None  # job, run and error all empty: the overlap policy skipped it
+    run_id: uuid.UUID | None
     epoch: int | None
+    error: str = ""
 
 
 async def list_fires(
@@ -248,8 +282,8 @@ async def list_fires(
 ) -> list[FireRow]:
     """Newest first; up to `page_size` + 1 rows (the extra one says another page follows)."""
     rows = await conn.fetch(
-        "SELECT fire_time, fired_at, job_id, epoch FROM schedule_fires WHERE schedule_id = $1"
+        "SELECT fire_time, fired_at, job_id, run_id, epoch, error FROM schedule_fires WHERE schedule_id = $1"
         " AND ($2::timestamptz IS NULL OR fire_time < $2) ORDER BY fire_time DESC LIMIT $3",
         schedule_id, before, page_size + 1,
     )
-    return [FireRow(r["fire_time"], r["fired_at"], r["job_id"], r["epoch"]) for r in rows]
+    return [FireRow(r["fire_time"], r["fired_at"], r["job_id"], r["run_id"], r["epoch"], r["error"]) for r in rows]

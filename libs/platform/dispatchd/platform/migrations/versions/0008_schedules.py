@@ -6,19 +6,22 @@ its `cursor`: every fire time up to it has been decided (fired or dropped by the
 policy). `next_fire_at` is the first fire time after the cursor, so the leader finds what is
 due, and how long to sleep, with one index scan.
 
-`schedule_fires` has one row per fire time that was fired, with the job it created (NULL when
-the overlap policy skipped it). Its primary key makes a second fire of the same time
+A schedule starts either a job (`job_type`, `payload`, `job_options`) or a run of a workflow
+(`workflow_name`, `workflow_version` — NULL: the latest — and `workflow_input`), never both.
+
+`schedule_fires` has one row per fire time that was fired, with the job or workflow run it
+created (both NULL when the overlap policy skipped it). Its primary key makes a second fire of the same time
 impossible, whatever two leaders do; the leader writes it under its fence, in the same
 transaction as the job and the cursor.
 
 Revision ID: 0008
-Revises: 0006 (until the workflows migration 0007 is merged; then 0007)
+Revises: 0007
 """
 
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -34,9 +37,13 @@ def upgrade() -> None:
             time_zone text NOT NULL DEFAULT 'UTC',
             anchor_at timestamptz NOT NULL,
             CHECK ((cron IS NULL) <> (interval_ms IS NULL)),
-            job_type text NOT NULL,
+            job_type text,
             payload bytea NOT NULL DEFAULT '',
             job_options jsonb NOT NULL DEFAULT '{}',
+            workflow_name text,
+            workflow_version integer,
+            workflow_input bytea NOT NULL DEFAULT '',
+            CHECK ((job_type IS NULL) <> (workflow_name IS NULL)),
             catch_up smallint NOT NULL,
             catch_up_limit integer NOT NULL DEFAULT 0,
             overlap smallint NOT NULL,
@@ -45,6 +52,7 @@ def upgrade() -> None:
             next_fire_at timestamptz NOT NULL,
             last_fire_at timestamptz,
             last_job_id uuid,
+            last_run_id uuid,
             source text NOT NULL DEFAULT 'api',
             definition_hash bytea NOT NULL,
             created_by text,
@@ -61,6 +69,9 @@ def upgrade() -> None:
             fire_time timestamptz NOT NULL,
             fired_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             job_id uuid,
+            run_id uuid,
+            -- Why the fire started nothing although it should have (e.g. its workflow is gone).
+            error text NOT NULL DEFAULT '',
             epoch bigint,
             PRIMARY KEY (schedule_id, fire_time)
         )
