@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         "", description="Directory of GitOps YAML schedule definitions (`kind: Schedule`) the control plane "
         "loads and re-loads; empty: none."
     )
+    schedules_reload_seconds: float = Field(
+        3.0, gt=0, description="How often the control plane looks for changed schedule files (an mtime check)."
+    )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
     registration_timeout_seconds: float = Field(
         10.0, gt=0, description="A worker stream that has not registered this long after opening is ended "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dispatchd.control_plane.schedule_files import ScheduleFiles
 from dispatchd.control_plane.servicer import JobService
 from dispatchd.control_plane.waiters import JobWaiters
 from dispatchd.platform import command_line, paging, server
@@ -22,10 +23,13 @@ async def build(runtime: server.Runtime) -> server.Service:
         raise SystemExit(f"control-plane: {exc}") from None
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters, pages)
     runtime.on_shutdown.append(waiters.close)
+    tasks = [waiters.run]
+    if runtime.settings.schedules_dir:  # GitOps schedule definitions (schedule_files)
+        tasks.append(ScheduleFiles(runtime.settings, runtime.pool, queues).run)
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
         service_names=[SERVICE_NAME],
-        tasks=[waiters.run],
+        tasks=tasks,
     )
 
 
