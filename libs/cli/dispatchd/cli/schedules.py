@@ -14,11 +14,12 @@ from typing import Any
 
 from dispatchd.cli import output
 from dispatchd.cli.commands import Io
+from dispatchd.cli.connection import CliError
 from dispatchd.cli.durations import duration_arg
 from dispatchd.client import Client, Schedule, ScheduleFire
 from dispatchd.common.arguments import key_value
 
-COLUMNS = ("NAME", "WHEN", "JOB TYPE", "STATE", "NEXT FIRE", "LAST FIRE", "LAST JOB")
+COLUMNS = ("NAME", "WHEN", "STARTS", "STATE", "NEXT FIRE", "LAST FIRE", "LAST STARTED")
 
 
 def _stamp(value: dt.datetime | None) -> str:
@@ -31,11 +32,21 @@ def _timing(s: Schedule) -> str:
     return f"every {s.interval}"
 
 
+def _target(s: Schedule) -> str:
+    return s.job_type or f"workflow {s.workflow_name}"
+
+
+def _started(f: ScheduleFire) -> str:
+    if f.error:
+        return f"(failed: {f.error})"
+    return f.job_id or (f"run {f.run_id}" if f.run_id else "(skipped: previous one still active)")
+
+
 def _row(s: Schedule) -> list[str]:
     last = s.last_fire
-    return [s.name, _timing(s), s.job_type, "paused" if s.paused else "active",
+    return [s.name, _timing(s), _target(s), "paused" if s.paused else "active",
             _stamp(s.next_fire_times[0] if s.next_fire_times else None),
-            _stamp(last.fire_time if last else None), (last.job_id or "(skipped)") if last else "-"]
+            _stamp(last.fire_time if last else None), _started(last) if last else "-"]
 
 
 def _show(schedules: Sequence[Schedule], io: Io) -> None:
@@ -52,14 +63,14 @@ def _one(s: Schedule, io: Io, created: bool | None = None) -> int:
             document["created"] = created
         output.emit_json(document, io.out)
         return 0
-    lines = [("name", s.name), ("when", _timing(s)), ("job type", s.job_type),
+    lines = [("name", s.name), ("when", _timing(s)), ("starts", _target(s)),
              ("state", "paused" if s.paused else "active"), ("catch-up", f"{s.catch_up} (limit {s.catch_up_limit})"),
              ("overlap", s.overlap), ("source", s.source)]
     if created is not None:
         lines.append(("created", "yes" if created else "no (replaced or unchanged)"))
     lines += [("next fire", _stamp(t)) for t in s.next_fire_times]
     if s.last_fire is not None:
-        lines.append(("last fire", f"{_stamp(s.last_fire.fire_time)} job {s.last_fire.job_id or '(skipped)'}"))
+        lines.append(("last fire", f"{_stamp(s.last_fire.fire_time)} {_started(s.last_fire)}"))
     for key, value in lines:
         io.out.write(f"{key + ':':<12} {value}\n")
     return 0
@@ -71,8 +82,11 @@ def list_schedules(args: argparse.Namespace, client: Client, io: Io) -> int:
 
 
 def create(args: argparse.Namespace, client: Client, io: Io) -> int:
+    if (args.job_type is None) == (args.workflow is None):
+        raise CliError("schedule create: give JOB_TYPE or --workflow NAME", exit_code=2)
     schedule, created = client.put_schedule(
-        args.name, args.job_type, cron=args.cron, interval=args.every, time_zone=args.time_zone or "",
+        args.name, args.job_type, workflow=args.workflow, workflow_version=args.workflow_version,
+        workflow_input=args.input, cron=args.cron, interval=args.every, time_zone=args.time_zone or "",
         payload=args.payload, catch_up=args.catch_up, catch_up_limit=args.catch_up_limit or 0,
         overlap=args.overlap, paused=args.paused, priority=args.priority, metadata=dict(args.meta or []),
         max_attempts=args.max_attempts, execution_timeout=args.execution_timeout,
@@ -104,16 +118,16 @@ def delete(args: argparse.Namespace, client: Client, io: Io) -> int:
 
 
 def _fire_row(f: ScheduleFire) -> list[str]:
-    return [_stamp(f.fire_time), _stamp(f.fired_at), f.job_id or "(skipped: previous job still active)"]
+    return [_stamp(f.fire_time), _stamp(f.fired_at), _started(f)]
 
 
 def fires(args: argparse.Namespace, client: Client, io: Io) -> int:
     found = client.schedule_fires(args.name, limit=args.limit)
     if io.json:
         output.emit_json([{"fire_time": f.fire_time.isoformat(), "fired_at": _stamp(f.fired_at),
-                           "job_id": f.job_id} for f in found], io.out)
+                           "job_id": f.job_id, "run_id": f.run_id, "error": f.error} for f in found], io.out)
     else:
-        output.table(("FIRE TIME", "FIRED AT", "JOB"), [_fire_row(f) for f in found], io.out)
+        output.table(("FIRE TIME", "FIRED AT", "STARTED"), [_fire_row(f) for f in found], io.out)
     return 0
 
 
@@ -131,7 +145,10 @@ def register(sub: Any, common: list[argparse.ArgumentParser]) -> None:
 
     action("list", list_schedules, "list schedules with their next and last fire", named=False)
     p = action("create", create, "create a schedule, or replace the one of this name")
-    p.add_argument("job_type", metavar="JOB_TYPE", help="the job every fire submits")
+    p.add_argument("job_type", nargs="?", metavar="JOB_TYPE", help="the job every fire submits")
+    p.add_argument("--workflow", metavar="NAME", help="instead of a job: every fire starts a run of this workflow")
+    p.add_argument("--workflow-version", type=int, default=0, metavar="N", help="with --workflow (default: latest)")
+    p.add_argument("--input", metavar="TEXT", help="with --workflow: the run's input (JSON text)")
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", metavar="EXPR", help="5-field cron expression or @hourly, @daily, ...")
     when.add_argument("--every", type=duration_arg, metavar="DUR", help="fixed interval, e.g. 30s, 5m")

@@ -40,18 +40,22 @@ class ScheduleOptions(TypedDict, total=False):
     initial_backoff: dt.timedelta | None
     max_backoff: dt.timedelta | None
     execution_timeout: dt.timedelta | None
+    workflow_version: int
+    workflow_input: Payload
 
 
 @dataclass(frozen=True)
 class ScheduleFire:
     fire_time: dt.datetime
     fired_at: dt.datetime | None
-    job_id: str  # "" when the overlap policy skipped this fire
+    job_id: str  # the job it started ("" for a workflow target)
+    run_id: str  # the workflow run it started ("" for a job target)
+    error: str  # why it started nothing; all three "": the overlap policy skipped it
 
     @classmethod
     def from_proto(cls, f: pb.ScheduleFire) -> ScheduleFire:
-        return cls(f.fire_time.ToDatetime(tzinfo=dt.UTC), f.fired_at.ToDatetime(tzinfo=dt.UTC) if f.HasField(
-            "fired_at") else None, f.job_id)
+        fired_at = f.fired_at.ToDatetime(tzinfo=dt.UTC) if f.HasField("fired_at") else None
+        return cls(f.fire_time.ToDatetime(tzinfo=dt.UTC), fired_at, f.job_id, f.run_id, f.error)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class Schedule:
     cron: str | None
     interval: dt.timedelta | None
     time_zone: str
-    job_type: str
+    job_type: str  # "" for a workflow schedule
+    workflow_name: str  # "" for a job schedule
     catch_up: CatchUp
     catch_up_limit: int
     overlap: Overlap
@@ -78,6 +83,7 @@ class Schedule:
             interval=s.interval.ToTimedelta() if s.WhichOneof("timing") == "interval" else None,
             time_zone=s.time_zone,
             job_type=s.job.job_type,
+            workflow_name=s.workflow.workflow_name,
             catch_up=cast(CatchUp, pb.CatchUpPolicy.Name(s.catch_up).removeprefix("CATCH_UP_POLICY_").lower()),
             catch_up_limit=s.catch_up_limit,
             overlap=cast(Overlap, pb.OverlapPolicy.Name(s.overlap).removeprefix("OVERLAP_POLICY_").lower()),
@@ -89,12 +95,7 @@ class Schedule:
         )
 
 
-def schedule_request(
-    name: str, job_type: str, *, cron: str | None, interval: dt.timedelta | None, **options: Unpack[ScheduleOptions]
-) -> pb.Schedule:
-    """The Schedule message for `put_schedule` (exactly one of cron and interval)."""
-    if (cron is None) == (interval is None):
-        raise ValueError("give cron or interval, not both or neither")
+def _job(job_type: str, options: ScheduleOptions) -> pb.ScheduleJobTarget:
     submit = _requests.submit(
         job_type, options.get("payload"), priority=options.get("priority", 0), metadata=options.get("metadata"),
         max_attempts=options.get("max_attempts"), initial_backoff=options.get("initial_backoff"),
@@ -106,13 +107,38 @@ def schedule_request(
         job.retry_policy.CopyFrom(submit.retry_policy)
     if submit.HasField("execution_timeout"):
         job.execution_timeout.CopyFrom(submit.execution_timeout)
+    return job
+
+
+def schedule_request(
+    name: str,
+    job_type: str | None,
+    *,
+    workflow: str | None,
+    cron: str | None,
+    interval: dt.timedelta | None,
+    **options: Unpack[ScheduleOptions],
+) -> pb.Schedule:
+    """The Schedule message for `put_schedule` (one of cron and interval; one of job_type and workflow)."""
+    if (cron is None) == (interval is None):
+        raise ValueError("give cron or interval, not both or neither")
+    if (job_type is None) == (workflow is None):
+        raise ValueError("give job_type or workflow, not both or neither")
     schedule = pb.Schedule(
-        name=name, time_zone=options.get("time_zone", ""), job=job,
+        name=name, time_zone=options.get("time_zone", ""),
         catch_up=pb.CatchUpPolicy.Value("CATCH_UP_POLICY_" + options.get("catch_up", "skip").upper()),
         catch_up_limit=options.get("catch_up_limit", 0),
         overlap=pb.OverlapPolicy.Value("OVERLAP_POLICY_" + options.get("overlap", "allow").upper()),
         paused=options.get("paused", False),
     )
+    if workflow is not None:
+        schedule.workflow.CopyFrom(pb.ScheduleWorkflowTarget(
+            workflow_name=workflow, workflow_version=options.get("workflow_version", 0),
+            input=_requests.encode_payload(options.get("workflow_input")),
+        ))
+    else:
+        assert job_type is not None
+        schedule.job.CopyFrom(_job(job_type, options))
     if cron is not None:
         schedule.cron = cron
     else:
@@ -125,16 +151,17 @@ class ScheduleCalls:
     """The schedule methods of AsyncClient (and, blocking, of Client)."""
 
     async def put_schedule(
-        self, name: str, job_type: str, *, cron: str | None = None, interval: dt.timedelta | None = None,
-        **options: Unpack[ScheduleOptions],
+        self, name: str, job_type: str | None = None, *, workflow: str | None = None, cron: str | None = None,
+        interval: dt.timedelta | None = None, **options: Unpack[ScheduleOptions],
     ) -> tuple[Schedule, bool]:
         """Create the schedule, or replace the one of this name; returns it and whether it is new.
-        Options: time_zone, payload, catch_up ("skip", "once", "all"), catch_up_limit, overlap
-        ("allow", "skip"), paused, and the job's priority, metadata, max_attempts,
-        initial_backoff, max_backoff, execution_timeout."""
+        Each fire submits a job of `job_type`, or starts a run of the registered `workflow`.
+        Options: time_zone, catch_up ("skip", "once", "all"), catch_up_limit, overlap ("allow",
+        "skip"), paused; the job's payload, priority, metadata, max_attempts, initial_backoff,
+        max_backoff, execution_timeout; the run's workflow_version (0: latest), workflow_input."""
         client = cast("AsyncClient", self)
-        request = pb.CreateScheduleRequest(schedule=schedule_request(name, job_type, cron=cron, interval=interval,
-                                                                     **options))
+        schedule = schedule_request(name, job_type, workflow=workflow, cron=cron, interval=interval, **options)
+        request = pb.CreateScheduleRequest(schedule=schedule)
         reply = await client._call(client._jobs().CreateSchedule, request)
         return Schedule.from_proto(reply.schedule), reply.created
 

@@ -19,6 +19,7 @@ from dispatchd.platform.errors import InvalidArgument, NotFound
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.store import workflows
 from dispatchd.platform.store.schedules import SOURCE_API, Definition, FireRow, ScheduleRow, WorkflowTarget
+from dispatchd.platform.store.submits import NewJob
 from dispatchd.platform.timing import Timing
 from dispatchd.v1 import common_pb2, job_service_pb2, schedule_pb2
 
@@ -63,18 +64,10 @@ def definition(
     zone = schedule.time_zone or "UTC"
     checked = Timing(cron=cron, time_zone=zone, interval=interval, anchor=dt.datetime.now(dt.UTC))
     workflow = _workflow(schedule.workflow, settings) if target == "workflow" else None
-    job = schedule.job
-    request = job_service_pb2.SubmitJobRequest(
-        job_type=job.job_type, payload=job.payload, priority=job.priority, metadata=dict(job.metadata),
-    )
-    if job.HasField("retry_policy"):
-        request.retry_policy.CopyFrom(job.retry_policy)
-    if job.HasField("execution_timeout"):
-        request.execution_timeout.CopyFrom(job.execution_timeout)
-    try:
-        template = validation.new_job(request, settings, created_by)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"job: {exc}") from None
+    if workflow is None:
+        template = _job(schedule.job, settings, created_by)
+    else:  # the workflow's steps define the jobs; the template only says who created the schedule
+        template = NewJob("", b"", 0, None, {}, RetryPolicy(), False, submitted_by=created_by)
     limit = schedule.catch_up_limit or DEFAULT_CATCH_UP_LIMIT
     if not 1 <= limit <= MAX_CATCH_UP_LIMIT:
         raise InvalidArgument(f"catch_up_limit must be between 0 (default {DEFAULT_CATCH_UP_LIMIT}) and "
@@ -85,6 +78,21 @@ def definition(
         catch_up_limit=limit, overlap=Overlap(_enum(schedule.overlap, Overlap, Overlap.ALLOW, "overlap")),
         paused=schedule.paused, source=source, workflow=workflow,
     )
+
+
+def _job(job: schedule_pb2.ScheduleJobTarget, settings: Settings, created_by: str | None) -> NewJob:
+    """The job template, checked exactly as SubmitJob checks a job."""
+    request = job_service_pb2.SubmitJobRequest(
+        job_type=job.job_type, payload=job.payload, priority=job.priority, metadata=dict(job.metadata),
+    )
+    if job.HasField("retry_policy"):
+        request.retry_policy.CopyFrom(job.retry_policy)
+    if job.HasField("execution_timeout"):
+        request.execution_timeout.CopyFrom(job.execution_timeout)
+    try:
+        return validation.new_job(request, settings, created_by)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"job: {exc}") from None
 
 
 async def check_workflow(conn: asyncpg.Connection, d: Definition) -> None:
