@@ -19,9 +19,10 @@ from dispatchd.platform.catch_up import CatchUp, Overlap
 from dispatchd.platform.errors import NotFound
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.states import JobStatus
-from dispatchd.platform.store import fence, fires, schedules
+from dispatchd.platform.store import fence, fires, schedules, workflows
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.store.submits import NewJob
+from dispatchd.platform.workflow_definitions import parse
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,25 @@ async def test_paused_and_deleted_schedules_do_not_fire(db_pool: asyncpg.Pool) -
     resumed = await schedules.set_paused(db_pool, "paused", False)
     assert resumed.cursor_at > row.cursor_at  # the paused time is never caught up
     assert await fires.fire(db_pool, uuid.uuid4(), epoch=None, grace=GRACE) is None
+
+
+async def test_a_workflow_schedule_starts_runs_and_records_a_run_it_could_not_start(db_pool: asyncpg.Pool) -> None:
+    flow = parse({"name": "etl.flow", "steps": [{"id": "a", "job_type": "etl.a"}, {"id": "b", "job_type": "etl.b",
+                                                                                   "depends_on": ["a"]}]})
+    async with db_pool.acquire() as conn:
+        await workflows.register(conn, flow, "api")
+    target = schedules.WorkflowTarget("etl.flow", None, b'{"day": 1}')
+    row = await put(db_pool, definition("flow.every-second", workflow=target, overlap=Overlap.SKIP))
+    await backdate(db_pool, "flow.every-second", 2.5)
+    fired = await fires.fire(db_pool, row.schedule_id, epoch=None, grace=GRACE)
+    assert fired is not None and len(fired.queued) == 1  # the root step's first attempt
+    first, *rest = [started for _, started in fired.fired]
+    assert first is not None and first.run_id is not None and first.job_id is None
+    assert rest == [None] * len(rest) and rest  # the run is still running: the overlap policy skipped these
+    assert await db_pool.fetchval("SELECT count(*) FROM workflow_runs WHERE input = $1", target.input) == 1
+    gone = await put(db_pool, definition("flow.gone", workflow=schedules.WorkflowTarget("etl.flow", 9, b"")))
+    await backdate(db_pool, "flow.gone", 1.5)
+    failed = await fires.fire(db_pool, gone.schedule_id, epoch=None, grace=GRACE)
+    assert failed is not None and failed.fired
+    assert all(s is not None and s.run_id is None and "etl.flow" in s.error for _, s in failed.fired)
+    assert (await schedules.get(db_pool, "flow.gone")).cursor_at > gone.cursor_at  # the schedule went on
