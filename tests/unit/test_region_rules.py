@@ -13,7 +13,8 @@ JOB_METHODS = [
     f"/{m.containing_service.full_name}/{m.name}"
     for m in job_service_pb2.DESCRIPTOR.services_by_name["JobService"].methods
 ]
-READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
+READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters", "GetSchedule", "ListSchedules",
+         "ListScheduleFires"}
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

@@ -79,19 +79,20 @@ class ScheduleMethods:
             schedules=[schedule_defs.to_wire(r) for r in page], next_page_token=token
         )
 
+    async def _set_paused(self, name: str, paused: bool) -> schedule_pb2.Schedule:
+        row = await schedules.set_paused(self.pool, schedule_defs.name(name), paused)
+        await announce_change(self.queues, row.name)
+        return schedule_defs.to_wire(row)
+
     async def PauseSchedule(  # noqa: N802
         self, request: schedule_pb2.PauseScheduleRequest, context: Context
     ) -> schedule_pb2.PauseScheduleResponse:
-        row = await schedules.set_paused(self.pool, schedule_defs.name(request.name), True)
-        await announce_change(self.queues, row.name)
-        return schedule_pb2.PauseScheduleResponse(schedule=schedule_defs.to_wire(row))
+        return schedule_pb2.PauseScheduleResponse(schedule=await self._set_paused(request.name, True))
 
     async def ResumeSchedule(  # noqa: N802
         self, request: schedule_pb2.ResumeScheduleRequest, context: Context
     ) -> schedule_pb2.ResumeScheduleResponse:
-        row = await schedules.set_paused(self.pool, schedule_defs.name(request.name), False)
-        await announce_change(self.queues, row.name)
-        return schedule_pb2.ResumeScheduleResponse(schedule=schedule_defs.to_wire(row))
+        return schedule_pb2.ResumeScheduleResponse(schedule=await self._set_paused(request.name, False))
 
     async def DeleteSchedule(  # noqa: N802
         self, request: schedule_pb2.DeleteScheduleRequest, context: Context
