@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -36,6 +37,13 @@ EXPECTED_JOB_SERVICE: dict[str, set[str]] = {
     "CancelJob": {"operator", "admin"},
     "ListDeadLetters": {"viewer", "operator", "admin"},
     "RedriveJobs": {"operator", "admin"},
+    "CreateSchedule": {"operator", "admin"},
+    "GetSchedule": {"viewer", "operator", "admin"},
+    "ListSchedules": {"viewer", "operator", "admin"},
+    "PauseSchedule": {"operator", "admin"},
+    "ResumeSchedule": {"operator", "admin"},
+    "DeleteSchedule": {"operator", "admin"},
+    "ListScheduleFires": {"viewer", "operator", "admin"},
 }
 EXPECTED_CONNECT = {"worker", "service"}
 # A token with each role; plus a token with no role and one with a role nobody knows.
@@ -70,7 +78,8 @@ def _request(method: str) -> Message:
         return requests[method]
     # Methods added later: their default request (validation may refuse it, which is fine).
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls: Any = getattr(job_service_pb2, descriptor.name)
+    # By descriptor: a request may be defined in another file (schedule.proto, ...).
+    cls: Any = message_factory.GetMessageClass(descriptor)
     request: Message = cls()
     if "job_ids" in descriptor.fields_by_name:
         request.job_ids.append(unknown)  # type: ignore[attr-defined]
