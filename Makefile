@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost image image-test lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test lock clean
 
 venv: $(VENV)/.stamp
 
@@ -96,6 +96,11 @@ perf-compare: venv
 ## writes evidence/perf/tracing-cost.json and fails when the throughput drop exceeds 5%.
 perf-tracing-cost: venv
 	$(PY) -m perf.tracing_cost $(PERF_ARGS)
+
+## Step-to-step latency of a 10-step workflow sequence (p50/p99 per hop; target p50 <= 5 ms);
+## writes evidence/perf/workflow-hops.json.
+perf-workflow: venv
+	$(PY) -m perf.workflow_hops $(PERF_ARGS)
 
 ## Build the Dockerfile, unchanged, with buildah (vfs, chroot) on a Debian stand-in for the python
 ## base (scripts/base-image.sh, built once and cached); README "Image".

@@ -1,13 +1,20 @@
-"""The workflow store on real Postgres: registration versions, starting a run, idempotency."""
+"""The workflow store on real Postgres: registration versions, starting a run, idempotency, and
+the release of steps inside the settle transaction (races included)."""
 
 from __future__ import annotations
+
+import asyncio
+import json
+import uuid
 
 import asyncpg
 import pytest
 
 from dispatchd.platform.errors import AlreadyExists, NotFound
-from dispatchd.platform.states import JobStatus
-from dispatchd.platform.store import workflows
+from dispatchd.platform.states import ExecutionStatus, JobStatus, WorkflowRunStatus
+from dispatchd.platform.store import executions, repairs, settlements, workflow_runs, workflows
+from dispatchd.platform.store.rows import QueuedRef
+from dispatchd.platform.store.settlements import Finished
 from dispatchd.platform.workflow_definitions import parse
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -69,3 +76,94 @@ async def test_start_run_creates_every_step_job_and_only_roots_are_due(db_pool: 
             await workflows.start_run(
                 conn, name="test.none", version=None, run_input=b"", idempotency_key=None, submitted_by=None
             )
+
+
+SESSION = uuid.UUID(int=11)
+
+
+async def _run_to_the_fork(pool: asyncpg.Pool) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
+    """A diamond run whose root `a` succeeded: b and c are released, d waits. Step -> job id."""
+    async with pool.acquire() as conn:
+        await workflows.register(conn, parse(DIAMOND), "api")
+        async with conn.transaction():
+            started = await workflows.start_run(
+                conn, name="test.diamond", version=None, run_input=b'{"x": 2}', idempotency_key=None, submitted_by=None
+            )
+    rows = await pool.fetch("SELECT step_id, job_id FROM workflow_steps WHERE run_id = $1", started.run_id)
+    job_of = {r["step_id"]: r["job_id"] for r in rows}
+    assert await _finish(pool, job_of["a"])
+    return started.run_id, job_of
+
+
+async def _finish(pool: asyncpg.Pool, job_id: uuid.UUID, *, success: bool = True) -> list[QueuedRef]:
+    """Claim the job's queued execution for SESSION and report its result as the gateway does."""
+    execution_id = await pool.fetchval(
+        "SELECT execution_id FROM executions WHERE job_id = $1 ORDER BY attempt DESC LIMIT 1", job_id
+    )
+    (claim,) = await executions.claim(pool, [execution_id], worker_id="w", session_id=SESSION, lease_seconds=30)
+    assert claim.step
+    report = Finished(execution_id, "w", SESSION, success, b'{"done": true}', "" if success else "boom", step=True)
+    async with pool.acquire() as conn, conn.transaction():
+        _, (settled,) = await settlements.apply(conn, [], [report])
+    assert settled.applied
+    return list(settled.released)
+
+
+async def _statuses(pool: asyncpg.Pool, run_id: uuid.UUID) -> dict[str, JobStatus]:
+    rows = await pool.fetch(
+        "SELECT s.step_id, j.status FROM workflow_steps s JOIN jobs j USING (job_id) WHERE s.run_id = $1", run_id
+    )
+    return {r["step_id"]: JobStatus(r["status"]) for r in rows}
+
+
+async def test_a_released_step_is_queued_in_postgres_so_the_scheduler_repairs_a_lost_push(
+    db_pool: asyncpg.Pool,
+) -> None:
+    run_id, job_of = await _run_to_the_fork(db_pool)
+    assert await _statuses(db_pool, run_id) == {
+        "a": JobStatus.SUCCEEDED,
+        "b": JobStatus.PENDING,
+        "c": JobStatus.PENDING,
+        "d": JobStatus.WAITING,
+    }
+    # Nobody pushes what the settlement released: the reconcile pass's query finds it.
+    due = {d.ref.execution_id for d in await repairs.due_queued(db_pool, 100)}
+    released = await db_pool.fetch(
+        "SELECT execution_id FROM executions WHERE job_id = ANY($1::uuid[])", [job_of["b"], job_of["c"]]
+    )
+    assert {r["execution_id"] for r in released} <= due
+    payload = await db_pool.fetchval("SELECT payload FROM jobs WHERE job_id = $1", job_of["b"])
+    assert json.loads(payload) == {"input": {"x": 2}, "parents": {"a": {"done": True}}}
+
+
+async def test_two_parents_finishing_at_once_release_their_child_exactly_once(db_pool: asyncpg.Pool) -> None:
+    for _ in range(5):
+        run_id, job_of = await _run_to_the_fork(db_pool)
+        released = await asyncio.gather(_finish(db_pool, job_of["b"]), _finish(db_pool, job_of["c"]))
+        assert sum(len(r) for r in released) == 1
+        assert await db_pool.fetchval("SELECT count(*) FROM executions WHERE job_id = $1", job_of["d"]) == 1
+        assert (await _statuses(db_pool, run_id))["d"] is JobStatus.PENDING
+        await _finish(db_pool, job_of["d"])
+        status = await db_pool.fetchval("SELECT status FROM workflow_runs WHERE run_id = $1", run_id)
+        assert WorkflowRunStatus(status) is WorkflowRunStatus.SUCCEEDED
+
+
+async def test_cancelling_a_run_while_a_step_settles_leaves_nothing_of_the_run_running(
+    db_pool: asyncpg.Pool,
+) -> None:
+    run_id, job_of = await _run_to_the_fork(db_pool)
+    await _finish(db_pool, job_of["b"])
+    execution_id = await db_pool.fetchval("SELECT execution_id FROM executions WHERE job_id = $1", job_of["c"])
+    await executions.claim(db_pool, [execution_id], worker_id="w", session_id=SESSION, lease_seconds=30)
+    report = Finished(execution_id, "w", SESSION, True, b"{}", step=True)
+
+    async def settle() -> None:
+        async with db_pool.acquire() as conn, conn.transaction():
+            await settlements.apply(conn, [], [report])
+
+    await asyncio.gather(settle(), workflow_runs.cancel_run(db_pool, run_id, "stop"))
+    statuses = await _statuses(db_pool, run_id)
+    assert statuses["d"] is JobStatus.CANCELED, statuses
+    # Released first or not, nothing of d may still run: any attempt it got was cancelled with it.
+    attempts = await db_pool.fetch("SELECT status FROM executions WHERE job_id = $1", job_of["d"])
+    assert all(ExecutionStatus(r["status"]) is ExecutionStatus.CANCELED for r in attempts)

@@ -14,13 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
+from dispatchd.v1 import job_service_pb2, worker_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
 
@@ -139,12 +140,7 @@ def _nested(descriptor: Descriptor, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _class_of(descriptor: Descriptor) -> Any:
-    for module in (job_service_pb2, common_pb2, worker_service_pb2):
-        if descriptor.file.name == module.DESCRIPTOR.name:
-            return getattr(module, descriptor.name)
-    from google.protobuf import duration_pb2, timestamp_pb2
-
-    return {"Duration": duration_pb2.Duration, "Timestamp": timestamp_pb2.Timestamp}[descriptor.name]
+    return message_factory.GetMessageClass(descriptor)
 
 
 def tokens(creds: Credentials) -> st.SearchStrategy[list[tuple[str, str]]]:
@@ -194,7 +190,7 @@ def test_random_requests_get_documented_statuses(
     channel: grpc.Channel, creds: Credentials, known_job_ids: list[str], method: str
 ) -> None:
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
     seen: dict[str, int] = {}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -215,7 +211,7 @@ def test_random_requests_get_documented_statuses(
 def test_undecodable_requests_are_invalid_argument(channel: grpc.Channel, creds: Credentials, method: str) -> None:
     metadata = [("authorization", f"Bearer {creds.token('fuzz', 'admin')}")]
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
 
     @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(payload=st.one_of(st.binary(max_size=200), st.sampled_from(CORRUPT)))

@@ -13,8 +13,9 @@ JOB_METHODS = [
     f"/{m.containing_service.full_name}/{m.name}"
     for m in job_service_pb2.DESCRIPTOR.services_by_name["JobService"].methods
 ]
-READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters", "GetSchedule", "ListSchedules",
-         "ListScheduleFires"}
+READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
+READS |= {"ListWorkflows", "GetWorkflowRun", "ListWorkflowRuns"}  # workflows (issue 14)
+READS |= {"GetSchedule", "ListSchedules", "ListScheduleFires"}  # schedules (issue 14)
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

@@ -1,4 +1,5 @@
-"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters.
+"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters;
+workflows (`dispatchctl workflow ...`, in `workflows`).
 
 Exit status: 0 on success; 1 when a call fails or a waited-for job did not succeed (one
 line on stderr says why); 2 for usage errors; `run` exits with the command's own status.
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.cli import commands, schedules
+from dispatchd.cli import commands, schedules, workflows
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
@@ -20,7 +21,7 @@ from dispatchd.common import names
 from dispatchd.common import security as credentials
 from dispatchd.common.arguments import key_value
 
-STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled")
+STATUSES = ("pending", "dispatching", "running", "succeeded", "failed", "canceled", "waiting")
 DEFAULT_RPC_TIMEOUT = 30.0
 
 
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
     )
+    workflows.add_parser(sub, common)
     schedules.register(sub, common)
     return parser
 

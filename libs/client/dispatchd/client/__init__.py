@@ -44,6 +44,7 @@ from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
 from dispatchd.client._schedules import Schedule, ScheduleFire
 from dispatchd.client._sync import Client
+from dispatchd.client._workflows import WorkflowDefinition, WorkflowRun, WorkflowRunStatus, WorkflowRunStep
 from dispatchd.common.security import ClientSecurity, CredentialsError
 
 __all__ = [
@@ -79,4 +80,8 @@ __all__ = [
     "Submission",
     "Unauthenticated",
     "Unavailable",
+    "WorkflowDefinition",
+    "WorkflowRun",
+    "WorkflowRunStatus",
+    "WorkflowRunStep",
 ]

@@ -12,21 +12,23 @@ import asyncio
 import datetime as dt
 import os
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from typing import TypedDict, TypeVar, Unpack, cast
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypedDict, TypeVar, Unpack, cast
 
 import grpc
 
-from dispatchd.client import _requests
+from dispatchd.client import _requests, _workflows
 from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
 from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
 from dispatchd.client._schedules import ScheduleCalls
+from dispatchd.client._workflows import WorkflowDefinition, WorkflowRun, WorkflowRunStatus
 from dispatchd.common import tracing
 from dispatchd.common.security import ClientSecurity
 from dispatchd.v1 import job_service_pb2 as pb
 from dispatchd.v1 import job_service_pb2_grpc as pb_grpc
+from dispatchd.v1 import workflow_pb2 as wf_pb
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -49,8 +51,9 @@ class Options(TypedDict, total=False):
 
 
 class AsyncClient(ScheduleCalls):
-    """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters; define
-    and steer schedules (`_schedules.ScheduleCalls`).
+    """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters; register
+    workflows, start, read, list and cancel their runs; define and steer schedules
+    (`_schedules.ScheduleCalls`).
 
     `target` defaults to $DISPATCHD_CONTROL_PLANE_TARGET, then 127.0.0.1:50051; `security`
     (token, token file, CA, client certificate) to the DISPATCHD_* environment. `timeout`
@@ -237,6 +240,56 @@ class AsyncClient(ScheduleCalls):
             filter=_requests.dead_letter_filter(job_type, since, until), limit=limit or 0, reason=reason
         )
         return Redrive.from_proto(await self._call(self._jobs().RedriveJobs, request, retry=False))
+
+    # -- workflows (dispatchd.client._workflows)
+
+    async def register_workflow(self, definition: Mapping[str, Any]) -> tuple[WorkflowDefinition, bool]:
+        """Register a definition document (as a YAML file holds it); whether it is a new version."""
+        request = wf_pb.RegisterWorkflowRequest(definition=_workflows.definition_message(definition))
+        reply = await self._call(self._jobs().RegisterWorkflow, request)
+        return WorkflowDefinition.from_proto(reply.definition), reply.created
+
+    async def workflows(self, name: str | None = None) -> list[WorkflowDefinition]:
+        """The latest version of every workflow, or every version of `name` (newest first)."""
+        reply = await self._call(self._jobs().ListWorkflows, wf_pb.ListWorkflowsRequest(name=name or ""))
+        return [WorkflowDefinition.from_proto(d) for d in reply.definitions]
+
+    async def start_workflow(
+        self, name: str, run_input: Any = None, *, version: int | None = None, idempotency_key: str | None = None
+    ) -> tuple[WorkflowRun, bool]:
+        """Start a run (of the latest version unless `version`); the run and whether it was deduplicated."""
+        request = _workflows.start_request(name, run_input, version=version, idempotency_key=idempotency_key)
+        reply = await self._call(self._jobs().StartWorkflowRun, request)
+        return WorkflowRun.from_proto(reply.run), reply.deduplicated
+
+    async def workflow_run(self, run_id: str) -> WorkflowRun:
+        """A run with every step's status, attempts and timing."""
+        reply = await self._call(self._jobs().GetWorkflowRun, wf_pb.GetWorkflowRunRequest(run_id=run_id))
+        return WorkflowRun.from_proto(reply.run)
+
+    async def workflow_runs(
+        self,
+        *,
+        name: str | None = None,
+        status: WorkflowRunStatus | str | None = None,
+        page_size: int | None = None,
+        page_token: str = "",
+    ) -> Page[WorkflowRun]:
+        """One page of runs, newest first (without their steps)."""
+        request = wf_pb.ListWorkflowRunsRequest(
+            workflow_name=name or "",
+            status=_workflows.run_status(status),
+            page_size=page_size or 0,
+            page_token=page_token,
+        )
+        reply = await self._call(self._jobs().ListWorkflowRuns, request)
+        return Page(tuple(WorkflowRun.from_proto(r) for r in reply.runs), reply.next_page_token)
+
+    async def cancel_workflow(self, run_id: str, *, reason: str = "") -> WorkflowRun:
+        """Cancel a run and its active steps."""
+        request = wf_pb.CancelWorkflowRunRequest(run_id=run_id, reason=reason)
+        reply = await self._call(self._jobs().CancelWorkflowRun, request)
+        return WorkflowRun.from_proto(reply.run)
 
     async def close(self) -> None:
         if self._channel is not None:

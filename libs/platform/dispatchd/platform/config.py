@@ -123,6 +123,14 @@ class Settings(BaseSettings):
         1000, ge=1, description="Most jobs one BatchSubmitJobs call may carry; more is INVALID_ARGUMENT."
     )
     default_page_size: int = Field(50, description="Page size when the request leaves it unset.")
+    workflows_dir: str = Field(
+        "",
+        description="Directory of workflow definition files (*.yaml, *.yml) the control plane registers at "
+        "start and re-registers when one changes (a new version); empty: none (GitOps ConfigMap, see Workflows).",
+    )
+    workflows_reload_seconds: float = Field(
+        3.0, gt=0, description="How often the control plane looks for changed workflow files (an mtime check)."
+    )
     page_token_secret_file: str = Field(
         "",
         description="File holding the key (at least 32 bytes) that signs page tokens; every control-plane "

@@ -42,6 +42,8 @@ _SUBMIT = grant(Role.SUBMITTER, Role.OPERATOR, Role.ADMIN)
 _READ_JOBS = grant(Role.VIEWER, Role.OPERATOR, Role.ADMIN, own=[Role.SUBMITTER])
 _READ_ALL = grant(Role.VIEWER, Role.OPERATOR, Role.ADMIN)
 _OPERATE = grant(Role.OPERATOR, Role.ADMIN)
+# Definitions hold no one's data: whoever may start a run may see what it would run.
+_READ_DEFINITIONS = grant(Role.SUBMITTER, Role.VIEWER, Role.OPERATOR, Role.ADMIN)
 _WORK = grant(Role.WORKER, Role.SERVICE)
 _PUBLIC = Rule({}, public=True)
 
@@ -55,6 +57,14 @@ METHODS: tuple[Method, ...] = (
     Method(JOB_SERVICE, "CancelJob", mutates=True, rule=_OPERATE),
     Method(JOB_SERVICE, "ListDeadLetters", mutates=False, rule=_READ_ALL),
     Method(JOB_SERVICE, "RedriveJobs", mutates=True, rule=_OPERATE),
+    # Workflows: a definition decides what jobs runs create, so operators register them;
+    # a run is read (own, for a submitter) and cancelled like the jobs it is made of.
+    Method(JOB_SERVICE, "RegisterWorkflow", mutates=True, rule=_OPERATE),
+    Method(JOB_SERVICE, "ListWorkflows", mutates=False, rule=_READ_DEFINITIONS),
+    Method(JOB_SERVICE, "StartWorkflowRun", mutates=True, rule=_SUBMIT),
+    Method(JOB_SERVICE, "GetWorkflowRun", mutates=False, rule=_READ_JOBS),
+    Method(JOB_SERVICE, "ListWorkflowRuns", mutates=False, rule=_READ_JOBS),
+    Method(JOB_SERVICE, "CancelWorkflowRun", mutates=True, rule=_OPERATE),
     # Schedules start jobs on their own, as their creator: defining and steering them is an
     # operator's job; anyone who may read all jobs may read them.
     Method(JOB_SERVICE, "CreateSchedule", mutates=True, rule=_OPERATE),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dispatchd.common import names
+from dispatchd.common.workflow_fields import DEFINITION_FIELDS, RETRY_FIELDS, STEP_FIELDS
 from dispatchd.platform.errors import InvalidArgument
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.workflow_templates import (
@@ -42,20 +43,7 @@ from dispatchd.platform.workflow_templates import (
 
 MAX_STEPS = 200
 MAX_PRIORITY = 1000
-_STEP_KEYS = frozenset(
-    {
-        "id",
-        "job_type",
-        "payload",
-        "depends_on",
-        "continue_on_failure",
-        "retry",
-        "execution_timeout_ms",
-        "priority",
-        "metadata",
-    }
-)
-_RETRY_KEYS = frozenset({"max_attempts", "initial_backoff_ms", "max_backoff_ms"})
+MAX_METADATA_ENTRIES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +106,8 @@ def _int(doc: Mapping[str, Any], key: str, step: str, default: int | None) -> in
 def _retry(doc: Any, step: str) -> tuple[RetryPolicy, bool]:
     if doc is None:
         return RetryPolicy(), False
-    if not isinstance(doc, dict) or set(doc) - _RETRY_KEYS:
-        raise _fail(step, f"retry must be a mapping of {', '.join(sorted(_RETRY_KEYS))}")
+    if not isinstance(doc, dict) or set(doc) - RETRY_FIELDS:
+        raise _fail(step, f"retry must be a mapping of {', '.join(sorted(RETRY_FIELDS))}")
     parts = [_int(doc, key, step, None) for key in ("max_attempts", "initial_backoff_ms", "max_backoff_ms")]
     try:
         return RetryPolicy.from_parts(*parts), True
@@ -132,9 +120,13 @@ def _metadata(doc: Any, step: str) -> dict[str, str]:
         return {}
     if not isinstance(doc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in doc.items()):
         raise _fail(step, "metadata must map strings to strings")
-    for key in doc:
-        if not key or names.has_control_characters(key):
-            raise _fail(step, f"metadata key {names.preview(key)} is empty or holds a control character")
+    if len(doc) > MAX_METADATA_ENTRIES:
+        raise _fail(step, f"metadata has {len(doc)} entries; at most {MAX_METADATA_ENTRIES} are allowed")
+    for key, text in doc.items():
+        if not key or len(key) > 256 or names.has_control_characters(key):
+            raise _fail(step, f"metadata key {names.preview(key)} must be 1-256 characters, no control characters")
+        if len(text) > 4096:
+            raise _fail(step, f"metadata value of {names.preview(key)} exceeds 4096 characters")
     return dict(doc)
 
 
@@ -144,7 +136,7 @@ def _step(doc: Any, position: int) -> StepSpec:
     step_id = doc.get("id")
     if not isinstance(step_id, str) or STEP_ID.fullmatch(step_id) is None:
         raise InvalidArgument(f"steps[{position}].id {step_id!r} must be 1-64 characters of [a-z0-9_-]")
-    unknown = set(doc) - _STEP_KEYS
+    unknown = set(doc) - STEP_FIELDS
     if unknown:
         raise _fail(step_id, f"unknown field(s) {', '.join(sorted(unknown))}")
     try:
@@ -239,7 +231,7 @@ def parse(doc: Any) -> Definition:
     """The validated definition of a document (a mapping as YAML or JSON would give it)."""
     if not isinstance(doc, dict):
         raise InvalidArgument("a workflow definition must be a mapping with name and steps")
-    unknown = set(doc) - {"name", "steps", "version"}
+    unknown = set(doc) - DEFINITION_FIELDS
     if unknown:
         raise InvalidArgument(f"unknown field(s) {', '.join(sorted(unknown))}; a definition has name and steps")
     try:
@@ -257,4 +249,7 @@ def parse(doc: Any) -> Definition:
         seen.add(step.id)
     _check_graph(steps)
     _check_templates(steps)
-    return Definition(name, steps)
+    definition = Definition(name, steps)
+    if "\\u0000" in json.dumps(definition.canonical()):
+        raise InvalidArgument("a workflow definition may not contain NUL characters (Postgres cannot store them)")
+    return definition

@@ -20,6 +20,7 @@ REF = "$ref"
 _STEP_ID = r"[a-z0-9][a-z0-9_-]{0,63}"
 STEP_ID = re.compile(_STEP_ID)
 # `input(.k)*` or `steps.<id>.result(.k)*`; keys are any characters but the dot.
+MAX_DEPTH = 64  # templates are checked (and resolved) recursively
 _REFERENCE = re.compile(rf"(?:input|steps\.(?P<step>{_STEP_ID})\.result)(?P<path>(?:\.[^.]+)*)")
 
 
@@ -31,8 +32,10 @@ def _is_ref(node: Any) -> bool:
     return isinstance(node, dict) and REF in node
 
 
-def references(template: Any) -> Iterator[str]:
+def references(template: Any, depth: int = 0) -> Iterator[str]:
     """Every reference string in `template`; TemplateError on a malformed `$ref` node."""
+    if depth > MAX_DEPTH:
+        raise TemplateError(f"the template nests deeper than {MAX_DEPTH} levels")
     if _is_ref(template):
         ref = template[REF]
         if len(template) != 1 or not isinstance(ref, str) or _REFERENCE.fullmatch(ref) is None:
@@ -43,10 +46,10 @@ def references(template: Any) -> Iterator[str]:
         yield ref
     elif isinstance(template, dict):
         for value in template.values():
-            yield from references(value)
+            yield from references(value, depth + 1)
     elif isinstance(template, list):
         for value in template:
-            yield from references(value)
+            yield from references(value, depth + 1)
 
 
 def referenced_step(ref: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dispatchd.control_plane.schedule_files import ScheduleFiles
 from dispatchd.control_plane.servicer import JobService
 from dispatchd.control_plane.waiters import JobWaiters
+from dispatchd.control_plane.workflow_files import WorkflowFiles
 from dispatchd.platform import command_line, paging, server
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
@@ -24,6 +25,9 @@ async def build(runtime: server.Runtime) -> server.Service:
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters, pages)
     runtime.on_shutdown.append(waiters.close)
     tasks = [waiters.run]
+    if runtime.settings.workflows_dir:  # GitOps workflow definitions (a mounted ConfigMap)
+        files = WorkflowFiles(runtime.pool, runtime.settings.workflows_dir, runtime.settings.workflows_reload_seconds)
+        tasks.append(files.run)
     if runtime.settings.schedules_dir:  # GitOps schedule definitions (schedule_files)
         tasks.append(ScheduleFiles(runtime.settings, runtime.pool, queues).run)
     return server.Service(

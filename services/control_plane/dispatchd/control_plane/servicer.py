@@ -1,5 +1,6 @@
 """JobService: submit (one job or a batch), inspect, list, cancel and wait for jobs; list and
-redrive dead letters. Submits are group-committed by `submits.Submitter`.
+redrive dead letters; workflows (`workflows.WorkflowMethods`). Submits are group-committed by
+`submits.Submitter`.
 
 Postgres decides every outcome. Redis only speeds things up (ready queues, cancel and job
 events), so a Redis failure after the Postgres write is logged, never returned: the
@@ -25,6 +26,7 @@ from dispatchd.control_plane import convert, validation
 from dispatchd.control_plane.schedules import ScheduleMethods
 from dispatchd.control_plane.submits import REDIS_BUDGET_SECONDS, Outcome, Submitter
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
+from dispatchd.control_plane.workflows import WorkflowMethods, push
 from dispatchd.platform import metrics, paging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
@@ -47,7 +49,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 @dataclasses.dataclass(eq=False)  # identity semantics, as a plain class: one per server
-class JobService(ScheduleMethods, job_service_pb2_grpc.JobServiceServicer):
+class JobService(ScheduleMethods, WorkflowMethods, job_service_pb2_grpc.JobServiceServicer):
     settings: Settings
     pool: asyncpg.Pool
     queues: ReadyQueues
@@ -156,6 +158,8 @@ class JobService(ScheduleMethods, job_service_pb2_grpc.JobServiceServicer):
             except Exception as exc:  # queued in Postgres; the scheduler pushes them
                 metrics.count_store_error(exc, "redis")
                 log.warning("could not push redriven jobs to their ready queues (the scheduler will): %s", exc)
+            for done in redriven:  # a workflow step: its run resumed
+                await push(self.queues, [], done.progress)
         return job_service_pb2.RedriveJobsResponse(
             redriven=[convert.job(r.job) for r in redriven], skipped=skipped, more=more
         )
@@ -218,6 +222,7 @@ class JobService(ScheduleMethods, job_service_pb2_grpc.JobServiceServicer):
             metrics.count_cancelled(cancelled.job)
         if cancelled.stopped or cancelled.changed:
             await self._announce_cancel(cancelled, reason or "job cancelled")
+        await push(self.queues, [], cancelled.progress)  # a workflow step: its run moved on
         return job_service_pb2.CancelJobResponse(job=convert.job(cancelled.job))
 
     async def _announce_cancel(self, cancelled: jobs.Cancelled, reason: str) -> None:

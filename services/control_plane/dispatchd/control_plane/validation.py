@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Callable
+from enum import IntEnum
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -175,13 +177,7 @@ def new_job(
         raise InvalidArgument(
             f"payload is {len(request.payload)} bytes; the limit is {settings.max_payload_bytes} bytes"
         )
-    key = request.idempotency_key
-    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
-        raise InvalidArgument(
-            f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
-        )
-    if key:
-        _name(names.printable, key, "idempotency_key")
+    key = idempotency_key(request.idempotency_key)
     meta = metadata(dict(request.metadata), settings) if request.metadata else {}
     policy, policy_set = retry_policy(request)
     run_at, delay_ms = schedule(request)
@@ -189,7 +185,7 @@ def new_job(
         job_type=kind,
         payload=bytes(request.payload),
         priority=request.priority,
-        idempotency_key=key or None,
+        idempotency_key=key,
         metadata=meta,
         retry=policy,
         retry_policy_set=policy_set,
@@ -216,17 +212,36 @@ def page_token(value: str) -> str:
     return value
 
 
-def status_filter(value: int) -> JobStatus | None:
+StatusT = TypeVar("StatusT", bound=IntEnum)
+
+
+def enum_filter(kind: type[StatusT], value: int, what: str) -> StatusT | None:
+    """A filter on a status: None for 0 (unset), INVALID_ARGUMENT for a value `kind` lacks."""
     if value == 0:
         return None
     try:
-        return JobStatus(value)
+        return kind(value)
     except ValueError:
-        raise InvalidArgument(f"status {value} is not a known job status") from None
+        raise InvalidArgument(f"status {value} is not a known {what} status") from None
+
+
+def status_filter(value: int) -> JobStatus | None:
+    return enum_filter(JobStatus, value, "job")
 
 
 def job_type_filter(value: str) -> str | None:
     return job_type(value, "job_type filter") if value else None
+
+
+def idempotency_key(key: str) -> str | None:
+    """A valid idempotency key, or None when none was sent."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise InvalidArgument(
+            f"idempotency_key is {len(key)} characters; at most {MAX_IDEMPOTENCY_KEY_CHARS} are allowed"
+        )
+    if key:
+        _name(names.printable, key, "idempotency_key")
+    return key or None
 
 
 def reason(value: str) -> str:

@@ -213,6 +213,10 @@ class Reconciler:
             if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
                 report.dead_lettered += 1
                 await self.queues.publish_job_event(str(s.job_id), int(s.job_status))
+            # A dead-lettered workflow step with continue_on_failure may release its dependants.
+            due += s.released
+            for job_id, status in s.ended:
+                await self.queues.publish_job_event(str(job_id), int(status))
         if due:
             await self.queues.push(due)
         # Retries still in backoff are covered by next_due, computed at the end of the pass.

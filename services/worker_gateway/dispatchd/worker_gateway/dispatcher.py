@@ -200,6 +200,8 @@ class Dispatcher:
             )
             for claim in claims:
                 session.inflight.add(claim.execution_id)
+                if claim.step:
+                    session.steps.add(claim.execution_id)
                 session.send(assignment(claim, session.worker_id))
             gateway_metrics.observe_claims(claims)
             await self._announce_deadlines(claims)

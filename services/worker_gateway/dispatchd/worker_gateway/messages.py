@@ -243,6 +243,7 @@ class Messages:
             message.result if message.success else message.result or None,
             "" if message.success else _clean(message.error_message, MAX_ERROR_CHARS) or "failed",
             token,
+            step=execution_id in session.steps,
         )
         began = tracing.now_ns() if tracing.enabled() and message.trace_context else 0
         try:

@@ -31,9 +31,13 @@ class Outcomes:
             return
         pipe = self.queues.client.pipeline(transaction=False)
         self.queues.stage_enqueue(pipe, [s.retry for s in settlements if s.retry is not None])
+        # Workflow steps released in the same transaction (empty unless the batch held steps).
+        self.queues.stage_enqueue(pipe, [ref for s in settlements for ref in s.released])
         for s in settlements:
             if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
                 self.queues.stage_job_event(pipe, str(s.job_id), int(s.job_status))
+            for job_id, status in s.ended:
+                self.queues.stage_job_event(pipe, str(job_id), int(status))
         try:
             await pipe.execute()
         except Exception as exc:  # Redis is only a hint; the scheduler repairs from Postgres

@@ -39,6 +39,8 @@ class Session:
     # Counted by the gateway from its own assignments: what the worker reports is ignored,
     # so a confused worker can never be sent more than max_concurrency executions.
     inflight: set[uuid.UUID] = field(default_factory=set)
+    # The in-flight executions that are workflow steps (their results take the release path).
+    steps: set[uuid.UUID] = field(default_factory=set)
     # Executions this stream owns that the worker left out of its heartbeat list, and
     # since when (monotonic): released once missing for a heartbeat interval.
     unlisted: dict[uuid.UUID, float] = field(default_factory=dict)
@@ -87,6 +89,7 @@ class Session:
     def finish(self, execution_id: uuid.UUID) -> bool:
         """Forget an execution this stream held; True if it was in flight."""
         self.unlisted.pop(execution_id, None)
+        self.steps.discard(execution_id)
         if execution_id not in self.inflight:
             return False
         self.inflight.discard(execution_id)

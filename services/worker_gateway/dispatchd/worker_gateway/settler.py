@@ -112,8 +112,9 @@ class Settler(GroupCommit[Report, _Batch, tuple[list[bool], list[Settlement]]]):
 
     def _atomic(self, batch: _Batch) -> bool:
         # Successes alone (the common batch: start notices folded or already applied) go in
-        # one statement; start notices and failures (retries, dead letters) take the transaction.
-        return not batch.started and all(f.success for f in batch.finished)
+        # one statement; start notices, failures (retries, dead letters) and workflow steps
+        # (whose success releases their dependants in the same transaction) take the transaction.
+        return not batch.started and all(f.success and not f.step for f in batch.finished)
 
     async def _apply(self, conn: asyncpg.Connection, batch: _Batch) -> tuple[list[bool], list[Settlement]]:
         if self._atomic(batch):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -22,9 +22,11 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
+from dispatchd.platform.store import workflow_progress
 from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow, QueuedRef
+from dispatchd.platform.store.workflow_progress import Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class DeadLetter:
 class Redriven:
     job: JobRow
     queued: QueuedRef
+    # A workflow step's run resumed: the steps its failure had cancelled wait again.
+    progress: Progress = field(default_factory=Progress)
 
 
 # A job's last attempt, fetched per job through the (job_id, attempt) unique index.
@@ -145,4 +149,6 @@ async def redrive(pool: asyncpg.Pool, job_id: uuid.UUID) -> Redriven | str:
             job.priority,
         )
         ref = QueuedRef(queued["execution_id"], job.job_type, job.priority, queued["available_at"])
-        return Redriven(job, ref)
+        if job.workflow_run_id is None:
+            return Redriven(job, ref)
+        return Redriven(job, ref, await workflow_progress.advance(conn, [job.workflow_run_id]))

@@ -33,16 +33,17 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
-from dispatchd.platform.store import fence
+from dispatchd.platform.store import fence, workflow_progress
 from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
+from dispatchd.platform.store.workflow_progress import Progress
 
 # One statement, one round trip: `j` locks each job (in job_id order) before `c` claims
 # its executions, then the jobs move on; an id whose job is no longer active is skipped.
 _CLAIM = f"""
 WITH j AS (
-    SELECT job_id, job_type, payload, metadata, trace_context, execution_timeout_ms FROM jobs
+    SELECT job_id, job_type, payload, metadata, trace_context, execution_timeout_ms, workflow_run_id FROM jobs
     WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
       AND {one_of("status", JOB_ACTIVE)}
     ORDER BY job_id FOR UPDATE
@@ -61,7 +62,8 @@ WITH j AS (
     FROM c WHERE jobs.job_id = c.job_id AND {one_of("jobs.status", JOB_CLAIMABLE)}
 )
 SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
-       j.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context
+       j.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context,
+       j.workflow_run_id IS NOT NULL AS step
 FROM c JOIN j ON j.job_id = c.job_id
 """
 
@@ -92,6 +94,7 @@ async def claim(
             deadline_at=r["deadline_at"],
             trace_context=r["trace_context"],
             waited_seconds=r["waited"],
+            step=r["step"],
         )
         for r in rows
     ]
@@ -164,7 +167,7 @@ def _owner_guard(owner: Owner, first_arg: int) -> tuple[str, list[object]]:
 
 _LOCK_JOB_OF_ONE = """
 SELECT job_id, status, max_attempts, initial_backoff_ms, max_backoff_ms, job_type, priority, attempt_base,
-       EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 AS age_seconds
+       workflow_run_id, EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8 AS age_seconds
 FROM jobs WHERE job_id = (SELECT job_id FROM executions WHERE execution_id = $1) FOR UPDATE
 """
 
@@ -279,6 +282,10 @@ async def fail_locked(
     worker_id = ended["worker_id"]
     if ExecutionStatus(ended["status"]) is ExecutionStatus.DEAD_LETTERED:
         await conn.execute(_JOB_FAILED, job_id, error, result)
+        # A workflow step's dead letter fails its run (or, continue_on_failure, lets it go on).
+        progress = Progress()
+        if job["workflow_run_id"] is not None:
+            progress = await workflow_progress.advance(conn, [job["workflow_run_id"]])
         return Settlement(
             applied=True,
             job_id=job_id,
@@ -287,6 +294,8 @@ async def fail_locked(
             worker_id=worker_id,
             job_type=job["job_type"],
             job_age_seconds=job["age_seconds"],
+            released=tuple(progress.queued),
+            ended=tuple(progress.ended),
         )
     policy = RetryPolicy(job["max_attempts"], job["initial_backoff_ms"], job["max_backoff_ms"])
     failed_attempt = ended["attempt"] - job["attempt_base"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -16,9 +16,11 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
+from dispatchd.platform.store import workflow_progress
 from dispatchd.platform.store.conditions import where_set
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import ExecutionRow, JobRow
+from dispatchd.platform.store.workflow_progress import Progress
 
 
 async def get(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> JobRow:
@@ -93,6 +95,8 @@ class Cancelled:
     # Executions that a worker held when the job was cancelled: (execution_id, worker_id).
     stopped: list[tuple[uuid.UUID, str]]
     changed: bool
+    # A workflow step's run moved on (its dependants cancelled, or released: continue_on_failure).
+    progress: Progress = field(default_factory=Progress)
 
 
 _CANCEL_EXECUTIONS = f"""
@@ -109,10 +113,19 @@ WHERE job_id = $1 AND {one_of("status", JOB_CANCELLABLE)} RETURNING *
 """
 
 
+_LOCK_RUN_OF_WAITING_STEP = f"""
+SELECT 1 FROM workflow_runs WHERE run_id = (
+    SELECT workflow_run_id FROM jobs WHERE job_id = $1 AND {one_of("status", [JobStatus.WAITING])}
+) FOR UPDATE
+"""
+
+
 async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelled:
     """Cancel a job that is not terminal yet; cancelling a cancelled job is a no-op."""
     async with pool.acquire() as conn, conn.transaction():
-        # Lock order everywhere: the job row first, then its executions.
+        # A waiting workflow step is locked after its run, as a release locks it (see
+        # store.workflow_progress); every other job row first, then its executions.
+        await conn.execute(_LOCK_RUN_OF_WAITING_STEP, job_id)
         status = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
         if status is None:
             raise NotFound(f"job {job_id} not found")
@@ -125,7 +138,11 @@ async def cancel(pool: asyncpg.Pool, job_id: uuid.UUID, reason: str) -> Cancelle
         row = await conn.fetchrow(_CANCEL_JOB, job_id, reason or "cancelled")
         assert row is not None  # the row is locked and active
         stopped = [(r["execution_id"], r["worker_id"]) for r in owned if r["worker_id"]]
-        return Cancelled(JobRow.from_record(row), stopped, changed=True)
+        job = JobRow.from_record(row)
+        progress = Progress()
+        if job.workflow_run_id is not None:
+            progress = await workflow_progress.advance(conn, [job.workflow_run_id])
+        return Cancelled(job, stopped, changed=True, progress=progress)
 
 
 def is_terminal(status: JobStatus) -> bool:

@@ -39,11 +39,18 @@ class JobRow:
     attempt_base: int = 0
     # The authenticated subject that submitted the job (None without authentication).
     submitted_by: str | None = None
+    # The workflow run this job is a step of (None for a job submitted on its own).
+    workflow_run_id: uuid.UUID | None = None
 
     @classmethod
     def from_record(cls, r: Any) -> JobRow:
-        # submitted_by came with migration 0003: a record without that column reads as no submitter.
-        return cls(**_columns(r, _JOB_COLUMNS), status=JobStatus(r["status"]), submitted_by=r.get("submitted_by"))
+        # submitted_by came with migration 0003, workflow_run_id with 0007: absent reads as None.
+        return cls(
+            **_columns(r, _JOB_COLUMNS),
+            status=JobStatus(r["status"]),
+            submitted_by=r.get("submitted_by"),
+            workflow_run_id=r.get("workflow_run_id"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ def _columns(r: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 # Columns read as they are: every field is named after its column; the others are converted.
-_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by"))
+_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by", "workflow_run_id"))
 _EXECUTION_COLUMNS = _fields(ExecutionRow, but=("status",))
 
 
@@ -110,6 +117,8 @@ class Claim:
     trace_context: dict[str, str] | None = None
     # From when the attempt became due to this claim (database clock), for the latency metric.
     waited_seconds: float | None = None
+    # A workflow step: its success must release its dependants (store.workflow_progress).
+    step: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +139,7 @@ class Settlement:
     # What the metrics label and observe: the job's type and how long ago it was submitted.
     job_type: str = ""
     job_age_seconds: float | None = None
+    # Workflow steps this settlement made due (to push) and ended (to announce); see
+    # store.workflow_progress. Empty for jobs that are not workflow steps.
+    released: tuple[QueuedRef, ...] = ()
+    ended: tuple[tuple[uuid.UUID, JobStatus], ...] = ()

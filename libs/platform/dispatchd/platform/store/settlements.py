@@ -8,14 +8,16 @@ applied alone: a start needs the claiming stream and a CLAIMED execution; a resu
 the owning stream (and, when it carries one, the current claim token) and an owned
 execution. A report that does not match changes nothing and comes back not applied.
 Successes and starts are set-based statements over unnest arrays; failures, which may
-queue a retry or dead-letter, take the per-row path of `store.executions` (rare).
+queue a retry or dead-letter, take the per-row path of `store.executions` (rare). Successes
+of workflow steps (`Finished.step`, known from the claim) then advance their runs in the
+same transaction (`store.workflow_progress`); a batch without steps runs nothing more.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -28,6 +30,7 @@ from dispatchd.platform.states import (
     ExecutionStatus,
     JobStatus,
 )
+from dispatchd.platform.store import workflow_progress
 from dispatchd.platform.store.executions import Owner, fail_locked
 from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import Settlement
@@ -52,6 +55,8 @@ class Finished:
     result: bytes | None
     error: str = ""
     claim_token: uuid.UUID | None = None
+    # A workflow step (the gateway knows from its claim): its success advances the run.
+    step: bool = False
 
     @property
     def owner(self) -> Owner:
@@ -182,6 +187,11 @@ async def apply(
     if successes:
         for r in await conn.fetch(_SUCCEED, *_success_arrays(successes)):
             done[r["execution_id"]] = _succeeded(r)
+    steps = [f.execution_id for f in successes if f.step and f.execution_id in done]
+    if steps:
+        # Same transaction as the successes: each dependant is due once the last parent commits.
+        progress = await workflow_progress.advance_jobs(conn, [j for e in steps if (j := done[e].job_id) is not None])
+        done[steps[0]] = replace(done[steps[0]], released=tuple(progress.queued), ended=tuple(progress.ended))
     settlements = []
     for f in finished:
         if not f.success:
