@@ -92,6 +92,8 @@ def test_aliases_and_time_zones() -> None:
         ({"cron": "* * * *"}, "cron"),
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * * * * *"}, "cron"),
+        ({"cron": "0 0 31 2 *"}, "matches no date"),
+        ({"cron": "@daily", "time_zone": "a" * 5000}, "time_zone"),
         ({"cron": "0 9 * * *", "time_zone": "Mars/Olympus"}, "time_zone"),
         ({"interval": dt.timedelta(milliseconds=10), "anchor": dt.datetime(2026, 1, 1, tzinfo=UTC)}, "interval"),
         ({}, "cron and interval"),

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from dispatchd.platform.errors import InvalidArgument
 
@@ -36,7 +36,7 @@ def zone(name: str) -> ZoneInfo:
     """The IANA time zone `name`; InvalidArgument naming `time_zone` when there is none."""
     try:
         return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long for a path
         raise InvalidArgument(f"time_zone: unknown IANA time zone {name!r}") from exc
 
 
@@ -49,6 +49,10 @@ def check_cron(expression: str) -> str:
         raise InvalidArgument(f"cron: {expression!r} needs 5 fields (minute hour day month weekday) or an @alias")
     if not croniter.is_valid(text):
         raise InvalidArgument(f"cron: {expression!r} is not a valid cron expression")
+    try:  # valid syntax that matches no date at all (30 February) would fail every fire
+        croniter(text, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise InvalidArgument(f"cron: {expression!r} matches no date") from None
     return text
 
 
