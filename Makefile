@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test lock clean
 
 venv: $(VENV)/.stamp
 
@@ -63,6 +63,10 @@ drill-backup: venv
 ## Scheduler takeover, worker requeue and gateway failover after SIGKILL; writes evidence/drills/failover.json.
 drill-failover: venv
 	$(PY) -m perf.drills
+
+## A schedule firing every second for a minute across a scheduler leader SIGKILL; writes evidence/drills/schedule-failover.json.
+drill-schedule: venv
+	$(PY) -m perf.schedule_drill
 
 ## Regenerate gen/python from proto/ (commit the result; tests fail on drift).
 proto: venv

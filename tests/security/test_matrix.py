@@ -43,6 +43,13 @@ EXPECTED_JOB_SERVICE: dict[str, set[str]] = {
     "GetWorkflowRun": READERS,
     "ListWorkflowRuns": READERS,
     "CancelWorkflowRun": {"operator", "admin"},
+    "CreateSchedule": {"operator", "admin"},
+    "GetSchedule": {"viewer", "operator", "admin"},
+    "ListSchedules": {"viewer", "operator", "admin"},
+    "PauseSchedule": {"operator", "admin"},
+    "ResumeSchedule": {"operator", "admin"},
+    "DeleteSchedule": {"operator", "admin"},
+    "ListScheduleFires": {"viewer", "operator", "admin"},
 }
 EXPECTED_CONNECT = {"worker", "service"}
 # A token with each role; plus a token with no role and one with a role nobody knows.
@@ -77,6 +84,7 @@ def _request(method: str) -> Message:
         return requests[method]
     # Methods added later: their default request (validation may refuse it, which is fine).
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
+    # By descriptor: a request may be defined in another file (schedule.proto, ...).
     cls: Any = message_factory.GetMessageClass(descriptor)
     request: Message = cls()
     if "job_ids" in descriptor.fields_by_name:

@@ -15,6 +15,7 @@ JOB_METHODS = [
 ]
 READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
 READS |= {"ListWorkflows", "GetWorkflowRun", "ListWorkflowRuns"}  # workflows (issue 14)
+READS |= {"GetSchedule", "ListSchedules", "ListScheduleFires"}  # schedules (issue 14)
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from dispatchd.v1 import job_service_pb2 as dispatchd_dot_v1_dot_job__service__pb2
+from dispatchd.v1 import schedule_pb2 as dispatchd_dot_v1_dot_schedule__pb2
 from dispatchd.v1 import workflow_pb2 as dispatchd_dot_v1_dot_workflow__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -111,6 +112,41 @@ class JobServiceStub:
                 request_serializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/dispatchd.v1.JobService/CreateSchedule',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/dispatchd.v1.JobService/GetSchedule',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.GetScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListSchedules',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/dispatchd.v1.JobService/PauseSchedule',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/dispatchd.v1.JobService/ResumeSchedule',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/dispatchd.v1.JobService/DeleteSchedule',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListScheduleFires = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListScheduleFires',
+                request_serializer=dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -216,6 +252,50 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
+        pause, resume and delete them, and list their recent fires with the jobs they started.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListScheduleFires(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +373,41 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CancelWorkflowRun,
                     request_deserializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.GetScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.GetScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'ListScheduleFires': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListScheduleFires,
+                    request_deserializer=dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -701,6 +816,195 @@ class JobService:
             '/dispatchd.v1.JobService/CancelWorkflowRun',
             dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunRequest.SerializeToString,
             dispatchd_dot_v1_dot_workflow__pb2.CancelWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/CreateSchedule',
+            dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.CreateScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/GetSchedule',
+            dispatchd_dot_v1_dot_schedule__pb2.GetScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.GetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListSchedules',
+            dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/PauseSchedule',
+            dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ResumeSchedule',
+            dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.ResumeScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/DeleteSchedule',
+            dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListScheduleFires(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListScheduleFires',
+            dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresRequest.SerializeToString,
+            dispatchd_dot_v1_dot_schedule__pb2.ListScheduleFiresResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dispatchd.v1 import job_service_pb2 as _job_service_pb2
+from dispatchd.v1 import schedule_pb2 as _schedule_pb2
 from dispatchd.v1 import workflow_pb2 as _workflow_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -60,6 +61,16 @@ class JobServiceStub:
     GetWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRunRequest, _workflow_pb2.GetWorkflowRunResponse]
     ListWorkflowRuns: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowRunsRequest, _workflow_pb2.ListWorkflowRunsResponse]
     CancelWorkflowRun: _grpc.UnaryUnaryMultiCallable[_workflow_pb2.CancelWorkflowRunRequest, _workflow_pb2.CancelWorkflowRunResponse]
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.CreateScheduleResponse]
+    """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
+    pause, resume and delete them, and list their recent fires with the jobs they started.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.GetScheduleRequest, _schedule_pb2.GetScheduleResponse]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ListSchedulesRequest, _schedule_pb2.ListSchedulesResponse]
+    PauseSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.PauseScheduleResponse]
+    ResumeSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.ResumeScheduleResponse]
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.DeleteScheduleRequest, _schedule_pb2.DeleteScheduleResponse]
+    ListScheduleFires: _grpc.UnaryUnaryMultiCallable[_schedule_pb2.ListScheduleFiresRequest, _schedule_pb2.ListScheduleFiresResponse]
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -92,6 +103,16 @@ class JobServiceAsyncStub(JobServiceStub):
     GetWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_pb2.GetWorkflowRunRequest, _workflow_pb2.GetWorkflowRunResponse]  # type: ignore[assignment]
     ListWorkflowRuns: _aio.UnaryUnaryMultiCallable[_workflow_pb2.ListWorkflowRunsRequest, _workflow_pb2.ListWorkflowRunsResponse]  # type: ignore[assignment]
     CancelWorkflowRun: _aio.UnaryUnaryMultiCallable[_workflow_pb2.CancelWorkflowRunRequest, _workflow_pb2.CancelWorkflowRunResponse]  # type: ignore[assignment]
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.CreateScheduleRequest, _schedule_pb2.CreateScheduleResponse]  # type: ignore[assignment]
+    """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
+    pause, resume and delete them, and list their recent fires with the jobs they started.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.GetScheduleRequest, _schedule_pb2.GetScheduleResponse]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ListSchedulesRequest, _schedule_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    PauseSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.PauseScheduleRequest, _schedule_pb2.PauseScheduleResponse]  # type: ignore[assignment]
+    ResumeSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ResumeScheduleRequest, _schedule_pb2.ResumeScheduleResponse]  # type: ignore[assignment]
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_schedule_pb2.DeleteScheduleRequest, _schedule_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    ListScheduleFires: _aio.UnaryUnaryMultiCallable[_schedule_pb2.ListScheduleFiresRequest, _schedule_pb2.ListScheduleFiresResponse]  # type: ignore[assignment]
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService is the control plane API: submit, inspect and cancel jobs."""
@@ -211,5 +232,57 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _workflow_pb2.CancelWorkflowRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_pb2.CancelWorkflowRunResponse, _abc.Awaitable[_workflow_pb2.CancelWorkflowRunResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _schedule_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.CreateScheduleResponse, _abc.Awaitable[_schedule_pb2.CreateScheduleResponse]]:
+        """Added: schedules (schedule.proto) — define (create or replace by name), read, list,
+        pause, resume and delete them, and list their recent fires with the jobs they started.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _schedule_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.GetScheduleResponse, _abc.Awaitable[_schedule_pb2.GetScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _schedule_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.ListSchedulesResponse, _abc.Awaitable[_schedule_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseSchedule(
+        self,
+        request: _schedule_pb2.PauseScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.PauseScheduleResponse, _abc.Awaitable[_schedule_pb2.PauseScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ResumeSchedule(
+        self,
+        request: _schedule_pb2.ResumeScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.ResumeScheduleResponse, _abc.Awaitable[_schedule_pb2.ResumeScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _schedule_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.DeleteScheduleResponse, _abc.Awaitable[_schedule_pb2.DeleteScheduleResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListScheduleFires(
+        self,
+        request: _schedule_pb2.ListScheduleFiresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_schedule_pb2.ListScheduleFiresResponse, _abc.Awaitable[_schedule_pb2.ListScheduleFiresResponse]]: ...
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.cli import commands, workflows
+from dispatchd.cli import commands, schedules, workflows
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
     )
     workflows.add_parser(sub, common)
+    schedules.register(sub, common)
     return parser
 
 

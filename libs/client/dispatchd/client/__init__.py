@@ -42,6 +42,7 @@ from dispatchd.client._models import (
 )
 from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
+from dispatchd.client._schedules import Schedule, ScheduleFire
 from dispatchd.client._sync import Client
 from dispatchd.client._workflows import WorkflowDefinition, WorkflowRun, WorkflowRunStatus, WorkflowRunStep
 from dispatchd.common.security import ClientSecurity, CredentialsError
@@ -73,6 +74,8 @@ __all__ = [
     "ResourceExhausted",
     "Retries",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleFire",
     "Skipped",
     "Submission",
     "Unauthenticated",

@@ -22,6 +22,7 @@ from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
 from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
+from dispatchd.client._schedules import ScheduleCalls
 from dispatchd.client._workflows import WorkflowDefinition, WorkflowRun, WorkflowRunStatus
 from dispatchd.common import tracing
 from dispatchd.common.security import ClientSecurity
@@ -49,9 +50,10 @@ class Options(TypedDict, total=False):
     retries: Retries
 
 
-class AsyncClient:
+class AsyncClient(ScheduleCalls):
     """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters; register
-    workflows, start, read, list and cancel their runs.
+    workflows, start, read, list and cancel their runs; define and steer schedules
+    (`_schedules.ScheduleCalls`).
 
     `target` defaults to $DISPATCHD_CONTROL_PLANE_TARGET, then 127.0.0.1:50051; `security`
     (token, token file, CA, client certificate) to the DISPATCHD_* environment. `timeout`

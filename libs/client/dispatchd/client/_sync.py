@@ -77,6 +77,13 @@ class Client:
     workflow_run = _blocking(AsyncClient.workflow_run)
     workflow_runs = _blocking(AsyncClient.workflow_runs)
     cancel_workflow = _blocking(AsyncClient.cancel_workflow)
+    put_schedule = _blocking(AsyncClient.put_schedule)
+    get_schedule = _blocking(AsyncClient.get_schedule)
+    list_schedules = _blocking(AsyncClient.list_schedules)
+    pause_schedule = _blocking(AsyncClient.pause_schedule)
+    resume_schedule = _blocking(AsyncClient.resume_schedule)
+    delete_schedule = _blocking(AsyncClient.delete_schedule)
+    schedule_fires = _blocking(AsyncClient.schedule_fires)
 
     def close(self) -> None:
         self._runner.run(self._client.close())

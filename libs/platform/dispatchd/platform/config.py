@@ -58,6 +58,17 @@ class Settings(BaseSettings):
         2.0, ge=0, description="A due queued execution missing from Redis is re-queued (a repair) only once "
         "it has been missing this long: before that the fast path (a push, a claim) is still handling it."
     )
+    schedule_grace_seconds: float = Field(
+        10.0, ge=0, description="A schedule's fire time at most this old when the leader gets to it is on "
+        "time and always fires; an older one was missed and the schedule's catch-up policy decides."
+    )
+    schedules_dir: str = Field(
+        "", description="Directory of GitOps YAML schedule definitions (`kind: Schedule`) the control plane "
+        "loads and re-loads; empty: none."
+    )
+    schedules_reload_seconds: float = Field(
+        3.0, gt=0, description="How often the control plane looks for changed schedule files (an mtime check)."
+    )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
     registration_timeout_seconds: float = Field(
         10.0, gt=0, description="A worker stream that has not registered this long after opening is ended "

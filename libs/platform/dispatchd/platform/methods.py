@@ -65,6 +65,15 @@ METHODS: tuple[Method, ...] = (
     Method(JOB_SERVICE, "GetWorkflowRun", mutates=False, rule=_READ_JOBS),
     Method(JOB_SERVICE, "ListWorkflowRuns", mutates=False, rule=_READ_JOBS),
     Method(JOB_SERVICE, "CancelWorkflowRun", mutates=True, rule=_OPERATE),
+    # Schedules start jobs on their own, as their creator: defining and steering them is an
+    # operator's job; anyone who may read all jobs may read them.
+    Method(JOB_SERVICE, "CreateSchedule", mutates=True, rule=_OPERATE),
+    Method(JOB_SERVICE, "GetSchedule", mutates=False, rule=_READ_ALL),
+    Method(JOB_SERVICE, "ListSchedules", mutates=False, rule=_READ_ALL),
+    Method(JOB_SERVICE, "PauseSchedule", mutates=True, rule=_OPERATE),
+    Method(JOB_SERVICE, "ResumeSchedule", mutates=True, rule=_OPERATE),
+    Method(JOB_SERVICE, "DeleteSchedule", mutates=True, rule=_OPERATE),
+    Method(JOB_SERVICE, "ListScheduleFires", mutates=False, rule=_READ_ALL),
     # Every message on a worker stream (registration, started, results) changes work.
     Method(WORKER_SERVICE, "Connect", mutates=True, rule=_WORK),
     Method(HEALTH_SERVICE, "Check", mutates=False, rule=_PUBLIC),

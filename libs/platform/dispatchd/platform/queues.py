@@ -77,6 +77,8 @@ class Keys:
         self.cancel_channel = f"{prefix}:events:cancel"
         self.job_channel = f"{prefix}:events:job"
         self.scheduler_channel = f"{prefix}:events:scheduler"
+        # A schedule was defined, changed, paused, resumed or deleted: the leader re-reads them.
+        self.schedules_channel = f"{prefix}:events:schedules"
         self.leader = f"{prefix}:scheduler:leader"
 
     def ready(self, job_type: str) -> str:

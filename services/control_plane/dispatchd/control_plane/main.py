@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dispatchd.control_plane.schedule_files import ScheduleFiles
 from dispatchd.control_plane.servicer import JobService
 from dispatchd.control_plane.waiters import JobWaiters
 from dispatchd.control_plane.workflow_files import WorkflowFiles
@@ -27,6 +28,8 @@ async def build(runtime: server.Runtime) -> server.Service:
     if runtime.settings.workflows_dir:  # GitOps workflow definitions (a mounted ConfigMap)
         files = WorkflowFiles(runtime.pool, runtime.settings.workflows_dir, runtime.settings.workflows_reload_seconds)
         tasks.append(files.run)
+    if runtime.settings.schedules_dir:  # GitOps schedule definitions (schedule_files)
+        tasks.append(ScheduleFiles(runtime.settings, runtime.pool, queues).run)
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
         service_names=[SERVICE_NAME],

@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from dispatchd.common import tracing
 from dispatchd.control_plane import convert, validation
+from dispatchd.control_plane.schedules import ScheduleMethods
 from dispatchd.control_plane.submits import REDIS_BUDGET_SECONDS, Outcome, Submitter
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
 from dispatchd.control_plane.workflows import WorkflowMethods, push
@@ -48,7 +49,7 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 @dataclasses.dataclass(eq=False)  # identity semantics, as a plain class: one per server
-class JobService(WorkflowMethods, job_service_pb2_grpc.JobServiceServicer):
+class JobService(ScheduleMethods, WorkflowMethods, job_service_pb2_grpc.JobServiceServicer):
     settings: Settings
     pool: asyncpg.Pool
     queues: ReadyQueues

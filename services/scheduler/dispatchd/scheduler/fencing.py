@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -28,11 +30,34 @@ from dispatchd.scheduler.reconciler import Reconciler
 log = logging.getLogger("dispatchd.scheduler.fencing")
 
 
+class Leading(Protocol):
+    """Work the leader runs under its term's epoch (the reconciler, the schedule firer)."""
+
+    def lead(self, epoch: int | None = None) -> Coroutine[Any, Any, None]: ...
+
+
+async def _together(works: Sequence[Leading], epoch: int) -> None:
+    """Run every work's `lead(epoch)` at once; the first to fail (e.g. Fenced) ends them all."""
+    tasks = [asyncio.create_task(work.lead(epoch)) for work in works]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class FencedLeadership:
-    def __init__(self, pool: asyncpg.Pool, lease: LeaderLease, reconciler: Reconciler) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, lease: LeaderLease, reconciler: Reconciler, also: Sequence[Leading] = ()
+    ) -> None:
         self.pool = pool
         self.lease = lease
         self.reconciler = reconciler
+        # More work under the same term (the schedule firer): fenced out together with the reconciler.
+        self.also = tuple(also)
         # The Redis term whose Postgres term is open, and that term's fencing epoch.
         self._opened: tuple[Term, int] | None = None
 
@@ -53,10 +78,10 @@ class FencedLeadership:
         return epoch
 
     async def lead(self, term: Term) -> None:
-        """The campaign's `lead`: run the reconciler under this term's fencing epoch."""
+        """The campaign's `lead`: run the reconciler (and `also`) under this term's fencing epoch."""
         epoch = await self.open(term)
         try:
-            await self.reconciler.lead(epoch)
+            await _together((self.reconciler, *self.also), epoch)
         except Fenced as exc:
             self._opened = None
             still_ours = await self.lease.holder() == self.lease.token

@@ -17,6 +17,7 @@ from dispatchd.platform.regions import Region
 from dispatchd.scheduler.fencing import FencedLeadership
 from dispatchd.scheduler.leader import Campaign, LeaderLease
 from dispatchd.scheduler.reconciler import Reconciler
+from dispatchd.scheduler.schedules import ScheduleFirer
 
 log = logging.getLogger("dispatchd.scheduler")
 
@@ -36,7 +37,8 @@ async def build(runtime: server.Runtime) -> server.Service:
     reconciler = Reconciler(settings, runtime.pool, queues)
     lease = LeaderLease(runtime.redis, queues.keys.leader, settings.leader_ttl_seconds)
     # Every Postgres write of the leader is fenced by its term's epoch (see fencing.py).
-    campaign = Campaign(lease, FencedLeadership(runtime.pool, lease, reconciler).lead)
+    firer = ScheduleFirer(settings, runtime.pool, queues)
+    campaign = Campaign(lease, FencedLeadership(runtime.pool, lease, reconciler, also=[firer]).lead)
 
     async def campaign_task() -> None:
         # Lead only while the database records this region as the primary: a demoted region

@@ -26,9 +26,10 @@ class Role(enum.StrEnum):
 ROLE_DESCRIPTIONS: Mapping[Role, str] = {
     Role.SUBMITTER: "submits jobs and reads the jobs it submitted; lists workflows, starts workflow runs "
     "and reads the runs it started",
-    Role.VIEWER: "reads every job, execution, dead letter, workflow and workflow run",
+    Role.VIEWER: "reads every job, execution, dead letter, workflow, workflow run, schedule and schedule fire",
     Role.OPERATOR: "everything on jobs: submit, read, cancel, list and redrive dead letters; registers "
-    "workflows, starts, reads and cancels workflow runs",
+    "workflows, starts, reads and cancels workflow runs; defines, pauses, resumes and deletes schedules "
+    "(a schedule submits jobs on its own, as its creator)",
     Role.ADMIN: "every JobService method, and reflection when it is enabled; not a worker",
     Role.WORKER: "`WorkerService.Connect` only, under the worker id equal to its token's `sub`",
     Role.SERVICE: "`WorkerService.Connect` under any worker id (a trusted worker pool; grant sparingly)",
