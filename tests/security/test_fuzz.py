@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
+from tests.support.streams import first_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -94,9 +96,7 @@ def messages(draw: st.DrawFn, descriptor: Descriptor, known: list[str], depth: i
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             key_field = field.message_type.fields_by_name["key"]
             value_field = field.message_type.fields_by_name["value"]
-            values[field.name] = draw(
-                st.dictionaries(scalar(key_field, known), scalar(value_field, known), max_size=4)
-            )
+            values[field.name] = draw(st.dictionaries(scalar(key_field, known), scalar(value_field, known), max_size=4))
         elif field.message_type is not None:
             if depth >= 2:
                 continue
@@ -175,9 +175,13 @@ def known_job_ids(secure_stack: SecureStack, creds: Credentials) -> list[str]:
 
 
 def _answer(channel: grpc.Channel, method: str, payload: bytes, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
-    call = channel.unary_unary(f"/{JOB_SERVICE.full_name}/{method}")
+    path = f"/{JOB_SERVICE.full_name}/{method}"
     try:
-        call(payload, metadata=metadata, timeout=30)
+        if JOB_SERVICE.methods_by_name[method].server_streaming:
+            # A stream answers (or fails) with its first message: WatchJobs's comes at once.
+            first_of(channel.unary_stream(path)(payload, metadata=metadata, timeout=30))
+        else:
+            channel.unary_unary(path)(payload, metadata=metadata, timeout=30)
     except grpc.RpcError as exc:
         code: grpc.StatusCode = exc.code()
         return code
@@ -194,7 +198,7 @@ def test_random_requests_get_documented_statuses(
     channel: grpc.Channel, creds: Credentials, known_job_ids: list[str], method: str
 ) -> None:
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
     seen: dict[str, int] = {}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -215,7 +219,7 @@ def test_random_requests_get_documented_statuses(
 def test_undecodable_requests_are_invalid_argument(channel: grpc.Channel, creds: Credentials, method: str) -> None:
     metadata = [("authorization", f"Bearer {creds.token('fuzz', 'admin')}")]
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
 
     @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(payload=st.one_of(st.binary(max_size=200), st.sampled_from(CORRUPT)))
@@ -270,11 +274,13 @@ def test_random_worker_streams_get_documented_statuses(
     )
     # Mostly a valid registration, so the random messages after it reach the registered stream.
     first_messages = st.sampled_from(["registration"] * 3 + ["random", "garbage"]).flatmap(
-        lambda kind: st.just(registration)
-        if kind == "registration"
-        else random_first
-        if kind == "random"
-        else st.binary(max_size=40)
+        lambda kind: (
+            st.just(registration)
+            if kind == "registration"
+            else random_first
+            if kind == "random"
+            else st.binary(max_size=40)
+        )
     )
     seen: dict[str, int] = {}
 
