@@ -26,7 +26,7 @@ def test_scripts_parse(script: str) -> None:
 
 def test_the_build_mounts_the_machines_pip_and_ca_only_over_roots_home() -> None:
     script = (ROOT / "scripts" / "image-build.sh").read_text()
-    assert "--isolation chroot" in script and '--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"' in script
+    assert "--isolation chroot" in script and "--build-arg \"PYTHON_IMAGE=$PYTHON_IMAGE\"" in script
     volumes = re.findall(r"--volume \"([^\"]+)\"", script)
     # A mount point the base lacks (e.g. /etc/pip.conf) is left in the layer as an empty file.
     assert volumes == ["$PWD/$BUILD_HOME:$IN_IMAGE_HOME:ro"], volumes

@@ -19,7 +19,6 @@ from tests.support.launcher import UP, launcher_env, run_up
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
-
 def listen_addresses(env: dict[str, str]) -> list[str]:
     return [v for k, v in env.items() if k.startswith("DISPATCHD_") and k.endswith("_LISTEN")]
 
@@ -36,7 +35,9 @@ def test_check_with_private_stores(tmp_path: Path) -> None:
     assert all(port_free(a) for a in [*listen_addresses(env), *ports])
 
 
-def test_check_uses_reachable_stores_from_the_environment(tmp_path: Path, database_url: str, redis_url: str) -> None:
+def test_check_uses_reachable_stores_from_the_environment(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
     env = launcher_env(DATABASE_URL=database_url, REDIS_URL=redis_url)
     result = run_up(env, "--check", "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 0, result.stdout + result.stderr

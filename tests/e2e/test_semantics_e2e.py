@@ -71,15 +71,11 @@ def _wait_running(stack: Stack, job_id: str) -> None:
 def test_retries_after_backoff_actually_run_on_time(stack: Stack) -> None:
     stack.add_worker("worker-flaky", "--builtins")
     policy = common_pb2.RetryPolicy(max_attempts=4, initial_backoff=_ms(400), max_backoff=_ms(400))
-    job_id = (
-        stack.jobs()
-        .SubmitJob(
-            job_service_pb2.SubmitJobRequest(
-                job_type="builtin.flaky", payload=b'{"fail_attempts": 3}', retry_policy=policy
-            )
+    job_id = stack.jobs().SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job_type="builtin.flaky", payload=b'{"fail_attempts": 3}', retry_policy=policy
         )
-        .job.job_id
-    )
+    ).job.job_id
     job = _wait(stack, job_id)
     assert (job.status, job.attempts) == (SUCCEEDED, 4)
     history = _executions(stack, job_id)
@@ -146,18 +142,14 @@ def test_bad_schedules_and_timeouts_are_rejected(stack: Stack) -> None:
 def test_execution_timeout_fails_the_attempt(stack: Stack) -> None:
     stack.add_worker("worker-slow", "--builtins")
     policy = common_pb2.RetryPolicy(max_attempts=2, initial_backoff=_ms(10), max_backoff=_ms(10))
-    submitted = (
-        stack.jobs()
-        .SubmitJob(
-            job_service_pb2.SubmitJobRequest(
-                job_type="builtin.sleep",
-                payload=json.dumps({"seconds": 30}).encode(),
-                execution_timeout=_ms(500),
-                retry_policy=policy,
-            )
+    submitted = stack.jobs().SubmitJob(
+        job_service_pb2.SubmitJobRequest(
+            job_type="builtin.sleep",
+            payload=json.dumps({"seconds": 30}).encode(),
+            execution_timeout=_ms(500),
+            retry_policy=policy,
         )
-        .job
-    )
+    ).job
     assert submitted.execution_timeout.ToMilliseconds() == 500
     job = _wait(stack, submitted.job_id)
     assert job.status == FAILED and job.error_message.startswith("execution timed out")

@@ -489,7 +489,9 @@ async def test_wait_times_out_with_terminal_false(cp: Harness) -> None:
     assert 0.25 <= elapsed < 3
 
     await expect_error(
-        cp.stub.WaitJob(job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=duration_pb2.Duration(seconds=-1))),
+        cp.stub.WaitJob(
+            job_service_pb2.WaitJobRequest(job_id=job.job_id, timeout=duration_pb2.Duration(seconds=-1))
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "timeout must not be negative",
     )

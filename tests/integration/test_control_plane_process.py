@@ -21,7 +21,9 @@ SERVICE = "dispatchd.v1.JobService"
 
 
 @pytest.fixture
-def control_plane(database_url: str, redis_url: str, spawn_service: Spawner) -> Iterator[tuple[ServiceProcess, str]]:
+def control_plane(
+    database_url: str, redis_url: str, spawn_service: Spawner
+) -> Iterator[tuple[ServiceProcess, str]]:
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,

@@ -24,7 +24,6 @@ from tests.support.submissions import submit
 
 pytestmark = pytest.mark.integration
 
-
 async def _execution(pool: asyncpg.Pool, job_id: uuid.UUID, attempt: int) -> asyncpg.Record:
     row = await pool.fetchrow("SELECT * FROM executions WHERE job_id = $1 AND attempt = $2", job_id, attempt)
     assert row is not None

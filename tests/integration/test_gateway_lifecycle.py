@@ -24,7 +24,6 @@ from tests.support.submissions import PREFIX, submit
 
 pytestmark = pytest.mark.integration
 
-
 async def _statuses(pool: asyncpg.Pool, job_id: uuid.UUID) -> list[tuple[int, int, str]]:
     rows = await pool.fetch(
         "SELECT attempt, status, coalesce(worker_id, '') AS worker_id FROM executions"

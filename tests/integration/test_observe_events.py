@@ -70,8 +70,8 @@ async def test_one_subscription_feeds_every_watch_and_follower(
     with (
         feed.watch(Filter()) as everything,
         feed.watch(Filter(job_id=job_id)) as one_job,
-        wakeups.watch([execution_id]) as line_stored,
-        wakeups.watch([job_id]) as job_moved,
+        wakeups.watch_keys([execution_id]) as line_stored,
+        wakeups.watch_keys([job_id]) as job_moved,
     ):
         await queues.publish_log_notice([execution_id])
         await asyncio.wait_for(line_stored, 2)

@@ -23,7 +23,6 @@ from tests.support.submissions import PREFIX, submit
 
 pytestmark = pytest.mark.integration
 
-
 async def _status(pool: asyncpg.Pool, job_id: uuid.UUID, status: JobStatus, timeout: float = 10.0) -> None:
     async def reached() -> bool:
         return (await jobs.get(pool, job_id)).status is status

@@ -83,7 +83,9 @@ async def test_a_worker_receives_queued_work_in_priority_order(
     priorities = [submitted[j] for j in received]
     assert priorities == [1000, 7, 7, 3, 3, 0, 0]
     # FIFO within a priority: submit order (job rows carry their creation time).
-    created = {str(r["job_id"]): r["created_at"] for r in await db_pool.fetch("SELECT job_id, created_at FROM jobs")}
+    created = {
+        str(r["job_id"]): r["created_at"] for r in await db_pool.fetch("SELECT job_id, created_at FROM jobs")
+    }
     for p in (7, 3, 0):
         same = [j for j in received if submitted[j] == p]
         assert same == sorted(same, key=lambda j: created[j])

@@ -31,7 +31,6 @@ from tests.support.submissions import PREFIX, first_attempt, submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-
 async def expired_claims(pool: asyncpg.Pool, count: int) -> list[uuid.UUID]:
     ids = []
     for _ in range(count):
@@ -71,12 +70,7 @@ async def test_two_reconcilers_at_once_the_stale_one_changes_nothing(
     expired = await expired_claims(db_pool, 10)
     session = uuid.uuid4()
     await workers.register(
-        db_pool,
-        worker_id="quiet",
-        session_id=session,
-        gateway_id="g",
-        capabilities=["work"],
-        max_concurrency=1,
+        db_pool, worker_id="quiet", session_id=session, gateway_id="g", capabilities=["work"], max_concurrency=1,
         labels={},
     )
     silent = await submit(db_pool)
@@ -150,9 +144,7 @@ def gateway_and_scheduler(gateway_with: GatewayWith, start_scheduler: StartSched
 
 async def test_expired_lease_release_tells_the_worker_to_stop(
     streams: Streams,
-    gateway_and_scheduler: Callable[..., str],
-    db_pool: asyncpg.Pool,
-    redis_client: redis.asyncio.Redis,
+    gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     target = gateway_and_scheduler(lease_seconds="0.5")
     await wait_leading(redis_client)
@@ -168,9 +160,7 @@ async def test_expired_lease_release_tells_the_worker_to_stop(
 
 async def test_timeout_is_enforced_server_side_on_a_worker_that_ignores_cancel(
     streams: Streams,
-    gateway_and_scheduler: Callable[..., str],
-    db_pool: asyncpg.Pool,
-    redis_client: redis.asyncio.Redis,
+    gateway_and_scheduler: Callable[..., str], db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:
     # No reconcile pass within the test: only the gateway's wake-up at the due timeout can
     # make the scheduler enforce it in time.

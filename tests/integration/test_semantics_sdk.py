@@ -23,7 +23,6 @@ from tests.support.submissions import submit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-
 @pytest.fixture
 def gateway_env() -> dict[str, str]:
     return {"DISPATCHD_LEASE_SECONDS": "1"}

@@ -168,13 +168,9 @@ async def test_cancel_racing_completion_exactly_one_wins(db_pool: asyncpg.Pool) 
     for claim, (cancelled, completed) in zip(claims, outcomes, strict=True):
         assert cancelled != completed
         job = await jobs.get(db_pool, claim.job_id)
-        expected = (
-            (JobStatus.CANCELED, ExecutionStatus.CANCELED)
-            if cancelled
-            else (
-                JobStatus.SUCCEEDED,
-                ExecutionStatus.SUCCEEDED,
-            )
+        expected = (JobStatus.CANCELED, ExecutionStatus.CANCELED) if cancelled else (
+            JobStatus.SUCCEEDED,
+            ExecutionStatus.SUCCEEDED,
         )
         assert (job.status, *(await statuses(db_pool, claim.job_id))) == expected
 
@@ -281,12 +277,9 @@ async def test_delay_and_run_at_set_when_the_first_attempt_is_due(db_pool: async
     # Not due yet: not in due_queued, and not claimable even if someone pushed it early.
     due = {d.ref.execution_id for d in await repairs.due_queued(db_pool, 100)}
     assert delayed.queued.execution_id not in due and past.queued.execution_id in due
-    assert (
-        await executions.claim(
-            db_pool, [delayed.queued.execution_id], worker_id="w", session_id=SESSION, lease_seconds=5
-        )
-        == []
-    )
+    assert await executions.claim(
+        db_pool, [delayed.queued.execution_id], worker_id="w", session_id=SESSION, lease_seconds=5
+    ) == []
     next_due = await repairs.seconds_until_next_due(db_pool)
     assert next_due is not None and next_due < 1.5
 
@@ -370,7 +363,9 @@ async def test_dead_letters_are_listed_by_type_and_time_with_paging(db_pool: asy
     everything, token = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(), page_size=10, after=None)
     assert [d.job.job_id for d in everything] == ids[::-1] and token is None
     assert all(d.execution.status is ExecutionStatus.DEAD_LETTERED for d in everything)
-    mail, _ = await dead_letters.list_dead_letters(db_pool, DeadLetterFilter(job_type="mail"), page_size=10, after=None)
+    mail, _ = await dead_letters.list_dead_letters(
+        db_pool, DeadLetterFilter(job_type="mail"), page_size=10, after=None
+    )
     assert [d.job.job_id for d in mail] == [ids[5], ids[3], ids[1]]
     pivot = everything[2].job.finished_at  # ids[3]
     assert pivot is not None

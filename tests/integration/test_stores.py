@@ -170,3 +170,4 @@ def test_service_process_health_wait_and_failure_output(tmp_path_factory: pytest
     with pytest.raises(ServiceFailed, match="No module named"):
         broken.wait_healthy(f"127.0.0.1:{free_port()}", timeout=10)
     assert broken.wait(5) != 0
+

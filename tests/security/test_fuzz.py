@@ -96,7 +96,9 @@ def messages(draw: st.DrawFn, descriptor: Descriptor, known: list[str], depth: i
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             key_field = field.message_type.fields_by_name["key"]
             value_field = field.message_type.fields_by_name["value"]
-            values[field.name] = draw(st.dictionaries(scalar(key_field, known), scalar(value_field, known), max_size=4))
+            values[field.name] = draw(
+                st.dictionaries(scalar(key_field, known), scalar(value_field, known), max_size=4)
+            )
         elif field.message_type is not None:
             if depth >= 2:
                 continue
@@ -274,13 +276,11 @@ def test_random_worker_streams_get_documented_statuses(
     )
     # Mostly a valid registration, so the random messages after it reach the registered stream.
     first_messages = st.sampled_from(["registration"] * 3 + ["random", "garbage"]).flatmap(
-        lambda kind: (
-            st.just(registration)
-            if kind == "registration"
-            else random_first
-            if kind == "random"
-            else st.binary(max_size=40)
-        )
+        lambda kind: st.just(registration)
+        if kind == "registration"
+        else random_first
+        if kind == "random"
+        else st.binary(max_size=40)
     )
     seen: dict[str, int] = {}
 

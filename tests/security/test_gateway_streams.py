@@ -93,14 +93,14 @@ class RawStream:
     writer: asyncio.Task[None] | None = field(default=None)
 
     @classmethod
-    async def registered(cls, target: str, worker_id: str, capabilities: list[str], concurrency: int = 1) -> RawStream:
+    async def registered(cls, target: str, worker_id: str, capabilities: list[str], concurrency: int = 1
+                         ) -> RawStream:
         # Without BDP probing the stream's receive window stays small: replies it leaves
         # unread stop the gateway's writes after ~64 KiB instead of several MiB.
         channel = grpc.aio.insecure_channel(target, options=[*CHANNEL_OPTIONS, ("grpc.http2.bdp_probe", 0)])
         call: Any = pb_grpc.WorkerServiceStub(channel).Connect()
-        registration = pb.WorkerRegistration(
-            worker_id=worker_id, capabilities=capabilities, max_concurrency=concurrency
-        )
+        registration = pb.WorkerRegistration(worker_id=worker_id, capabilities=capabilities,
+                                             max_concurrency=concurrency)
         await call.write(pb.ConnectRequest(registration=registration))
         return cls(channel, call)
 
@@ -168,7 +168,8 @@ async def _offline(pool: asyncpg.Pool, worker_id: str) -> bool:
     return bool(status == WorkerStatus.OFFLINE)
 
 
-async def _complete_one(stream: WorkerStream, pool: asyncpg.Pool, queues: redis.asyncio.Redis, job_type: str) -> None:
+async def _complete_one(stream: WorkerStream, pool: asyncpg.Pool, queues: redis.asyncio.Redis, job_type: str
+                        ) -> None:
     await submit(pool, queues, job_type)
     assignment = await stream.expect("assignment", 10)
     ack = await stream.result(assignment.execution_id)
@@ -221,10 +222,8 @@ async def test_flooding_stream_is_ended_and_memory_stays_bounded(
         assert "stopped reading" in details
 
         growth = await memory.stop()
-        print(
-            f"gateway RSS grew by {growth:.1f} MiB (bound {FLOOD_RSS_BOUND_MIB}); flooder wrote "
-            f"{flooder.writes} messages; the good stream completed {completed} jobs meanwhile"
-        )
+        print(f"gateway RSS grew by {growth:.1f} MiB (bound {FLOOD_RSS_BOUND_MIB}); flooder wrote "
+              f"{flooder.writes} messages; the good stream completed {completed} jobs meanwhile")
         assert growth < FLOOD_RSS_BOUND_MIB, f"gateway RSS grew by {growth:.1f} MiB"
         assert completed >= 3, f"the good stream completed only {completed} jobs during the flood"
         await _complete_one(good, db_pool, redis_client, job_type)  # and it still works afterwards
@@ -283,11 +282,7 @@ async def test_malformed_ids_are_rejected_and_never_echoed(limited_gateway: Gate
                 await stream.send(**{payload: message})
                 ack = await stream.expect("ack", ack_kind=ack_kind)
                 assert (ack.status, ack.execution_id, ack.message) == (REJECTED, "", "execution_id must be a UUID"), (
-                    ack_kind,
-                    ack.status,
-                    len(ack.execution_id),
-                    ack.message[:80],
-                )
+                    ack_kind, ack.status, len(ack.execution_id), ack.message[:80])
         await stream.send(heartbeat=pb.WorkerHeartbeat(worker_id="y" * 100_000))
         ack = await stream.expect("ack", ack_kind="heartbeat")
         assert ack.status == REJECTED and "y" not in ack.message, ack.message[:80]

@@ -54,13 +54,8 @@ def test_production_names_each_problem_alone(creds: Credentials) -> None:
     secure = creds.server_env()
     cases = {
         "authentication is off": {**secure, "DISPATCHD_AUTH_ENABLED": "false"},
-        "TLS is off": {
-            **secure,
-            "DISPATCHD_TLS_CERT_FILE": "",
-            "DISPATCHD_TLS_KEY_FILE": "",
-            "DISPATCHD_TLS_REQUIRE_CLIENT_CERT": "false",
-            "DISPATCHD_TLS_CLIENT_CA_FILE": "",
-        },
+        "TLS is off": {**secure, "DISPATCHD_TLS_CERT_FILE": "", "DISPATCHD_TLS_KEY_FILE": "",
+                       "DISPATCHD_TLS_REQUIRE_CLIENT_CERT": "false", "DISPATCHD_TLS_CLIENT_CA_FILE": ""},
         "client certificates are not required": {**secure, "DISPATCHD_TLS_REQUIRE_CLIENT_CERT": "false"},
         "the audit log is off (set DISPATCHD_AUDIT_LEVEL": {**secure, "DISPATCHD_AUDIT_LEVEL": "off"},
         "a development secret is configured (unset DISPATCHD_JWT_HS256_SECRET)": {

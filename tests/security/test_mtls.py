@@ -69,9 +69,8 @@ def _gateway_probe(channel: grpc.Channel) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _handshake(
-    target: str, creds: Credentials, client: str = "admin-cli", other_ca: bool = False, tls12: bool = False
-) -> tuple[str, int]:
+def _handshake(target: str, creds: Credentials, client: str = "admin-cli", other_ca: bool = False,
+               tls12: bool = False) -> tuple[str, int]:
     """A bare TLS handshake: (negotiated version, serial of the server certificate)."""
     pki = creds.other_pki if other_ca else creds.pki
     context = ssl.create_default_context(cafile=str(creds.pki.ca))
@@ -81,10 +80,9 @@ def _handshake(
     if tls12:
         context.maximum_version = ssl.TLSVersion.TLSv1_2
     host, port = target.rsplit(":", 1)
-    with (
-        socket.create_connection((host, int(port)), timeout=5) as sock,
-        context.wrap_socket(sock, server_hostname="localhost") as tls,
-    ):
+    with socket.create_connection((host, int(port)), timeout=5) as sock, context.wrap_socket(
+        sock, server_hostname="localhost"
+    ) as tls:
         der = tls.getpeercert(binary_form=True)
         assert der is not None
         # With TLS 1.3 a refused client certificate surfaces on the first read, not in the handshake.

@@ -68,10 +68,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_dispatchctl_with_token_and_certificates(
-    secure_stack: SecureStack,
-    creds: Credentials,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    secure_stack: SecureStack, creds: Credentials, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cert, key = creds.pki.client("alice")

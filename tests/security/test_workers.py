@@ -24,9 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 ACCEPTED = wpb.ACK_STATUS_ACCEPTED
 
 
-async def _register(
-    stack: SecureStack, security: ClientSecurity, worker_id: str, capability: str = "sec.id"
-) -> tuple[WorkerStream, grpc.StatusCode, str]:
+async def _register(stack: SecureStack, security: ClientSecurity, worker_id: str, capability: str = "sec.id"
+                    ) -> tuple[WorkerStream, grpc.StatusCode, str]:
     stream = WorkerStream(stack.gateway, security)
     await stream.offer(worker_id, [capability])
     message = await stream.reply()
@@ -40,48 +39,18 @@ async def test_worker_identity_must_match_token_and_certificate(secure_stack: Se
     cases = [
         # (description, client security, registered worker id, expected, words in the refusal)
         ("all agree", creds.worker("worker-a", worker_a), "worker-a", grpc.StatusCode.OK, ""),
-        (
-            "another worker's certificate",
-            creds.worker("worker-b", worker_a),
-            "worker-a",
-            grpc.StatusCode.PERMISSION_DENIED,
-            "certificate does not name worker 'worker-a'",
-        ),
-        (
-            "registers as someone else",
-            creds.worker("worker-a", worker_a),
-            "worker-b",
-            grpc.StatusCode.PERMISSION_DENIED,
-            "does not match the token subject 'worker-a'",
-        ),
-        (
-            "token of another worker",
-            creds.worker("worker-a", creds.token("worker-b", "worker")),
-            "worker-b",
-            grpc.StatusCode.PERMISSION_DENIED,
-            "certificate does not name worker 'worker-b'",
-        ),
-        (
-            "a person's certificate",
-            creds.client("admin-cli", worker_a),
-            "worker-a",
-            grpc.StatusCode.PERMISSION_DENIED,
-            "certificate does not name",
-        ),
-        (
-            "service role: any worker id, any certificate",
-            creds.client("admin-cli", creds.token("pool", "service")),
-            "pool-worker-17",
-            grpc.StatusCode.OK,
-            "",
-        ),
-        (
-            "an admin is not a worker",
-            creds.worker("worker-a", creds.token("worker-a", "admin")),
-            "worker-a",
-            grpc.StatusCode.PERMISSION_DENIED,
-            "may not call WorkerService.Connect",
-        ),
+        ("another worker's certificate", creds.worker("worker-b", worker_a), "worker-a",
+         grpc.StatusCode.PERMISSION_DENIED, "certificate does not name worker 'worker-a'"),
+        ("registers as someone else", creds.worker("worker-a", worker_a), "worker-b",
+         grpc.StatusCode.PERMISSION_DENIED, "does not match the token subject 'worker-a'"),
+        ("token of another worker", creds.worker("worker-a", creds.token("worker-b", "worker")), "worker-b",
+         grpc.StatusCode.PERMISSION_DENIED, "certificate does not name worker 'worker-b'"),
+        ("a person's certificate", creds.client("admin-cli", worker_a), "worker-a",
+         grpc.StatusCode.PERMISSION_DENIED, "certificate does not name"),
+        ("service role: any worker id, any certificate", creds.client("admin-cli", creds.token("pool", "service")),
+         "pool-worker-17", grpc.StatusCode.OK, ""),
+        ("an admin is not a worker", creds.worker("worker-a", creds.token("worker-a", "admin")), "worker-a",
+         grpc.StatusCode.PERMISSION_DENIED, "may not call WorkerService.Connect"),
     ]
     for name, security, worker_id, expected, words in cases:
         stream, code, details = await _register(secure_stack, security, worker_id)
@@ -226,8 +195,7 @@ async def test_audit_log_lines(secure_stack: SecureStack, creds: Credentials) ->
     events = await stream_events()
     assert "stream.close" in events
     closes = [
-        line
-        for line in _audit_lines(secure_stack, "worker-gateway")
+        line for line in _audit_lines(secure_stack, "worker-gateway")
         if line.get("worker_id") == "worker-b" and line["event"] == "stream.close"
     ]
     assert closes[-1]["subject"] == "worker-b"

@@ -74,11 +74,8 @@ def test_a_good_report_passes() -> None:
         ("image_user", "0:0", "image user"),
         ("leaks", ["etc/pip.conf"], "holds what only the build may"),
         ("processes", [["control-plane", 10001]], "not every program ran"),
-        (
-            "processes",
-            [["control-plane", 0], ["scheduler", 10001], ["worker", 10001], ["worker-gateway", 10001]],
-            "another uid",
-        ),
+        ("processes", [["control-plane", 0], ["scheduler", 10001], ["worker", 10001], ["worker-gateway", 10001]],
+         "another uid"),
     ],
 )
 def test_a_broken_report_fails(key: str, value: object, expected: str) -> None:

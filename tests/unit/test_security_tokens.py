@@ -52,27 +52,27 @@ def test_good_tokens(creds: Credentials) -> None:
 
 
 BAD = [
-    "expired",
-    "not yet valid",
-    "wrong issuer",
-    "wrong audience",
-    "signed by another key (same kid)",
-    "signed by another key (unknown kid)",
-    "signed by another key (no kid)",
-    "alg none",
-    "alg none, uppercase",
-    "HS256 with the RSA public key",
-    "tampered payload",
-    "missing sub",
-    "missing exp",
-    "missing iss",
-    "missing aud",
-    "empty sub",
-    "exp as a numeric string",
-    "not a JWT",
-    "garbage segments",
-    "oversized",
-]
+        "expired",
+        "not yet valid",
+        "wrong issuer",
+        "wrong audience",
+        "signed by another key (same kid)",
+        "signed by another key (unknown kid)",
+        "signed by another key (no kid)",
+        "alg none",
+        "alg none, uppercase",
+        "HS256 with the RSA public key",
+        "tampered payload",
+        "missing sub",
+        "missing exp",
+        "missing iss",
+        "missing aud",
+        "empty sub",
+        "exp as a numeric string",
+        "not a JWT",
+        "garbage segments",
+        "oversized",
+    ]
 
 
 @pytest.mark.parametrize("name", BAD)
