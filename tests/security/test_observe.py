@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -22,6 +23,7 @@ import pytest_asyncio
 from dispatchd.cli.main import main as dispatchctl
 from dispatchd.client import (
     AsyncClient,
+    Client,
     InvalidArgument,
     JobEvent,
     JobEventKind,
@@ -239,3 +241,25 @@ def test_dispatchctl_observe_commands(
     assert "(primary)" in capsys.readouterr().out
     assert dispatchctl([*ctl, "logs", "00000000-0000-4000-8000-000000000000"]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+    # watch: prints events as they come; the submits go on until it has seen one (it may
+    # subscribe after the first), so it exits by itself with --count.
+    exits: list[int] = []
+    watching = threading.Thread(
+        target=lambda: exits.append(dispatchctl([*ctl, "-o", "json", "watch", "--type", "obs.cli", "--count", "1"]))
+    )
+    watching.start()
+    security = creds.client("admin-cli", token=creds.token("ops", "operator"))
+    with Client(secure_stack.control_plane, security=security) as client:
+        for _ in range(40):
+            client.submit("obs.cli")
+            watching.join(0.25)
+            if not watching.is_alive():
+                break
+    assert exits == [0]
+    (event,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (event["job_type"], event["kind"], event["status"]) == (
+        "obs.cli",
+        "JOB_EVENT_KIND_SUBMITTED",
+        "JOB_STATUS_PENDING",
+    )

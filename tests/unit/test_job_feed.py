@@ -98,6 +98,18 @@ async def test_filters_and_interruptions() -> None:
     assert heard == ["0", "x", "y", "z"]
 
 
+async def test_closing_ends_every_watch_after_what_it_has_queued() -> None:
+    feed = JobFeed()
+    with feed.watch(Filter()) as watch:
+        feed.on_activity(_batch(1))
+        feed.close()
+        delivery = await asyncio.wait_for(watch.next(), 1)
+        assert delivery is not None and delivery.event is not None and delivery.event.job_id == "0"
+        assert await asyncio.wait_for(watch.next(), 1) is None
+    with feed.watch(Filter()) as late:  # a watch that starts while closing ends at once
+        assert await asyncio.wait_for(late.next(), 1) is None
+
+
 async def test_events_are_not_parsed_while_nobody_listens() -> None:
     feed = JobFeed()
     feed.on_activity("not json")  # no watch, no follower: not even parsed (no warning, no error)

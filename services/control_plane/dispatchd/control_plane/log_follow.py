@@ -40,6 +40,12 @@ class LogWakeups(Wakeups):
     def __init__(self, subscribed: Callable[[], bool] = lambda: False) -> None:
         super().__init__()
         self.subscribed = subscribed
+        self.closing = False
+
+    def close(self) -> None:
+        """Shutdown: followers end their streams now (a client resumes from its last token)."""
+        self.closing = True
+        self.wake_all()
 
     def following(self) -> bool:
         return self.waiting() > 0
@@ -83,6 +89,8 @@ async def follow(
                 continue
             if done:
                 break
+            if wakeups.closing:  # shutting down: what was stored is sent; the client resumes later
+                return
             timeout = safety_seconds if wakeups.subscribed() else min(safety_seconds, DEGRADED_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken, timeout)

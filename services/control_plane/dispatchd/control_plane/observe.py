@@ -68,6 +68,11 @@ class ObserveEvents:
     async def run(self) -> None:
         await self.subscription.run()
 
+    async def close(self) -> None:
+        """Shutdown: end every watch and follow, so no open stream holds the server up."""
+        self.feed.close()
+        self.wakeups.close()
+
 
 def _log_target(request: observe_pb2.ListLogsRequest | observe_pb2.FollowLogsRequest) -> dict[str, uuid.UUID | None]:
     if bool(request.job_id) == bool(request.execution_id):
@@ -173,6 +178,8 @@ class ObserveService:
             yield observe_pb2.WatchJobsResponse(subscribed=True)
             while True:
                 delivery = await watch.next()
+                if delivery is None:
+                    return
                 yield observe_pb2.WatchJobsResponse(
                     event=None if delivery.event is None else to_pb.job_event(delivery.event),
                     gap=delivery.gap,
