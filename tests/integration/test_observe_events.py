@@ -1,5 +1,6 @@
-"""The Redis side of the live views, on a real Redis: batched log notices, and one subscription
-per control-plane process fanning job events and notices out to watches and log followers."""
+"""The live views' moving parts on real stores: batched log notices, one subscription per
+control-plane process fanning job events and notices out to watches and log followers, and
+the log pages they read (attempt order, a byte budget per page)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 import pytest_asyncio
 import redis.asyncio
 
 from dispatchd.control_plane.job_feed import Filter
 from dispatchd.control_plane.observe import ObserveEvents
+from dispatchd.platform.errors import NotFound
 from dispatchd.platform.job_events import JobEvent, Kind
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JobStatus
+from dispatchd.platform.store import executions, logs, workers
 from dispatchd.worker_gateway.log_notices import LogNotices
+from tests.support.submissions import first_attempt, submit
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +94,30 @@ async def test_one_subscription_feeds_every_watch_and_follower(
     # One connection for all of them: this process's subscription is the only subscriber.
     counts = dict(await redis_client.pubsub_numsub(queues.keys.job_channel, queues.keys.log_channel))
     assert set(counts.values()) == {1}
+
+
+async def test_log_pages_keep_attempt_order_and_a_byte_budget(db_pool: asyncpg.Pool) -> None:
+    submitted = await submit(db_pool, job_type="obs.logs", max_attempts=2)
+    execution_id = first_attempt(submitted).execution_id
+    session = uuid.uuid4()
+    assert await executions.claim(db_pool, [execution_id], worker_id="w", session_id=session, lease_seconds=30)
+    big = "x" * (logs.PAGE_BYTES // 2 + 1)  # two do not fit in one page
+    for message in ("a", big, big, "b"):
+        assert await workers.append_log(db_pool, execution_id, session, "stdout", message, None)
+    of = await logs.target(db_pool, job_id=submitted.job.job_id, execution_id=None)
+    assert await logs.state(db_pool, of) == (False, [execution_id])
+
+    first, more = await logs.page(db_pool, of, 0, 10)
+    assert [len(r.message) for r in first] == [1, len(big)] and more  # cut by bytes, not by count
+    second, more = await logs.page(db_pool, of, first[-1].log_id, 10)
+    assert [r.message for r in second] == [big, "b"] and not more
+    # A settled attempt stores nothing more: its lines are final, and so is the state.
+    settled = await executions.fail(db_pool, execution_id, executions.Owner(), "boom", retry_delay_ms=0)
+    assert settled.applied and settled.retry is not None
+    assert not await workers.append_log(db_pool, execution_id, session, "stdout", "late", None)
+    done, attempts = await logs.state(db_pool, of)
+    assert not done and attempts == [execution_id, settled.retry.execution_id]
+    one = await logs.target(db_pool, job_id=None, execution_id=execution_id)
+    assert (await logs.state(db_pool, one))[0] and one.job_id == submitted.job.job_id
+    with pytest.raises(NotFound, match="execution"):
+        await logs.target(db_pool, job_id=None, execution_id=uuid.uuid4())

@@ -80,7 +80,7 @@ async def follow(
         with wakeups.watch_keys(keys) as woken:
             done, executions = await logs.state(pool, of)
             known = [*keys[:1], *(str(e) for e in executions)]
-            rows = await logs.page(pool, of, after, page_size)
+            rows, _ = await logs.page(pool, of, after, page_size)
             if rows:
                 yield rows
                 after = rows[-1].log_id
@@ -95,6 +95,6 @@ async def follow(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken, timeout)
     await asyncio.sleep(grace_seconds)
-    while rows := await logs.page(pool, of, after, page_size):
+    while rows := (await logs.page(pool, of, after, page_size))[0]:
         yield rows
         after = rows[-1].log_id

@@ -107,11 +107,11 @@ class ObserveService:
     ) -> observe_pb2.ListLogsResponse:
         of, listing, after = await self._open_logs(request)
         size = validation.page_size(request.page_size, self.settings)
-        rows = await logs.page(self.pool, of, after, size)
+        rows, more = await logs.page(self.pool, of, after, size)
         last = rows[-1].log_id if rows else after
         return observe_pb2.ListLogsResponse(
             lines=[to_pb.log_line(r) for r in rows],
-            next_page_token=self.pages.issue_sequence(listing, last) if len(rows) == size else "",
+            next_page_token=self.pages.issue_sequence(listing, last) if more else "",
             resume_token=self.pages.issue_sequence(listing, last) if last else "",
         )
 
