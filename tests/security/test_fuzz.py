@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from dispatchd.v1 import job_service_pb2, worker_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
+from tests.support.streams import first_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -171,9 +172,13 @@ def known_job_ids(secure_stack: SecureStack, creds: Credentials) -> list[str]:
 
 
 def _answer(channel: grpc.Channel, method: str, payload: bytes, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
-    call = channel.unary_unary(f"/{JOB_SERVICE.full_name}/{method}")
+    path = f"/{JOB_SERVICE.full_name}/{method}"
     try:
-        call(payload, metadata=metadata, timeout=30)
+        if JOB_SERVICE.methods_by_name[method].server_streaming:
+            # A stream answers (or fails) with its first message: WatchJobs's comes at once.
+            first_of(channel.unary_stream(path)(payload, metadata=metadata, timeout=30))
+        else:
+            channel.unary_unary(path)(payload, metadata=metadata, timeout=30)
     except grpc.RpcError as exc:
         code: grpc.StatusCode = exc.code()
         return code

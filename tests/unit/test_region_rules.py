@@ -16,6 +16,8 @@ JOB_METHODS = [
 READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
 READS |= {"ListWorkflows", "GetWorkflowRun", "ListWorkflowRuns"}  # workflows (issue 14)
 READS |= {"GetSchedule", "ListSchedules", "ListScheduleFires"}  # schedules (issue 14)
+# The observe RPCs (observe.proto) only read.
+READS |= {"ListLogs", "FollowLogs", "ListWorkers", "GetQueueStats", "GetClusterStatus", "WatchJobs"}
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

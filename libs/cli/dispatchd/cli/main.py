@@ -1,5 +1,6 @@
 """dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters;
-workflows (`dispatchctl workflow ...`, in `workflows`).
+workflows (`dispatchctl workflow ...`, in `workflows`), schedules (`schedules`); read logs, workers,
+queues and cluster status, and watch job events (`observe`).
 
 Exit status: 0 on success; 1 when a call fails or a waited-for job did not succeed (one
 line on stderr says why); 2 for usage errors; `run` exits with the command's own status.
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.cli import commands, schedules, workflows
+from dispatchd.cli import commands, observe, schedules, workflows
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
@@ -200,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workflows.add_parser(sub, common)
     schedules.register(sub, common)
+
+    observe.register(command, _job_type, _status, _positive_int)
     return parser
 
 

@@ -40,6 +40,16 @@ from dispatchd.client._models import (
     Skipped,
     Submission,
 )
+from dispatchd.client._observe_models import (
+    ClusterStatus,
+    JobEvent,
+    JobEventKind,
+    LogLine,
+    LogPage,
+    QueueStats,
+    Worker,
+    WorkerStatus,
+)
 from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
 from dispatchd.client._schedules import Schedule, ScheduleFire
@@ -56,6 +66,7 @@ __all__ = [
     "BatchOutcome",
     "Client",
     "ClientSecurity",
+    "ClusterStatus",
     "CredentialsError",
     "DeadLetter",
     "DeadlineExceeded",
@@ -65,11 +76,16 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "Job",
+    "JobEvent",
+    "JobEventKind",
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "LogLine",
+    "LogPage",
     "Page",
     "PermissionDenied",
+    "QueueStats",
     "Redrive",
     "ResourceExhausted",
     "Retries",
@@ -80,6 +96,8 @@ __all__ = [
     "Submission",
     "Unauthenticated",
     "Unavailable",
+    "Worker",
+    "WorkerStatus",
     "WorkflowDefinition",
     "WorkflowRun",
     "WorkflowRunStatus",

@@ -20,6 +20,7 @@ import grpc
 from dispatchd.client import _requests, _workflows
 from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
+from dispatchd.client._observe import ObserveCalls
 from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
 from dispatchd.client._schedules import ScheduleCalls
@@ -50,10 +51,11 @@ class Options(TypedDict, total=False):
     retries: Retries
 
 
-class AsyncClient(ScheduleCalls):
+class AsyncClient(ScheduleCalls, ObserveCalls):
     """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters; register
     workflows, start, read, list and cancel their runs; define and steer schedules
-    (`_schedules.ScheduleCalls`).
+    (`_schedules.ScheduleCalls`); read logs, workers, queues, cluster status and job events
+    (`ObserveCalls`).
 
     `target` defaults to $DISPATCHD_CONTROL_PLANE_TARGET, then 127.0.0.1:50051; `security`
     (token, token file, CA, client certificate) to the DISPATCHD_* environment. `timeout`

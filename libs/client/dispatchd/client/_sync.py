@@ -84,6 +84,13 @@ class Client:
     resume_schedule = _blocking(AsyncClient.resume_schedule)
     delete_schedule = _blocking(AsyncClient.delete_schedule)
     schedule_fires = _blocking(AsyncClient.schedule_fires)
+    list_logs = _blocking(AsyncClient.list_logs)
+    iter_logs = _blocking_iter(AsyncClient.iter_logs)
+    follow_logs = _blocking_iter(AsyncClient.follow_logs)
+    workers = _blocking(AsyncClient.workers)
+    queue_stats = _blocking(AsyncClient.queue_stats)
+    cluster_status = _blocking(AsyncClient.cluster_status)
+    watch = _blocking_iter(AsyncClient.watch)
 
     def close(self) -> None:
         self._runner.run(self._client.close())

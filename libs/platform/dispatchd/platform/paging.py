@@ -33,6 +33,7 @@ from dispatchd.platform.errors import InvalidArgument
 
 MIN_KEY_BYTES = 32
 MAX_ATTEMPT = 2**31 - 1  # executions.attempt is a Postgres integer
+MAX_SEQUENCE = 2**63 - 1  # a bigserial (execution_logs.log_id)
 _MAC_BYTES = 16
 _DOMAIN = b"dispatchd.page-token.v1"
 MALFORMED = "page_token is malformed or belongs to another listing; pass back a next_page_token unchanged"
@@ -129,9 +130,19 @@ class PageTokens:
 
     def open_attempt(self, listing: Listing, token: str) -> int:
         """The attempt after which the next page starts; 0 for the first page."""
+        return self._open_number(listing, token, MAX_ATTEMPT)
+
+    # A bigserial position (execution_logs.log_id): issued like an attempt, with a wider range.
+    issue_sequence = issue_attempt
+
+    def open_sequence(self, listing: Listing, token: str) -> int:
+        """The bigserial id after which the next page starts; 0 for the first page."""
+        return self._open_number(listing, token, MAX_SEQUENCE)
+
+    def _open_number(self, listing: Listing, token: str, maximum: int) -> int:
         if not token:
             return 0
         match self._open(listing, token):
-            case [int() as attempt] if not isinstance(attempt, bool) and 0 <= attempt <= MAX_ATTEMPT:
-                return attempt
+            case [int() as number] if not isinstance(number, bool) and 0 <= number <= maximum:
+                return number
         raise InvalidArgument(MALFORMED)

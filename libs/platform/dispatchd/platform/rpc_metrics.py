@@ -22,8 +22,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 from dispatchd.common.metrics import Bound
-from dispatchd.platform.decoding import relay
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap, status_of_call
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, relay, rewrap, status_of_call
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 

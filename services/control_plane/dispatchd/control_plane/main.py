@@ -24,7 +24,8 @@ async def build(runtime: server.Runtime) -> server.Service:
         raise SystemExit(f"control-plane: {exc}") from None
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters, pages)
     runtime.on_shutdown.append(waiters.close)
-    tasks = [waiters.run]
+    runtime.on_shutdown.append(servicer.observed.close)
+    tasks = [waiters.run, servicer.observed.run]
     if runtime.settings.workflows_dir:  # GitOps workflow definitions (a mounted ConfigMap)
         files = WorkflowFiles(runtime.pool, runtime.settings.workflows_dir, runtime.settings.workflows_reload_seconds)
         tasks.append(files.run)

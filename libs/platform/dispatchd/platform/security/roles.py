@@ -24,9 +24,10 @@ class Role(enum.StrEnum):
 
 
 ROLE_DESCRIPTIONS: Mapping[Role, str] = {
-    Role.SUBMITTER: "submits jobs and reads the jobs it submitted; lists workflows, starts workflow runs "
-    "and reads the runs it started",
-    Role.VIEWER: "reads every job, execution, dead letter, workflow, workflow run, schedule and schedule fire",
+    Role.SUBMITTER: "submits jobs and reads the jobs it submitted (and their logs); lists workflows, starts "
+    "workflow runs and reads the runs it started",
+    Role.VIEWER: "reads every job, execution, log, dead letter, workflow, workflow run, schedule and schedule "
+    "fire, the workers, queues and cluster status; watches job events",
     Role.OPERATOR: "everything on jobs: submit, read, cancel, list and redrive dead letters; registers "
     "workflows, starts, reads and cancels workflow runs; defines, pauses, resumes and deletes schedules "
     "(a schedule submits jobs on its own, as its creator)",
