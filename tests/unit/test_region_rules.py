@@ -14,6 +14,8 @@ JOB_METHODS = [
     for m in job_service_pb2.DESCRIPTOR.services_by_name["JobService"].methods
 ]
 READS = {"GetJob", "ListJobs", "ListExecutions", "WaitJob", "ListDeadLetters"}
+# The observe RPCs (observe.proto) only read.
+READS |= {"ListLogs", "FollowLogs", "ListWorkers", "GetQueueStats", "GetClusterStatus", "WatchJobs"}
 
 
 @pytest.mark.parametrize("method", JOB_METHODS)

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from dispatchd.v1 import common_pb2 as dispatchd_dot_v1_dot_common__pb2
+from dispatchd.v1 import observe_pb2 as dispatchd_dot_v1_dot_observe__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ispatchd/v1/job_service.proto\x12\x0c\x64ispatchd.v1\x1a\x19\x64ispatchd/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x03\n\x10SubmitJobRequest\x12\x19\n\x08job_type\x18\x01 \x01(\tR\x07jobType\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12H\n\x08metadata\x18\x05 \x03(\x0b\x32,.dispatchd.v1.SubmitJobRequest.MetadataEntryR\x08metadata\x12<\n\x0cretry_policy\x18\x06 \x01(\x0b\x32\x19.dispatchd.v1.RetryPolicyR\x0bretryPolicy\x12\x46\n\x11\x65xecution_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x10\x65xecutionTimeout\x12\x31\n\x06run_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05runAt\x12/\n\x05\x64\x65lay\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x64\x65lay\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\\\n\x11SubmitJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\"\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08R\x0c\x64\x65\x64uplicated\"A\n\x10\x43\x61ncelJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\"&\n\rGetJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\"j\n\x15ListExecutionsRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"y\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32\x17.dispatchd.v1.ExecutionR\nexecutions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x02\n\x0fListJobsRequest\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x17.dispatchd.v1.JobStatusR\x06status\x12\x19\n\x08job_type\x18\x02 \x01(\tR\x07jobType\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12?\n\rcreated_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x63reatedAfter\x12\x41\n\x0e\x63reated_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\'\n\x0fidempotency_key\x18\x0c \x01(\tR\x0eidempotencyKey\"a\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.dispatchd.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\\\n\x0eWaitJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"R\n\x0fWaitJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\x1a\n\x08terminal\x18\x02 \x01(\x08R\x08terminal\"\x91\x01\n\x10\x44\x65\x61\x64LetterFilter\x12\x19\n\x08job_type\x18\x01 \x01(\tR\x07jobType\x12\x30\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x30\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05until\"h\n\nDeadLetter\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\x35\n\texecution\x18\x02 \x01(\x0b\x32\x17.dispatchd.v1.ExecutionR\texecution\"\x8c\x01\n\x16ListDeadLettersRequest\x12\x36\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1e.dispatchd.v1.DeadLetterFilterR\x06\x66ilter\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"~\n\x17ListDeadLettersResponse\x12;\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.dispatchd.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x12RedriveJobsRequest\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\x12\x36\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1e.dispatchd.v1.DeadLetterFilterR\x06\x66ilter\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"?\n\x0eRedriveSkipped\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\x90\x01\n\x13RedriveJobsResponse\x12-\n\x08redriven\x18\x01 \x03(\x0b\x32\x11.dispatchd.v1.JobR\x08redriven\x12\x36\n\x07skipped\x18\x02 \x03(\x0b\x32\x1c.dispatchd.v1.RedriveSkippedR\x07skipped\x12\x12\n\x04more\x18\x03 \x01(\x08R\x04more\"L\n\x16\x42\x61tchSubmitJobsRequest\x12\x32\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.dispatchd.v1.SubmitJobRequestR\x04jobs\"\xbb\x01\n\x14\x42\x61tchSubmitJobResult\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\"\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08R\x0c\x64\x65\x64uplicated\x12\x12\n\x04\x63ode\x18\x03 \x01(\x05R\x04\x63ode\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x17.dispatchd.v1.JobStatusR\x06status\"W\n\x17\x42\x61tchSubmitJobsResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32\".dispatchd.v1.BatchSubmitJobResultR\x07results2\xf1\x05\n\nJobService\x12L\n\tSubmitJob\x12\x1e.dispatchd.v1.SubmitJobRequest\x1a\x1f.dispatchd.v1.SubmitJobResponse\x12L\n\tCancelJob\x12\x1e.dispatchd.v1.CancelJobRequest\x1a\x1f.dispatchd.v1.CancelJobResponse\x12\x43\n\x06GetJob\x12\x1b.dispatchd.v1.GetJobRequest\x1a\x1c.dispatchd.v1.GetJobResponse\x12[\n\x0eListExecutions\x12#.dispatchd.v1.ListExecutionsRequest\x1a$.dispatchd.v1.ListExecutionsResponse\x12I\n\x08ListJobs\x12\x1d.dispatchd.v1.ListJobsRequest\x1a\x1e.dispatchd.v1.ListJobsResponse\x12\x46\n\x07WaitJob\x12\x1c.dispatchd.v1.WaitJobRequest\x1a\x1d.dispatchd.v1.WaitJobResponse\x12^\n\x0fListDeadLetters\x12$.dispatchd.v1.ListDeadLettersRequest\x1a%.dispatchd.v1.ListDeadLettersResponse\x12R\n\x0bRedriveJobs\x12 .dispatchd.v1.RedriveJobsRequest\x1a!.dispatchd.v1.RedriveJobsResponse\x12^\n\x0f\x42\x61tchSubmitJobs\x12$.dispatchd.v1.BatchSubmitJobsRequest\x1a%.dispatchd.v1.BatchSubmitJobsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ispatchd/v1/job_service.proto\x12\x0c\x64ispatchd.v1\x1a\x19\x64ispatchd/v1/common.proto\x1a\x1a\x64ispatchd/v1/observe.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x03\n\x10SubmitJobRequest\x12\x19\n\x08job_type\x18\x01 \x01(\tR\x07jobType\x12\x18\n\x07payload\x18\x02 \x01(\x0cR\x07payload\x12\x1a\n\x08priority\x18\x03 \x01(\x05R\x08priority\x12\'\n\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\x12H\n\x08metadata\x18\x05 \x03(\x0b\x32,.dispatchd.v1.SubmitJobRequest.MetadataEntryR\x08metadata\x12<\n\x0cretry_policy\x18\x06 \x01(\x0b\x32\x19.dispatchd.v1.RetryPolicyR\x0bretryPolicy\x12\x46\n\x11\x65xecution_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x10\x65xecutionTimeout\x12\x31\n\x06run_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05runAt\x12/\n\x05\x64\x65lay\x18\t \x01(\x0b\x32\x19.google.protobuf.DurationR\x05\x64\x65lay\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\\\n\x11SubmitJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\"\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08R\x0c\x64\x65\x64uplicated\"A\n\x10\x43\x61ncelJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"8\n\x11\x43\x61ncelJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\"&\n\rGetJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\"5\n\x0eGetJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\"j\n\x15ListExecutionsRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"y\n\x16ListExecutionsResponse\x12\x37\n\nexecutions\x18\x01 \x03(\x0b\x32\x17.dispatchd.v1.ExecutionR\nexecutions\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc6\x02\n\x0fListJobsRequest\x12/\n\x06status\x18\x01 \x01(\x0e\x32\x17.dispatchd.v1.JobStatusR\x06status\x12\x19\n\x08job_type\x18\x02 \x01(\tR\x07jobType\x12\x1b\n\tpage_size\x18\x03 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x04 \x01(\tR\tpageToken\x12?\n\rcreated_after\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0c\x63reatedAfter\x12\x41\n\x0e\x63reated_before\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\'\n\x0fidempotency_key\x18\x0c \x01(\tR\x0eidempotencyKey\"a\n\x10ListJobsResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.dispatchd.v1.JobR\x04jobs\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\\\n\x0eWaitJobRequest\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x33\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\"R\n\x0fWaitJobResponse\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\x1a\n\x08terminal\x18\x02 \x01(\x08R\x08terminal\"\x91\x01\n\x10\x44\x65\x61\x64LetterFilter\x12\x19\n\x08job_type\x18\x01 \x01(\tR\x07jobType\x12\x30\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05since\x12\x30\n\x05until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x05until\"h\n\nDeadLetter\x12#\n\x03job\x18\x01 \x01(\x0b\x32\x11.dispatchd.v1.JobR\x03job\x12\x35\n\texecution\x18\x02 \x01(\x0b\x32\x17.dispatchd.v1.ExecutionR\texecution\"\x8c\x01\n\x16ListDeadLettersRequest\x12\x36\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1e.dispatchd.v1.DeadLetterFilterR\x06\x66ilter\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"~\n\x17ListDeadLettersResponse\x12;\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.dispatchd.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x93\x01\n\x12RedriveJobsRequest\x12\x17\n\x07job_ids\x18\x01 \x03(\tR\x06jobIds\x12\x36\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1e.dispatchd.v1.DeadLetterFilterR\x06\x66ilter\x12\x14\n\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x16\n\x06reason\x18\x04 \x01(\tR\x06reason\"?\n\x0eRedriveSkipped\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"\x90\x01\n\x13RedriveJobsResponse\x12-\n\x08redriven\x18\x01 \x03(\x0b\x32\x11.dispatchd.v1.JobR\x08redriven\x12\x36\n\x07skipped\x18\x02 \x03(\x0b\x32\x1c.dispatchd.v1.RedriveSkippedR\x07skipped\x12\x12\n\x04more\x18\x03 \x01(\x08R\x04more\"L\n\x16\x42\x61tchSubmitJobsRequest\x12\x32\n\x04jobs\x18\x01 \x03(\x0b\x32\x1e.dispatchd.v1.SubmitJobRequestR\x04jobs\"\xbb\x01\n\x14\x42\x61tchSubmitJobResult\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\"\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08R\x0c\x64\x65\x64uplicated\x12\x12\n\x04\x63ode\x18\x03 \x01(\x05R\x04\x63ode\x12#\n\rerror_message\x18\x04 \x01(\tR\x0c\x65rrorMessage\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x17.dispatchd.v1.JobStatusR\x06status\"W\n\x17\x42\x61tchSubmitJobsResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32\".dispatchd.v1.BatchSubmitJobResultR\x07results2\xf0\t\n\nJobService\x12L\n\tSubmitJob\x12\x1e.dispatchd.v1.SubmitJobRequest\x1a\x1f.dispatchd.v1.SubmitJobResponse\x12L\n\tCancelJob\x12\x1e.dispatchd.v1.CancelJobRequest\x1a\x1f.dispatchd.v1.CancelJobResponse\x12\x43\n\x06GetJob\x12\x1b.dispatchd.v1.GetJobRequest\x1a\x1c.dispatchd.v1.GetJobResponse\x12[\n\x0eListExecutions\x12#.dispatchd.v1.ListExecutionsRequest\x1a$.dispatchd.v1.ListExecutionsResponse\x12I\n\x08ListJobs\x12\x1d.dispatchd.v1.ListJobsRequest\x1a\x1e.dispatchd.v1.ListJobsResponse\x12\x46\n\x07WaitJob\x12\x1c.dispatchd.v1.WaitJobRequest\x1a\x1d.dispatchd.v1.WaitJobResponse\x12^\n\x0fListDeadLetters\x12$.dispatchd.v1.ListDeadLettersRequest\x1a%.dispatchd.v1.ListDeadLettersResponse\x12R\n\x0bRedriveJobs\x12 .dispatchd.v1.RedriveJobsRequest\x1a!.dispatchd.v1.RedriveJobsResponse\x12^\n\x0f\x42\x61tchSubmitJobs\x12$.dispatchd.v1.BatchSubmitJobsRequest\x1a%.dispatchd.v1.BatchSubmitJobsResponse\x12I\n\x08ListLogs\x12\x1d.dispatchd.v1.ListLogsRequest\x1a\x1e.dispatchd.v1.ListLogsResponse\x12Q\n\nFollowLogs\x12\x1f.dispatchd.v1.FollowLogsRequest\x1a .dispatchd.v1.FollowLogsResponse0\x01\x12R\n\x0bListWorkers\x12 .dispatchd.v1.ListWorkersRequest\x1a!.dispatchd.v1.ListWorkersResponse\x12X\n\rGetQueueStats\x12\".dispatchd.v1.GetQueueStatsRequest\x1a#.dispatchd.v1.GetQueueStatsResponse\x12\x61\n\x10GetClusterStatus\x12%.dispatchd.v1.GetClusterStatusRequest\x1a&.dispatchd.v1.GetClusterStatusResponse\x12N\n\tWatchJobs\x12\x1e.dispatchd.v1.WatchJobsRequest\x1a\x1f.dispatchd.v1.WatchJobsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,52 +37,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITJOBREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_SUBMITJOBREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_SUBMITJOBREQUEST']._serialized_start=141
-  _globals['_SUBMITJOBREQUEST']._serialized_end=650
-  _globals['_SUBMITJOBREQUEST_METADATAENTRY']._serialized_start=591
-  _globals['_SUBMITJOBREQUEST_METADATAENTRY']._serialized_end=650
-  _globals['_SUBMITJOBRESPONSE']._serialized_start=652
-  _globals['_SUBMITJOBRESPONSE']._serialized_end=744
-  _globals['_CANCELJOBREQUEST']._serialized_start=746
-  _globals['_CANCELJOBREQUEST']._serialized_end=811
-  _globals['_CANCELJOBRESPONSE']._serialized_start=813
-  _globals['_CANCELJOBRESPONSE']._serialized_end=869
-  _globals['_GETJOBREQUEST']._serialized_start=871
-  _globals['_GETJOBREQUEST']._serialized_end=909
-  _globals['_GETJOBRESPONSE']._serialized_start=911
-  _globals['_GETJOBRESPONSE']._serialized_end=964
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=966
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1072
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1074
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1195
-  _globals['_LISTJOBSREQUEST']._serialized_start=1198
-  _globals['_LISTJOBSREQUEST']._serialized_end=1524
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1526
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1623
-  _globals['_WAITJOBREQUEST']._serialized_start=1625
-  _globals['_WAITJOBREQUEST']._serialized_end=1717
-  _globals['_WAITJOBRESPONSE']._serialized_start=1719
-  _globals['_WAITJOBRESPONSE']._serialized_end=1801
-  _globals['_DEADLETTERFILTER']._serialized_start=1804
-  _globals['_DEADLETTERFILTER']._serialized_end=1949
-  _globals['_DEADLETTER']._serialized_start=1951
-  _globals['_DEADLETTER']._serialized_end=2055
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2058
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2198
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2200
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2326
-  _globals['_REDRIVEJOBSREQUEST']._serialized_start=2329
-  _globals['_REDRIVEJOBSREQUEST']._serialized_end=2476
-  _globals['_REDRIVESKIPPED']._serialized_start=2478
-  _globals['_REDRIVESKIPPED']._serialized_end=2541
-  _globals['_REDRIVEJOBSRESPONSE']._serialized_start=2544
-  _globals['_REDRIVEJOBSRESPONSE']._serialized_end=2688
-  _globals['_BATCHSUBMITJOBSREQUEST']._serialized_start=2690
-  _globals['_BATCHSUBMITJOBSREQUEST']._serialized_end=2766
-  _globals['_BATCHSUBMITJOBRESULT']._serialized_start=2769
-  _globals['_BATCHSUBMITJOBRESULT']._serialized_end=2956
-  _globals['_BATCHSUBMITJOBSRESPONSE']._serialized_start=2958
-  _globals['_BATCHSUBMITJOBSRESPONSE']._serialized_end=3045
-  _globals['_JOBSERVICE']._serialized_start=3048
-  _globals['_JOBSERVICE']._serialized_end=3801
+  _globals['_SUBMITJOBREQUEST']._serialized_start=169
+  _globals['_SUBMITJOBREQUEST']._serialized_end=678
+  _globals['_SUBMITJOBREQUEST_METADATAENTRY']._serialized_start=619
+  _globals['_SUBMITJOBREQUEST_METADATAENTRY']._serialized_end=678
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=680
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=772
+  _globals['_CANCELJOBREQUEST']._serialized_start=774
+  _globals['_CANCELJOBREQUEST']._serialized_end=839
+  _globals['_CANCELJOBRESPONSE']._serialized_start=841
+  _globals['_CANCELJOBRESPONSE']._serialized_end=897
+  _globals['_GETJOBREQUEST']._serialized_start=899
+  _globals['_GETJOBREQUEST']._serialized_end=937
+  _globals['_GETJOBRESPONSE']._serialized_start=939
+  _globals['_GETJOBRESPONSE']._serialized_end=992
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=994
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1100
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1102
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1223
+  _globals['_LISTJOBSREQUEST']._serialized_start=1226
+  _globals['_LISTJOBSREQUEST']._serialized_end=1552
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1554
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1651
+  _globals['_WAITJOBREQUEST']._serialized_start=1653
+  _globals['_WAITJOBREQUEST']._serialized_end=1745
+  _globals['_WAITJOBRESPONSE']._serialized_start=1747
+  _globals['_WAITJOBRESPONSE']._serialized_end=1829
+  _globals['_DEADLETTERFILTER']._serialized_start=1832
+  _globals['_DEADLETTERFILTER']._serialized_end=1977
+  _globals['_DEADLETTER']._serialized_start=1979
+  _globals['_DEADLETTER']._serialized_end=2083
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2086
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2226
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2228
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2354
+  _globals['_REDRIVEJOBSREQUEST']._serialized_start=2357
+  _globals['_REDRIVEJOBSREQUEST']._serialized_end=2504
+  _globals['_REDRIVESKIPPED']._serialized_start=2506
+  _globals['_REDRIVESKIPPED']._serialized_end=2569
+  _globals['_REDRIVEJOBSRESPONSE']._serialized_start=2572
+  _globals['_REDRIVEJOBSRESPONSE']._serialized_end=2716
+  _globals['_BATCHSUBMITJOBSREQUEST']._serialized_start=2718
+  _globals['_BATCHSUBMITJOBSREQUEST']._serialized_end=2794
+  _globals['_BATCHSUBMITJOBRESULT']._serialized_start=2797
+  _globals['_BATCHSUBMITJOBRESULT']._serialized_end=2984
+  _globals['_BATCHSUBMITJOBSRESPONSE']._serialized_start=2986
+  _globals['_BATCHSUBMITJOBSRESPONSE']._serialized_end=3073
+  _globals['_JOBSERVICE']._serialized_start=3076
+  _globals['_JOBSERVICE']._serialized_end=4340
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from dispatchd.v1 import job_service_pb2 as dispatchd_dot_v1_dot_job__service__pb2
+from dispatchd.v1 import observe_pb2 as dispatchd_dot_v1_dot_observe__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -80,6 +81,36 @@ class JobServiceStub:
                 request_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
                 response_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
                 _registered_method=True)
+        self.ListLogs = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListLogs',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.ListLogsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.ListLogsResponse.FromString,
+                _registered_method=True)
+        self.FollowLogs = channel.unary_stream(
+                '/dispatchd.v1.JobService/FollowLogs',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.FollowLogsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.FollowLogsResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/dispatchd.v1.JobService/ListWorkers',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetQueueStats = channel.unary_unary(
+                '/dispatchd.v1.JobService/GetQueueStats',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsResponse.FromString,
+                _registered_method=True)
+        self.GetClusterStatus = channel.unary_unary(
+                '/dispatchd.v1.JobService/GetClusterStatus',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusResponse.FromString,
+                _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/dispatchd.v1.JobService/WatchJobs',
+                request_serializer=dispatchd_dot_v1_dot_observe__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=dispatchd_dot_v1_dot_observe__pb2.WatchJobsResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -147,6 +178,48 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLogs(self, request, context):
+        """Added (observe.proto): one page of an execution's (or a job's) stored log lines, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FollowLogs(self, request, context):
+        """Added: the stored lines, then new ones as they are stored, until terminal and drained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """Added: the workers connected to the gateways (optionally offline ones too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueStats(self, request, context):
+        """Added: per job type, what waits (due, delayed) and what runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterStatus(self, request, context):
+        """Added: scheduler leadership and this region's primacy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobs(self, request, context):
+        """Added: a live feed of job events (submitted, started, retrying, terminal, redriven).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +267,36 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.BatchSubmitJobs,
                     request_deserializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.FromString,
                     response_serializer=dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.SerializeToString,
+            ),
+            'ListLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLogs,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.ListLogsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.ListLogsResponse.SerializeToString,
+            ),
+            'FollowLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.FollowLogs,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.FollowLogsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.FollowLogsResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.ListWorkersRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetQueueStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueStats,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsResponse.SerializeToString,
+            ),
+            'GetClusterStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterStatus,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusResponse.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=dispatchd_dot_v1_dot_observe__pb2.WatchJobsRequest.FromString,
+                    response_serializer=dispatchd_dot_v1_dot_observe__pb2.WatchJobsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -440,6 +543,168 @@ class JobService:
             '/dispatchd.v1.JobService/BatchSubmitJobs',
             dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsRequest.SerializeToString,
             dispatchd_dot_v1_dot_job__service__pb2.BatchSubmitJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListLogs',
+            dispatchd_dot_v1_dot_observe__pb2.ListLogsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.ListLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FollowLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dispatchd.v1.JobService/FollowLogs',
+            dispatchd_dot_v1_dot_observe__pb2.FollowLogsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.FollowLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/ListWorkers',
+            dispatchd_dot_v1_dot_observe__pb2.ListWorkersRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/GetQueueStats',
+            dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.GetQueueStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dispatchd.v1.JobService/GetClusterStatus',
+            dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.GetClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dispatchd.v1.JobService/WatchJobs',
+            dispatchd_dot_v1_dot_observe__pb2.WatchJobsRequest.SerializeToString,
+            dispatchd_dot_v1_dot_observe__pb2.WatchJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from dispatchd.v1 import job_service_pb2 as _job_service_pb2
+from dispatchd.v1 import observe_pb2 as _observe_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -50,6 +51,18 @@ class JobServiceStub:
     is validated, deduplicated (per idempotency key) and answered on its own; one refused
     job does not refuse the others.
     """
+    ListLogs: _grpc.UnaryUnaryMultiCallable[_observe_pb2.ListLogsRequest, _observe_pb2.ListLogsResponse]
+    """Added (observe.proto): one page of an execution's (or a job's) stored log lines, oldest first."""
+    FollowLogs: _grpc.UnaryStreamMultiCallable[_observe_pb2.FollowLogsRequest, _observe_pb2.FollowLogsResponse]
+    """Added: the stored lines, then new ones as they are stored, until terminal and drained."""
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_observe_pb2.ListWorkersRequest, _observe_pb2.ListWorkersResponse]
+    """Added: the workers connected to the gateways (optionally offline ones too)."""
+    GetQueueStats: _grpc.UnaryUnaryMultiCallable[_observe_pb2.GetQueueStatsRequest, _observe_pb2.GetQueueStatsResponse]
+    """Added: per job type, what waits (due, delayed) and what runs."""
+    GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_observe_pb2.GetClusterStatusRequest, _observe_pb2.GetClusterStatusResponse]
+    """Added: scheduler leadership and this region's primacy."""
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_observe_pb2.WatchJobsRequest, _observe_pb2.WatchJobsResponse]
+    """Added: a live feed of job events (submitted, started, retrying, terminal, redriven)."""
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -73,6 +86,18 @@ class JobServiceAsyncStub(JobServiceStub):
     is validated, deduplicated (per idempotency key) and answered on its own; one refused
     job does not refuse the others.
     """
+    ListLogs: _aio.UnaryUnaryMultiCallable[_observe_pb2.ListLogsRequest, _observe_pb2.ListLogsResponse]  # type: ignore[assignment]
+    """Added (observe.proto): one page of an execution's (or a job's) stored log lines, oldest first."""
+    FollowLogs: _aio.UnaryStreamMultiCallable[_observe_pb2.FollowLogsRequest, _observe_pb2.FollowLogsResponse]  # type: ignore[assignment]
+    """Added: the stored lines, then new ones as they are stored, until terminal and drained."""
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_observe_pb2.ListWorkersRequest, _observe_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Added: the workers connected to the gateways (optionally offline ones too)."""
+    GetQueueStats: _aio.UnaryUnaryMultiCallable[_observe_pb2.GetQueueStatsRequest, _observe_pb2.GetQueueStatsResponse]  # type: ignore[assignment]
+    """Added: per job type, what waits (due, delayed) and what runs."""
+    GetClusterStatus: _aio.UnaryUnaryMultiCallable[_observe_pb2.GetClusterStatusRequest, _observe_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
+    """Added: scheduler leadership and this region's primacy."""
+    WatchJobs: _aio.UnaryStreamMultiCallable[_observe_pb2.WatchJobsRequest, _observe_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """Added: a live feed of job events (submitted, started, retrying, terminal, redriven)."""
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     """JobService is the control plane API: submit, inspect and cancel jobs."""
@@ -147,5 +172,53 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         is validated, deduplicated (per idempotency key) and answered on its own; one refused
         job does not refuse the others.
         """
+
+    @_abc_1.abstractmethod
+    def ListLogs(
+        self,
+        request: _observe_pb2.ListLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observe_pb2.ListLogsResponse, _abc.Awaitable[_observe_pb2.ListLogsResponse]]:
+        """Added (observe.proto): one page of an execution's (or a job's) stored log lines, oldest first."""
+
+    @_abc_1.abstractmethod
+    def FollowLogs(
+        self,
+        request: _observe_pb2.FollowLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_observe_pb2.FollowLogsResponse], _abc.AsyncIterator[_observe_pb2.FollowLogsResponse]]:
+        """Added: the stored lines, then new ones as they are stored, until terminal and drained."""
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _observe_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observe_pb2.ListWorkersResponse, _abc.Awaitable[_observe_pb2.ListWorkersResponse]]:
+        """Added: the workers connected to the gateways (optionally offline ones too)."""
+
+    @_abc_1.abstractmethod
+    def GetQueueStats(
+        self,
+        request: _observe_pb2.GetQueueStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observe_pb2.GetQueueStatsResponse, _abc.Awaitable[_observe_pb2.GetQueueStatsResponse]]:
+        """Added: per job type, what waits (due, delayed) and what runs."""
+
+    @_abc_1.abstractmethod
+    def GetClusterStatus(
+        self,
+        request: _observe_pb2.GetClusterStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observe_pb2.GetClusterStatusResponse, _abc.Awaitable[_observe_pb2.GetClusterStatusResponse]]:
+        """Added: scheduler leadership and this region's primacy."""
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _observe_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_observe_pb2.WatchJobsResponse], _abc.AsyncIterator[_observe_pb2.WatchJobsResponse]]:
+        """Added: a live feed of job events (submitted, started, retrying, terminal, redriven)."""
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

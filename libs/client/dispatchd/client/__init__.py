@@ -40,6 +40,16 @@ from dispatchd.client._models import (
     Skipped,
     Submission,
 )
+from dispatchd.client._observe_models import (
+    ClusterStatus,
+    JobEvent,
+    JobEventKind,
+    LogLine,
+    LogPage,
+    QueueStats,
+    Worker,
+    WorkerStatus,
+)
 from dispatchd.client._requests import JobSpec
 from dispatchd.client._retry import Retries
 from dispatchd.client._sync import Client
@@ -54,6 +64,7 @@ __all__ = [
     "BatchOutcome",
     "Client",
     "ClientSecurity",
+    "ClusterStatus",
     "CredentialsError",
     "DeadLetter",
     "DeadlineExceeded",
@@ -63,11 +74,16 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "Job",
+    "JobEvent",
+    "JobEventKind",
     "JobNotFound",
     "JobSpec",
     "JobStatus",
+    "LogLine",
+    "LogPage",
     "Page",
     "PermissionDenied",
+    "QueueStats",
     "Redrive",
     "ResourceExhausted",
     "Retries",
@@ -76,4 +92,6 @@ __all__ = [
     "Submission",
     "Unauthenticated",
     "Unavailable",
+    "Worker",
+    "WorkerStatus",
 ]

@@ -22,6 +22,7 @@ import grpc
 from dispatchd.client import _requests
 from dispatchd.client._errors import Unavailable, translate
 from dispatchd.client._models import BatchOutcome, DeadLetter, Execution, Job, JobStatus, Page, Redrive, Submission
+from dispatchd.client._observe import ObserveCalls
 from dispatchd.client._requests import JobOptions, JobSpec, Payload
 from dispatchd.client._retry import Retries
 from dispatchd.common import tracing
@@ -49,8 +50,9 @@ class Options(TypedDict, total=False):
     retries: Retries
 
 
-class AsyncClient:
-    """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters.
+class AsyncClient(ObserveCalls):
+    """Submit, inspect, wait for, cancel and list jobs; list and redrive dead letters; read
+    logs, workers, queues, cluster status and job events (`ObserveCalls`).
 
     `target` defaults to $DISPATCHD_CONTROL_PLANE_TARGET, then 127.0.0.1:50051; `security`
     (token, token file, CA, client certificate) to the DISPATCHD_* environment. `timeout`

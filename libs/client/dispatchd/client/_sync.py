@@ -71,6 +71,13 @@ class Client:
     iter_dead_letters = _blocking_iter(AsyncClient.iter_dead_letters)
     redrive = _blocking(AsyncClient.redrive)
     redrive_matching = _blocking(AsyncClient.redrive_matching)
+    list_logs = _blocking(AsyncClient.list_logs)
+    iter_logs = _blocking_iter(AsyncClient.iter_logs)
+    follow_logs = _blocking_iter(AsyncClient.follow_logs)
+    workers = _blocking(AsyncClient.workers)
+    queue_stats = _blocking(AsyncClient.queue_stats)
+    cluster_status = _blocking(AsyncClient.cluster_status)
+    watch = _blocking_iter(AsyncClient.watch)
 
     def close(self) -> None:
         self._runner.run(self._client.close())

@@ -55,6 +55,13 @@ METHODS: tuple[Method, ...] = (
     Method(JOB_SERVICE, "CancelJob", mutates=True, rule=_OPERATE),
     Method(JOB_SERVICE, "ListDeadLetters", mutates=False, rule=_READ_ALL),
     Method(JOB_SERVICE, "RedriveJobs", mutates=True, rule=_OPERATE),
+    # The observe RPCs (observe.proto): logs are a job's, the rest describe the whole cluster.
+    Method(JOB_SERVICE, "ListLogs", mutates=False, rule=_READ_JOBS),
+    Method(JOB_SERVICE, "FollowLogs", mutates=False, rule=_READ_JOBS),
+    Method(JOB_SERVICE, "ListWorkers", mutates=False, rule=_READ_ALL),
+    Method(JOB_SERVICE, "GetQueueStats", mutates=False, rule=_READ_ALL),
+    Method(JOB_SERVICE, "GetClusterStatus", mutates=False, rule=_READ_ALL),
+    Method(JOB_SERVICE, "WatchJobs", mutates=False, rule=_READ_ALL),
     # Every message on a worker stream (registration, started, results) changes work.
     Method(WORKER_SERVICE, "Connect", mutates=True, rule=_WORK),
     Method(HEALTH_SERVICE, "Check", mutates=False, rule=_PUBLIC),

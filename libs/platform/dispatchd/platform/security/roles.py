@@ -24,8 +24,10 @@ class Role(enum.StrEnum):
 
 
 ROLE_DESCRIPTIONS: Mapping[Role, str] = {
-    Role.SUBMITTER: "submits jobs and reads the jobs it submitted",
-    Role.VIEWER: "reads every job, execution and dead letter",
+    Role.SUBMITTER: "submits jobs and reads the jobs it submitted (and their logs)",
+    Role.VIEWER: (
+        "reads every job, execution, log and dead letter, the workers, queues and cluster status; watches job events"
+    ),
     Role.OPERATOR: "everything on jobs: submit, read, cancel, list and redrive dead letters",
     Role.ADMIN: "every JobService method, and reflection when it is enabled; not a worker",
     Role.WORKER: "`WorkerService.Connect` only, under the worker id equal to its token's `sub`",
