@@ -82,6 +82,6 @@ def caller_of(request: web.Request) -> Caller:
 
 
 @web.middleware
-async def callers_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def callers_middleware(request: web.Request, handler: keys.Handler) -> web.StreamResponse:
     request["caller"] = from_token(token_of(request, request.app[keys.SETTINGS]))
     return await handler(request)

@@ -76,7 +76,7 @@ def _same_origin(request: web.Request) -> bool:
 
 
 @web.middleware
-async def csrf_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def csrf_middleware(request: web.Request, handler: keys.Handler) -> web.StreamResponse:
     guard = request.app[keys.CSRF]
     session = request.cookies.get(SESSION_COOKIE)
     if request.method not in SAFE_METHODS:

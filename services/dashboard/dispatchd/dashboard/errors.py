@@ -42,7 +42,7 @@ def http_status(error: DispatchdError) -> int:
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def errors_middleware(request: web.Request, handler: keys.Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except DispatchdError as error:
@@ -52,4 +52,4 @@ async def errors_middleware(request: web.Request, handler: web.RequestHandler) -
         if status >= 500:
             log.warning("control plane call failed: %s %s: %s", request.method, request.path, error.code)
         pages = request.app[keys.PAGES]
-        return pages.render(request, "error.html", status=status, code=error.code, message=error.details)
+        return pages.render(request, "error.html", http_status=status, code=error.code, message=error.details)

@@ -17,6 +17,8 @@ from dispatchd.dashboard import keys
 from dispatchd.dashboard.calls import client_for
 
 PAGE_SIZE = 50
+# Stored lines rendered with the page; the rest (and new ones) stream in from /jobs/{id}/logs.
+LOG_LINES = 500
 STATUSES = [status.name.lower() for status in JobStatus if status != JobStatus.UNSPECIFIED]
 
 routes = web.RouteTableDef()
@@ -64,11 +66,13 @@ async def job_page(request: web.Request) -> web.Response:
     client = client_for(request)
     job = await client.get(job_id)
     executions = await client.executions(job_id)
+    logs = await client.list_logs(job_id, page_size=LOG_LINES)
     return request.app[keys.PAGES].render(
         request,
         "job.html",
         job=job,
         executions=executions,
+        logs=logs,
         trace_id=trace_id(job),
         notice=request.query.get("notice", ""),
     )

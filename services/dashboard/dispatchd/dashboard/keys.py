@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -17,3 +18,6 @@ SETTINGS = web.AppKey("settings", DashboardSettings)
 CLIENT = web.AppKey("client", AsyncClient)
 PAGES: web.AppKey[Pages] = web.AppKey("pages")
 CSRF: web.AppKey[CsrfGuard] = web.AppKey("csrf")
+
+# What a middleware calls next (aiohttp's own alias is not callable for mypy).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

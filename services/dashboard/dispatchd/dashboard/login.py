@@ -11,7 +11,7 @@ from aiohttp import web
 
 from dispatchd.client import PermissionDenied, Unauthenticated
 from dispatchd.dashboard import csrf, keys
-from dispatchd.dashboard.callers import TOKEN_COOKIE, MAX_TOKEN_CHARS
+from dispatchd.dashboard.callers import MAX_TOKEN_CHARS, TOKEN_COOKIE
 
 routes = web.RouteTableDef()
 
@@ -43,7 +43,7 @@ async def login(request: web.Request) -> web.Response:
         except PermissionDenied:
             pass  # a valid token whose roles cannot list jobs: the pages will say what it may not do
     if problem:
-        return request.app[keys.PAGES].render(request, "login.html", status=401, problem=problem)
+        return request.app[keys.PAGES].render(request, "login.html", http_status=401, problem=problem)
     response = web.HTTPSeeOther("/jobs")
     csrf.set_cookie(response, request, TOKEN_COOKIE, token)
     raise response

@@ -23,7 +23,19 @@ from dispatchd.client import AsyncClient
 from dispatchd.common import loops
 from dispatchd.common.observability import configure_logging, stop_logging
 from dispatchd.common.security import ClientSecurity
-from dispatchd.dashboard import callers, csrf, dead_letters, errors, jobs, keys, login, overview, rendering
+from dispatchd.dashboard import (
+    callers,
+    cluster,
+    csrf,
+    dead_letters,
+    errors,
+    jobs,
+    keys,
+    live,
+    login,
+    overview,
+    rendering,
+)
 from dispatchd.dashboard.settings import DashboardSettings
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.security.serving import start_health_server
@@ -49,7 +61,7 @@ def make_app(settings: DashboardSettings, client: AsyncClient) -> web.Applicatio
     app[keys.CLIENT] = client
     app[keys.PAGES] = rendering.Pages()
     app[keys.CSRF] = csrf.CsrfGuard.from_file(settings.secret_file)
-    for module in (overview, jobs, dead_letters, login):
+    for module in (overview, jobs, dead_letters, cluster, live, login):
         app.router.add_routes(module.routes)
     app.router.add_static("/static", STATIC, append_version=False)
     return app
@@ -88,7 +100,7 @@ async def serve(settings: DashboardSettings) -> None:
     servicer = HealthServicer()
     await servicer.set("", NOT_SERVING)
     probes = await start_health_server(settings.health_listen, servicer)
-    runner = web.AppRunner(make_app(settings, client), access_log_format='%r %s %b %Tfs')
+    runner = web.AppRunner(make_app(settings, client), access_log_format="%r %s %b %Tfs")
     await runner.setup()
     host, _, port = settings.listen.rpartition(":")
     try:
@@ -108,7 +120,7 @@ async def serve(settings: DashboardSettings) -> None:
     await watcher
     if probes is not None:
         await probes.stop(None)
-    await health_channel.close()
+    await health_channel.close(None)
     await client.close()
     log.info("dashboard stopped")
 

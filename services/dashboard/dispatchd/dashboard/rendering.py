@@ -24,6 +24,9 @@ NAVIGATION: list[tuple[str, str]] = [
     ("/", "Overview"),
     ("/jobs", "Jobs"),
     ("/dead-letters", "Dead letters"),
+    ("/workers", "Workers"),
+    ("/queues", "Queues"),
+    ("/status", "Status"),
 ]
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
@@ -81,7 +84,7 @@ class Pages:
         self.env.filters.update(when=when, preview=preview, status=status_name)
         self.env.globals.update(took=took, navigation=NAVIGATION)
 
-    def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    def render(self, request: web.Request, template: str, http_status: int = 200, **context: Any) -> web.Response:
         settings = request.app[keys.SETTINGS]
         html = self.env.get_template(template).render(
             caller=caller_of(request),
@@ -90,11 +93,11 @@ class Pages:
             path=request.path,
             **context,
         )
-        return web.Response(text=html, content_type="text/html", status=status)
+        return web.Response(text=html, content_type="text/html", status=http_status)
 
 
 @web.middleware
-async def headers_middleware(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+async def headers_middleware(request: web.Request, handler: keys.Handler) -> web.StreamResponse:
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -38,8 +38,10 @@ class DashboardSettings(BaseSettings):
         "unset: a random key per process (one replica only).",
     )
     cookie_secure: bool = Field(False, description="Mark cookies Secure (set it behind HTTPS).")
-    log_level: str = Field("INFO", validation_alias=AliasChoices("DISPATCHD_LOG_LEVEL"))
-    log_json: bool = Field(True, validation_alias=AliasChoices("DISPATCHD_LOG_JSON"))
+    log_level: str = Field("INFO", validation_alias=AliasChoices("DISPATCHD_LOG_LEVEL"), description="Log level.")
+    log_json: bool = Field(
+        True, validation_alias=AliasChoices("DISPATCHD_LOG_JSON"), description="One JSON object per log line."
+    )
 
     @property
     def login_page(self) -> bool:

@@ -5,7 +5,8 @@
 
   function draw(element, data, names, title) {
     const width = Math.max(480, element.clientWidth || 900);
-    const series = [{}].concat(names.map((name) => ({ label: name, stroke: palette[name] || "#b7791f", width: 2 })));
+    const others = ["#b7791f", "#7b3fb5", "#0f8b8d", "#d35400", "#2f5bd3", "#1f8f4e"];
+    const series = [{}].concat(names.map((name, i) => ({ label: name, stroke: palette[name] || others[i % others.length], width: 2 })));
     return new uPlot({ title: title, width: width, height: 240, series: series, scales: { x: { time: true } } }, data, element);
   }
 
@@ -33,4 +34,36 @@
     });
   }
   window.dispatchdCharts = { draw: draw };
+})();
+
+// Queue depth per job type, sampled while the queues page is open.
+(function () {
+  const holder = document.getElementById("depth-chart");
+  const source = document.getElementById("queues-data");
+  if (!holder || !source) return;
+  const every = Number(holder.dataset.sampleSeconds) * 1000;
+  const types = [];
+  const data = [[]];
+  function add(at, queues) {
+    queues.forEach((q) => {
+      if (types.indexOf(q.job_type) < 0) { types.push(q.job_type); data.push(data[0].map(() => 0)); }
+    });
+    data[0].push(at);
+    types.forEach((type, i) => {
+      const found = queues.find((q) => q.job_type === type);
+      data[i + 1].push(found ? found.depth : 0);
+    });
+  }
+  add(Date.now() / 1000, JSON.parse(source.textContent));
+  let plot = null;
+  function redraw() {
+    if (plot) plot.destroy();
+    plot = window.dispatchdCharts.draw(holder, data, types, "");
+  }
+  redraw();
+  setInterval(() => {
+    fetch("/queues.json", { credentials: "same-origin" })
+      .then((reply) => reply.json())
+      .then((body) => { add(body.at, body.queues); redraw(); });
+  }, every);
 })();
