@@ -1,4 +1,5 @@
-"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters.
+"""dispatchctl: submit, inspect, list, cancel and wait for dispatchd jobs; list and redrive dead letters;
+read logs, workers, queues and cluster status, and watch job events (`observe`).
 
 Exit status: 0 on success; 1 when a call fails or a waited-for job did not succeed (one
 line on stderr says why); 2 for usage errors; `run` exits with the command's own status.
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dispatchd.cli import commands
+from dispatchd.cli import commands, observe
 from dispatchd.cli.connection import CliError, describe, open_client, traced
 from dispatchd.cli.durations import duration_arg, seconds_arg, time_arg, timestamp_arg
 from dispatchd.client import BATCH_LIMIT, DEFAULT_TARGET, TARGET_ENV, DispatchdError
@@ -197,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", dest="wait_timeout", type=seconds_arg, metavar="SECONDS", help="give up after this long"
     )
+
+    observe.register(command, _job_type, _status, _positive_int)
     return parser
 
 

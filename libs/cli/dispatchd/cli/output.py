@@ -146,6 +146,11 @@ def job_block(job: common_pb2.Job, out: TextIO, extra: Sequence[tuple[str, str]]
         fields.append(("result", data(job.result)))
     if job.error_message:
         fields.append(("error", job.error_message))
+    key_values(fields, out)
+
+
+def key_values(fields: Sequence[tuple[str, str]], out: TextIO) -> None:
+    """`key: value` lines, values aligned; a multi-line value continues under its first line."""
     width = max(len(k) for k, _ in fields) + 1
     for key, value in fields:
         lines = value.splitlines() or [""]
@@ -160,3 +165,9 @@ def as_dict(message: Message) -> dict[str, Any]:
 
 def emit_json(document: Any, out: TextIO) -> None:
     out.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def emit_json_line(document: Any, out: TextIO) -> None:
+    """One JSON Lines record of a stream, flushed so a reader sees it now."""
+    out.write(json.dumps(document, separators=(",", ":")) + "\n")
+    out.flush()

@@ -33,6 +33,7 @@ from dispatchd.platform.errors import InvalidArgument
 
 MIN_KEY_BYTES = 32
 MAX_ATTEMPT = 2**31 - 1  # executions.attempt is a Postgres integer
+MAX_SEQUENCE = 2**63 - 1  # a bigserial (execution_logs.log_id)
 _MAC_BYTES = 16
 _DOMAIN = b"dispatchd.page-token.v1"
 MALFORMED = "page_token is malformed or belongs to another listing; pass back a next_page_token unchanged"
@@ -134,4 +135,16 @@ class PageTokens:
         match self._open(listing, token):
             case [int() as attempt] if not isinstance(attempt, bool) and 0 <= attempt <= MAX_ATTEMPT:
                 return attempt
+        raise InvalidArgument(MALFORMED)
+
+    def issue_sequence(self, listing: Listing, row_id: int) -> str:
+        return self._issue(listing, [row_id])
+
+    def open_sequence(self, listing: Listing, token: str) -> int:
+        """The bigserial id after which the next page starts; 0 for the first page."""
+        if not token:
+            return 0
+        match self._open(listing, token):
+            case [int() as row_id] if not isinstance(row_id, bool) and 0 <= row_id <= MAX_SEQUENCE:
+                return row_id
         raise InvalidArgument(MALFORMED)

@@ -57,6 +57,11 @@ async def read_primacy(conn: asyncpg.Pool | asyncpg.Connection) -> Primacy:
     return Primacy(row["primary_region"], int(row["epoch"]), bool(row["read_only"]))
 
 
+def may_mutate(region: Region, primacy: Primacy | None) -> bool:
+    """The fence's rule: an active region that its writable database records as the primary."""
+    return not region.passive and primacy is not None and not primacy.read_only and primacy.primary == region.name
+
+
 class RegionFence:
     def __init__(self, region: Region, pool: asyncpg.Pool, interval: float = REFRESH_SECONDS) -> None:
         self.region = region
@@ -72,12 +77,7 @@ class RegionFence:
         return self._open
 
     def _decide(self, primacy: Primacy | None) -> bool:
-        return (
-            not self.region.passive
-            and primacy is not None
-            and not primacy.read_only
-            and primacy.primary == self.region.name
-        )
+        return may_mutate(self.region, primacy)
 
     def _set(self, primacy: Primacy | None) -> None:
         self.primacy = primacy

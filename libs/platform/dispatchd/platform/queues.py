@@ -27,6 +27,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from dispatchd.platform import job_events
+from dispatchd.platform.job_events import JobEvent
 from dispatchd.platform.store.rows import QueuedRef
 
 MAX_PRIORITY = 1000
@@ -76,6 +78,9 @@ class Keys:
         self.ready_channel = f"{prefix}:events:ready"
         self.cancel_channel = f"{prefix}:events:cancel"
         self.job_channel = f"{prefix}:events:job"
+        # Non-terminal job events, one message per batch (see job_events), and log notices.
+        self.job_activity_channel = f"{prefix}:events:job-activity"
+        self.log_channel = f"{prefix}:events:logs"
         self.scheduler_channel = f"{prefix}:events:scheduler"
         self.leader = f"{prefix}:scheduler:leader"
 
@@ -133,10 +138,12 @@ class ReadyQueues:
         message = json.dumps({"execution_id": execution_id, "worker_id": worker_id, "reason": reason})
         await self.client.publish(self.keys.cancel_channel, message)
 
-    async def enqueue(self, refs: Iterable[QueuedRef]) -> None:
+    async def enqueue(self, refs: Iterable[QueuedRef], activity: Iterable[JobEvent] = ()) -> None:
         """Queue what is due now; announce the earliest later one to the scheduler's timer,
-        which queues it when it becomes due (the one way new attempts enter Redis)."""
+        which queues it when it becomes due (the one way new attempts enter Redis). The
+        `activity` events go first, so a watcher hears of a job before a worker can start it."""
         pipe = self.client.pipeline(transaction=False)
+        self.stage_job_activity(pipe, activity)
         self.stage_enqueue(pipe, refs)
         await pipe.execute()
 
@@ -155,16 +162,23 @@ class ReadyQueues:
         """Tell the scheduler leader something is due at `due` (a delayed attempt, a deadline)."""
         await self.client.publish(self.keys.scheduler_channel, _due_message(due))
 
-    async def publish_job_event(self, job_id: str, status: int) -> None:
-        await self.client.publish(self.keys.job_channel, _job_event(job_id, status))
+    async def publish_job_event(self, job_id: str, status: int, job_type: str = "") -> None:
+        """A job became terminal (WaitJob wakes on it; watchers see it)."""
+        await self.client.publish(self.keys.job_channel, job_events.terminal_message(job_id, status, job_type))
 
-    def stage_job_event(self, pipe: Pipeline, job_id: str, status: int) -> None:
-        pipe.publish(self.keys.job_channel, _job_event(job_id, status))
+    def stage_job_event(self, pipe: Pipeline, job_id: str, status: int, job_type: str = "") -> None:
+        pipe.publish(self.keys.job_channel, job_events.terminal_message(job_id, status, job_type))
+
+    def stage_job_activity(self, pipe: Pipeline, events: Iterable[JobEvent]) -> None:
+        """One message for the batch's non-terminal job events (none when there are none)."""
+        message = job_events.activity_message(events)
+        if message is not None:
+            pipe.publish(self.keys.job_activity_channel, message)
+
+    async def publish_log_notice(self, execution_ids: Iterable[str]) -> None:
+        """Log lines of these executions were stored (one notice per batch; see FollowLogs)."""
+        await self.client.publish(self.keys.log_channel, json.dumps(sorted(execution_ids)))
 
 
 def _due_message(due: dt.datetime) -> str:
     return f"{due.timestamp():.3f}"
-
-
-def _job_event(job_id: str, status: int) -> str:
-    return json.dumps({"job_id": job_id, "status": status})

@@ -53,9 +53,7 @@ class MethodMetrics:
     def __init__(self, service: str, method: str) -> None:
         self.duration = DURATION.labels(service, method)
         self.streams = STREAMS.labels(service, method)
-        self.requests: Bound[grpc.StatusCode, Counter] = Bound(
-            lambda code: REQUESTS.labels(service, method, code.name)
-        )
+        self.requests: Bound[grpc.StatusCode, Counter] = Bound(lambda code: REQUESTS.labels(service, method, code.name))
 
     def ended(self, context: Context, exc: BaseException | None) -> None:
         self.requests(status_of_call(context, exc)).inc()

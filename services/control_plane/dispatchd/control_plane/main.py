@@ -25,7 +25,7 @@ async def build(runtime: server.Runtime) -> server.Service:
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
         service_names=[SERVICE_NAME],
-        tasks=[waiters.run],
+        tasks=[waiters.run, servicer.observed.run],
     )
 
 

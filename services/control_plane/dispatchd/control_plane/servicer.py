@@ -1,5 +1,6 @@
 """JobService: submit (one job or a batch), inspect, list, cancel and wait for jobs; list and
-redrive dead letters. Submits are group-committed by `submits.Submitter`.
+redrive dead letters (the observe RPCs are `observe.ObserveService`'s). Submits are
+group-committed by `submits.Submitter`.
 
 Postgres decides every outcome. Redis only speeds things up (ready queues, cancel and job
 events), so a Redis failure after the Postgres write is logged, never returned: the
@@ -22,11 +23,13 @@ from opentelemetry import trace
 
 from dispatchd.common import tracing
 from dispatchd.control_plane import convert, validation
+from dispatchd.control_plane.observe import ObserveEvents, ObserveService
 from dispatchd.control_plane.submits import REDIS_BUDGET_SECONDS, Outcome, Submitter
 from dispatchd.control_plane.waiters import JobWaiters, wait_for_terminal
 from dispatchd.platform import metrics, paging
 from dispatchd.platform.config import Settings
 from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.job_events import JobEvent, Kind
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.security import access
 from dispatchd.platform.store import dead_letters, jobs, submits
@@ -46,17 +49,19 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 @dataclasses.dataclass(eq=False)  # identity semantics, as a plain class: one per server
-class JobService(job_service_pb2_grpc.JobServiceServicer):
+class JobService(ObserveService, job_service_pb2_grpc.JobServiceServicer):
     settings: Settings
     pool: asyncpg.Pool
     queues: ReadyQueues
     waiters: JobWaiters
     pages: paging.PageTokens
-
     submitter: Submitter = dataclasses.field(init=False)
+    # The subscription feeding FollowLogs and WatchJobs; its `run` is a task of the server.
+    observed: ObserveEvents = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         self.submitter = Submitter(self.pool, self.queues)
+        self.observed = ObserveEvents(self.queues)
 
     def _new_job(self, request: job_service_pb2.SubmitJobRequest, submitted_by: str | None) -> submits.NewJob:
         # The call's span context: every attempt's spans join its trace.
@@ -151,7 +156,11 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
             )
             try:
                 async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                    await self.queues.enqueue([r.queued for r in redriven])
+                    activity = [
+                        JobEvent(str(r.job.job_id), r.job.job_type, Kind.REDRIVEN, int(r.job.status), r.job.attempts)
+                        for r in redriven
+                    ]
+                    await self.queues.enqueue([r.queued for r in redriven], activity)
             except Exception as exc:  # queued in Postgres; the scheduler pushes them
                 metrics.count_store_error(exc, "redis")
                 log.warning("could not push redriven jobs to their ready queues (the scheduler will): %s", exc)
@@ -230,7 +239,8 @@ class JobService(job_service_pb2_grpc.JobServiceServicer):
                 for execution_id, worker_id in cancelled.stopped:
                     await self.queues.publish_cancel(str(execution_id), worker_id, reason)
                 if cancelled.changed:
-                    await self.queues.publish_job_event(str(cancelled.job.job_id), int(cancelled.job.status))
+                    job = cancelled.job
+                    await self.queues.publish_job_event(str(job.job_id), int(job.status), job.job_type)
         except Exception as exc:  # cancelled in Postgres; a late result is rejected by the settle guard
             metrics.count_store_error(exc, "redis")
             log.warning("could not announce the cancellation of job %s: %s", cancelled.job.job_id, _describe(exc))

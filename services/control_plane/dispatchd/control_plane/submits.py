@@ -20,6 +20,7 @@ import asyncpg
 
 from dispatchd.platform import metrics
 from dispatchd.platform.errors import InvalidArgument
+from dispatchd.platform.job_events import JobEvent, Kind
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import submits
 from dispatchd.platform.store.submits import NewJob
@@ -134,14 +135,17 @@ class Submitter:
             return exc
 
     async def _push(self, outcomes: list[Outcome]) -> None:
-        queued = [o.queued for o in outcomes if isinstance(o, submits.Submitted) and o.queued is not None]
+        new = [o for o in outcomes if isinstance(o, submits.Submitted) and o.queued is not None]
+        queued = [o.queued for o in new if o.queued is not None]
         for ref in queued:
             metrics.for_type(ref.job_type).submitted.inc()
         if not queued:
             return
+        # Watchers hear of the new jobs in the same pipeline: one more PUBLISH per group.
+        activity = [JobEvent(str(o.job.job_id), o.job.job_type, Kind.SUBMITTED, int(o.job.status), 1) for o in new]
         try:
             async with asyncio.timeout(REDIS_BUDGET_SECONDS):
-                await self.queues.enqueue(queued)
+                await self.queues.enqueue(queued, activity)
         except Exception as exc:  # the jobs are safe in Postgres; the scheduler queues them
             metrics.count_store_error(exc, "redis")
             log.warning("could not push %d new job(s) to their ready queues (the scheduler will): %s", len(queued), exc)

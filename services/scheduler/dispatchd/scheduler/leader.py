@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -83,7 +84,8 @@ class LeaderLease:
         self.key = key
         self.epoch_key = f"{key}:epoch"
         self.ttl_seconds = ttl_seconds
-        self.token = uuid.uuid4().hex
+        # Unique per lease, and readable as the leader's id (GetClusterStatus shows it): host, pid, random.
+        self.token = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Fencing epoch of the term this lease last opened; None before the first acquire.
         self.epoch: int | None = None
         self._acquire = client.register_script(_ACQUIRE)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from dispatchd.platform import metrics
+from dispatchd.platform import job_events, metrics
 from dispatchd.platform.config import Settings
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JOB_TERMINAL
@@ -212,9 +212,13 @@ class Reconciler:
                     due.append(s.retry)
             if s.job_status is not None and s.job_status in JOB_TERMINAL and s.job_id is not None:
                 report.dead_lettered += 1
-                await self.queues.publish_job_event(str(s.job_id), int(s.job_status))
-        if due:
-            await self.queues.push(due)
+                await self.queues.publish_job_event(str(s.job_id), int(s.job_status), s.job_type)
+        retrying = job_events.retries(settled)
+        if due or retrying:
+            pipe = self.queues.client.pipeline(transaction=False)
+            self.queues.stage_job_activity(pipe, retrying)
+            self.queues.stage_push(pipe, due)
+            await pipe.execute()
         # Retries still in backoff are covered by next_due, computed at the end of the pass.
         for s in settled:
             if s.execution_id is not None and s.worker_id:

@@ -59,6 +59,7 @@ from dispatchd.v1 import worker_service_pb2 as pb
 from dispatchd.worker_gateway import metrics
 from dispatchd.worker_gateway.beats import Beats
 from dispatchd.worker_gateway.dispatcher import Dispatcher
+from dispatchd.worker_gateway.log_notices import LogNotices
 from dispatchd.worker_gateway.outcomes import Outcomes
 from dispatchd.worker_gateway.sessions import REREGISTERED, Session, StreamEnd
 from dispatchd.worker_gateway.settler import Settler
@@ -120,10 +121,12 @@ class Messages:
     heartbeat_seconds: float = 5.0
     settler: Settler = field(init=False)
     beats: Beats = field(init=False)
+    log_notices: LogNotices = field(init=False)
 
     def __post_init__(self) -> None:
         self.settler = Settler(self.pool, self.outcomes)
         self.beats = Beats(self.pool, self.lease_seconds)
+        self.log_notices = LogNotices(self.outcomes.queues)
 
     async def heartbeat(self, session: Session, message: pb.WorkerHeartbeat) -> None:
         if message.worker_id and message.worker_id != session.worker_id:
@@ -283,6 +286,8 @@ class Messages:
             _clean(message.message, self.max_payload_bytes),
             emitted_at,
         )
+        if stored:
+            self.log_notices.stored(execution_id)  # FollowLogs hears of it in the window's one notice
         status, text = (ACCEPTED, "") if stored else (STALE, "execution is not owned by this stream")
         session.ack("log", status, text, message.execution_id)
 

@@ -78,7 +78,7 @@ class _Batch:
         return singles
 
 
-class Settler(GroupCommit[Report, _Batch, tuple[list[bool], list[Settlement]]]):
+class Settler(GroupCommit[Report, _Batch, settlements.Applied]):
     def __init__(self, pool: asyncpg.Pool, outcomes: Outcomes, *, max_batch: int = MAX_BATCH) -> None:
         super().__init__(pool, max_batch)
         self.outcomes = outcomes
@@ -115,19 +115,19 @@ class Settler(GroupCommit[Report, _Batch, tuple[list[bool], list[Settlement]]]):
         # one statement; start notices and failures (retries, dead letters) take the transaction.
         return not batch.started and all(f.success for f in batch.finished)
 
-    async def _apply(self, conn: asyncpg.Connection, batch: _Batch) -> tuple[list[bool], list[Settlement]]:
+    async def _apply(self, conn: asyncpg.Connection, batch: _Batch) -> settlements.Applied:
         if self._atomic(batch):
-            return [], await settlements.succeed_all(conn, batch.finished)
+            return settlements.Applied([], await settlements.succeed_all(conn, batch.finished), [])
         return await settlements.apply(conn, batch.started, batch.finished)
 
-    def _answer(self, batch: _Batch, outcome: tuple[list[bool], list[Settlement]]) -> None:
-        ran, settled = outcome
+    def _answer(self, batch: _Batch, outcome: settlements.Applied) -> None:
+        ran, settled = outcome.ran, outcome.settlements
         for future, applied in zip(batch.start_waiters, ran, strict=True):
             resolve(future, applied)
         for future, settlement in zip(batch.finish_waiters, settled, strict=True):
             resolve(future, settlement)
         for index, _, future in batch.folded:
             resolve(future, settled[index].applied)
-        task = asyncio.create_task(self.outcomes.announce(settled))
+        task = asyncio.create_task(self.outcomes.announce(settled, outcome.began))
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from dispatchd.platform.job_events import JobEvent, Kind
 from dispatchd.platform.states import (
     EXECUTION_SETTLEABLE,
     EXECUTION_STARTABLE,
@@ -81,12 +82,12 @@ s AS (
     FROM now, unnest($1::uuid[], $2::uuid[]) AS i(execution_id, session_id), jobs j
     WHERE e.execution_id = i.execution_id AND e.session_id = i.session_id AND j.job_id = e.job_id
       AND {one_of("e.status", EXECUTION_STARTABLE)}
-    RETURNING e.execution_id, e.job_id
+    RETURNING e.execution_id, e.job_id, e.job_type, e.attempt
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.RUNNING)}, updated_at = clock_timestamp()
     FROM s WHERE jobs.job_id = s.job_id AND {one_of("jobs.status", JOB_STARTABLE)}
 )
-SELECT execution_id FROM s
+SELECT execution_id, job_id, job_type, attempt FROM s
 """
 
 
@@ -163,10 +164,17 @@ async def succeed_all(conn: asyncpg.Connection, finished: Sequence[Finished]) ->
     return settlements
 
 
-async def apply(
-    conn: asyncpg.Connection, started: Sequence[Started], finished: Sequence[Finished]
-) -> tuple[list[bool], list[Settlement]]:
-    """Apply the reports in the caller's transaction: whether each start applied, each result's Settlement.
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What `apply` did: whether each start applied (and their events), each result's Settlement."""
+
+    ran: list[bool]
+    settlements: list[Settlement]
+    began: list[JobEvent]
+
+
+async def apply(conn: asyncpg.Connection, started: Sequence[Started], finished: Sequence[Finished]) -> Applied:
+    """Apply the reports in the caller's transaction.
 
     An execution appears at most once in `finished` (a second result would see the first's
     effect only in a later statement).
@@ -174,9 +182,13 @@ async def apply(
     ids = [s.execution_id for s in started] + [f.execution_id for f in finished]
     job_of = {r["execution_id"]: r["job_id"] for r in await conn.fetch(_LOCK, ids)}
     ran: set[uuid.UUID] = set()
+    began: list[JobEvent] = []
     if started:
         rows = await conn.fetch(_START, [s.execution_id for s in started], [s.session_id for s in started])
         ran = {r["execution_id"] for r in rows}
+        began = [
+            JobEvent(str(r["job_id"]), r["job_type"], Kind.STARTED, int(JobStatus.RUNNING), r["attempt"]) for r in rows
+        ]
     successes = [f for f in finished if f.success]
     done: dict[uuid.UUID, Settlement] = {}
     if successes:
@@ -188,4 +200,4 @@ async def apply(
             settlements.append(await fail_locked(conn, f.execution_id, f.owner, f.error, f.result))
         else:
             settlements.append(done.get(f.execution_id) or Settlement(applied=False, job_id=job_of.get(f.execution_id)))
-    return [s.execution_id in ran for s in started], settlements
+    return Applied([s.execution_id in ran for s in started], settlements, began)
