@@ -74,8 +74,9 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture(scope="module")
-def admin(stack: Stack) -> Iterator[Client]:
-    with Client(stack.control_plane_target, security=stack.client_security()) as client:
+def admin(stack: Stack, creds: Credentials) -> Iterator[Client]:
+    security = creds.client("admin-cli", token=creds.token("admin-cli", "admin", ttl_seconds=3600))
+    with Client(stack.control_plane_target, security=security) as client:
         yield client
 
 
@@ -101,7 +102,7 @@ def test_jobs_appear_live_as_the_cli_submits_them(
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text("".join(json.dumps({"job_type": "builtin.echo", "payload": f"hello {i}"}) + "\n" for i in range(3)))
     out = dispatchctl(stack, creds, tmp_path, "submit", "--from-file", str(jobs))
-    ids = [json.loads(line)["job_id"] for line in out.splitlines() if line.strip()]
+    ids = [result["job_id"] for result in json.loads(out)["results"]]
     assert len(ids) == 3
     for job_id in ids:
         row = element(browser, f"#job-{job_id}")
