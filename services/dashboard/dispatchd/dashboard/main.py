@@ -136,7 +136,7 @@ def environment_help() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m dispatchd.dashboard",
+        prog="dispatchd-dashboard",
         description=__doc__.split("\n")[0] if __doc__ else None,
         epilog=environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
