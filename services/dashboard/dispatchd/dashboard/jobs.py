@@ -12,7 +12,7 @@ import uuid
 
 from aiohttp import web
 
-from dispatchd.client import Job, JobStatus
+from dispatchd.client import JobStatus
 from dispatchd.dashboard import keys
 from dispatchd.dashboard.calls import client_for
 
@@ -73,15 +73,8 @@ async def job_page(request: web.Request) -> web.Response:
         job=job,
         executions=executions,
         logs=logs,
-        trace_id=trace_id(job),
         notice=request.query.get("notice", ""),
     )
-
-
-def trace_id(job: Job) -> str:
-    """The trace id of the job's metadata `traceparent`, when the submitter sent one."""
-    parts = job.metadata.get("traceparent", "").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
 def _is_uuid(text: str) -> bool:

@@ -39,11 +39,18 @@ class JobRow:
     attempt_base: int = 0
     # The authenticated subject that submitted the job (None without authentication).
     submitted_by: str | None = None
+    # The job's W3C trace context (None: submitted untraced, or a statement that did not read it).
+    trace_context: dict[str, str] | None = None
 
     @classmethod
     def from_record(cls, r: Any) -> JobRow:
         # submitted_by came with migration 0003: a record without that column reads as no submitter.
-        return cls(**_columns(r, _JOB_COLUMNS), status=JobStatus(r["status"]), submitted_by=r.get("submitted_by"))
+        return cls(
+            **_columns(r, _JOB_COLUMNS),
+            status=JobStatus(r["status"]),
+            submitted_by=r.get("submitted_by"),
+            trace_context=r.get("trace_context"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +85,7 @@ def _columns(r: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 # Columns read as they are: every field is named after its column; the others are converted.
-_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by"))
+_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by", "trace_context"))
 _EXECUTION_COLUMNS = _fields(ExecutionRow, but=("status",))
 
 
