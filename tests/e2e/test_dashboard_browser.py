@@ -48,7 +48,7 @@ def stack(
     redis_url = redis_server.url if redis_server is not None else os.environ["DISPATCHD_TEST_REDIS_URL"]
     topology = Topology(
         schedulers=1,
-        workers=(Workers(1, ("--builtins",)),),
+        workers=(Workers(1, ("--builtins", "--enable-shell")),),
         stores=Stores(database_url=pg.url_for(name), redis_url=redis_url, migrate=False),
         security=creds,
         health_ports=True,
@@ -122,6 +122,15 @@ def test_a_failed_job_shows_its_executions_and_error(
     assert all("worker-1" in row.text and "always fails" in row.text for row in attempts)
     assert "dead_lettered" in attempts[-1].text
     assert "builtin.fail always fails" in browser.find_element(By.ID, "job-error").text
+
+
+def test_a_running_job_streams_its_logs_into_its_page(stack: Stack, browser: WebDriver, admin: Client) -> None:
+    job = admin.submit("shell", "echo first; sleep 1; echo second").job
+    browser.get(f"{stack.dashboard_url}jobs/{job.job_id}")
+    logs = element(browser, "#logs")
+    wait_for(browser, lambda b: "second" in logs.text)  # written after the page was served
+    assert logs.text.index("first") < logs.text.index("second")
+    wait_for(browser, lambda b: b.find_element(By.ID, "logs-state").text == "complete")
 
 
 def test_an_operator_redrives_a_dead_letter(

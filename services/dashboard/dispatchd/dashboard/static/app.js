@@ -82,10 +82,13 @@
       .then((reply) => reply.text())
       .then((html) => {
         const fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live-job]");
-        const logs = document.getElementById("logs");
         if (!fresh) return;
-        const freshLogs = fresh.querySelector("#logs");
-        if (freshLogs && logs) freshLogs.replaceWith(logs); // keep the streaming log view as it is
+        // Keep the streaming log view (and its state line) as they are; the rest is re-read.
+        ["logs", "logs-state"].forEach((id) => {
+          const live = document.getElementById(id);
+          const stale = fresh.querySelector("#" + id);
+          if (live && stale) stale.replaceWith(live);
+        });
         jobPage.replaceChildren(...fresh.childNodes);
       });
     feed({ job_id: jobPage.dataset.liveJob }, refresh, refresh);
@@ -98,7 +101,7 @@
     logs.querySelectorAll("[data-log-id]").forEach((span) => { last = Math.max(last, Number(span.dataset.logId)); });
     const url = logs.dataset.follow + (logs.dataset.after ? "?after=" + encodeURIComponent(logs.dataset.after) : "");
     const source = new EventSource(url);
-    const state = document.getElementById("logs-state");
+    const say = (text) => { const state = document.getElementById("logs-state"); if (state) state.textContent = text; };
     source.addEventListener("line", (message) => {
       const line = JSON.parse(message.data);
       if (line.log_id <= last) return; // a reconnect replays from the page's position
@@ -109,9 +112,12 @@
       logs.appendChild(span);
       logs.scrollTop = logs.scrollHeight;
     });
-    source.addEventListener("end", () => { source.close(); if (state) state.textContent = "complete"; });
+    source.addEventListener("end", () => {
+      source.close();
+      say(last ? "complete" : "none were written");
+    });
     source.addEventListener("error", (message) => {
-      if (message.data) { source.close(); if (state) state.textContent = JSON.parse(message.data).message; }
+      if (message.data) { source.close(); say(JSON.parse(message.data).message); }
     });
   }
 

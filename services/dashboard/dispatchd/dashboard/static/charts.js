@@ -3,11 +3,14 @@
 (function () {
   const palette = { submitted: "#2f5bd3", succeeded: "#1f8f4e", failed: "#c0392b", canceled: "#8a94a6" };
 
-  function draw(element, data, names, title) {
+  // `span`: seconds of time shown, ending at the newest sample (default: what the data covers).
+  function draw(element, data, names, title, span) {
     const width = Math.max(480, element.clientWidth || 900);
     const others = ["#b7791f", "#7b3fb5", "#0f8b8d", "#d35400", "#2f5bd3", "#1f8f4e"];
     const series = [{}].concat(names.map((name, i) => ({ label: name, stroke: palette[name] || others[i % others.length], width: 2 })));
-    return new uPlot({ title: title, width: width, height: 240, series: series, scales: { x: { time: true } } }, data, element);
+    const x = { time: true };
+    if (span) x.range = (u, min, max) => [max - span, max + 5];
+    return new uPlot({ title: title, width: width, height: 240, series: series, scales: { x: x } }, data, element);
   }
 
   const holder = document.getElementById("throughput-chart");
@@ -58,7 +61,7 @@
   let plot = null;
   function redraw() {
     if (plot) plot.destroy();
-    plot = window.dispatchdCharts.draw(holder, data, types, "");
+    plot = window.dispatchdCharts.draw(holder, data, types, "", 600);
   }
   redraw();
   setInterval(() => {
