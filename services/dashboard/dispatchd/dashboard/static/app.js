@@ -55,7 +55,9 @@
         row.className = "status-" + event.status + " flash";
         return;
       }
-      if (event.kind !== "submitted" || table.dataset.firstPage !== "yes") return;
+      // A new job, or (with a status filter: the server sends only events leaving jobs in that
+      // status) a job that now matches; either belongs on top of the first page.
+      if (table.dataset.firstPage !== "yes" || (event.kind !== "submitted" && !table.dataset.status)) return;
       const empty = body.querySelector("tr.empty");
       if (empty) empty.remove();
       row = document.createElement("tr");
