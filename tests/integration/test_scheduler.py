@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio
 
 from dispatchd.devtools.stack import ServiceProcess
+from dispatchd.platform.job_events import Kind
 from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import ExecutionStatus, JobStatus, WorkerStatus
 from dispatchd.platform.store import executions, jobs, repairs, workers
@@ -232,7 +233,15 @@ async def test_expired_lease_of_the_last_attempt_dead_letters_the_job(
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
             if message is not None:
                 event = json.loads(message["data"])
-        assert event == {"job_id": str(job_id), "status": int(JobStatus.FAILED)}
+        assert event is not None
+        # What WaitJob reads, and (for watchers) the type and what happened: dead-lettered.
+        assert {k: event.pop(k) for k in ("job_id", "status", "job_type", "kind")} == {
+            "job_id": str(job_id),
+            "status": int(JobStatus.FAILED),
+            "job_type": ref.job_type,
+            "kind": int(Kind.DEAD_LETTERED),
+        }
+        assert set(event) == {"at"}
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     (only,) = await execution_rows(db_pool, job_id)

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from dispatchd.v1 import common_pb2, job_service_pb2, worker_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
+from tests.support.streams import first_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -175,9 +177,13 @@ def known_job_ids(secure_stack: SecureStack, creds: Credentials) -> list[str]:
 
 
 def _answer(channel: grpc.Channel, method: str, payload: bytes, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
-    call = channel.unary_unary(f"/{JOB_SERVICE.full_name}/{method}")
+    path = f"/{JOB_SERVICE.full_name}/{method}"
     try:
-        call(payload, metadata=metadata, timeout=30)
+        if JOB_SERVICE.methods_by_name[method].server_streaming:
+            # A stream answers (or fails) with its first message: WatchJobs's comes at once.
+            first_of(channel.unary_stream(path)(payload, metadata=metadata, timeout=30))
+        else:
+            channel.unary_unary(path)(payload, metadata=metadata, timeout=30)
     except grpc.RpcError as exc:
         code: grpc.StatusCode = exc.code()
         return code
@@ -194,7 +200,7 @@ def test_random_requests_get_documented_statuses(
     channel: grpc.Channel, creds: Credentials, known_job_ids: list[str], method: str
 ) -> None:
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
     seen: dict[str, int] = {}
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -215,7 +221,7 @@ def test_random_requests_get_documented_statuses(
 def test_undecodable_requests_are_invalid_argument(channel: grpc.Channel, creds: Credentials, method: str) -> None:
     metadata = [("authorization", f"Bearer {creds.token('fuzz', 'admin')}")]
     descriptor = JOB_SERVICE.methods_by_name[method].input_type
-    cls = getattr(job_service_pb2, descriptor.name)
+    cls = message_factory.GetMessageClass(descriptor)
 
     @settings(max_examples=EXAMPLES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(payload=st.one_of(st.binary(max_size=200), st.sampled_from(CORRUPT)))

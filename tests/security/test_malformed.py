@@ -31,6 +31,7 @@ from dispatchd.platform import methods, paging
 from dispatchd.v1 import job_service_pb2
 from tests.support.polling import settled_text
 from tests.support.security import CORRUPT, Credentials, SecureStack
+from tests.support.streams import first_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -66,14 +67,6 @@ def _answer(call: Any) -> Answer:
     return grpc.StatusCode.OK, ""
 
 
-def _first_of(responses: Any) -> None:
-    """Read one response of a stream, then hang up (Watch never ends by itself)."""
-    try:
-        next(responses, None)
-    finally:
-        responses.cancel()
-
-
 def call(channel: grpc.Channel, path: str, payload: bytes, metadata: list[tuple[str, str]]) -> Answer:
     """One call of `path` with `payload` as the request (or the only stream message), raw bytes."""
     method = descriptor_pool.Default().FindMethodByName(path.lstrip("/").replace("/", "."))
@@ -82,7 +75,7 @@ def call(channel: grpc.Channel, path: str, payload: bytes, metadata: list[tuple[
         responses = channel.stream_stream(path)(iter([payload]), **options)
         return _answer(lambda: list(responses))
     if method.server_streaming:
-        return _answer(lambda: _first_of(channel.unary_stream(path)(payload, **options)))
+        return _answer(lambda: first_of(channel.unary_stream(path)(payload, **options)))
     return _answer(lambda: channel.unary_unary(path)(payload, **options))
 
 

@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatchd.common.security import ClientSecurity
-from dispatchd.v1 import job_service_pb2, worker_service_pb2
+from dispatchd.v1 import job_service_pb2, observe_pb2, worker_service_pb2
 from tests.support.security import Credentials, SecureStack
-from tests.support.streams import WorkerStream
+from tests.support.streams import WorkerStream, first_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -36,6 +36,13 @@ EXPECTED_JOB_SERVICE: dict[str, set[str]] = {
     "CancelJob": {"operator", "admin"},
     "ListDeadLetters": {"viewer", "operator", "admin"},
     "RedriveJobs": {"operator", "admin"},
+    # Observe (observe.proto): a job's logs are read like the job; the rest is cluster-wide.
+    "ListLogs": READERS,
+    "FollowLogs": READERS,
+    "ListWorkers": {"viewer", "operator", "admin"},
+    "GetQueueStats": {"viewer", "operator", "admin"},
+    "GetClusterStatus": {"viewer", "operator", "admin"},
+    "WatchJobs": {"viewer", "operator", "admin"},
 }
 EXPECTED_CONNECT = {"worker", "service"}
 # A token with each role; plus a token with no role and one with a role nobody knows.
@@ -65,6 +72,12 @@ def _request(method: str) -> Message:
         "ListExecutions": job_service_pb2.ListExecutionsRequest(job_id=unknown),
         "WaitJob": job_service_pb2.WaitJobRequest(job_id=unknown),
         "CancelJob": job_service_pb2.CancelJobRequest(job_id=unknown),
+        "ListLogs": observe_pb2.ListLogsRequest(job_id=unknown),
+        "FollowLogs": observe_pb2.FollowLogsRequest(job_id=unknown),
+        "ListWorkers": observe_pb2.ListWorkersRequest(),
+        "GetQueueStats": observe_pb2.GetQueueStatsRequest(),
+        "GetClusterStatus": observe_pb2.GetClusterStatusRequest(),
+        "WatchJobs": observe_pb2.WatchJobsRequest(),
     }
     if method in requests:
         return requests[method]
@@ -80,7 +93,9 @@ def _request(method: str) -> Message:
 def _call(stack: SecureStack, method: str, metadata: list[tuple[str, str]]) -> grpc.StatusCode:
     stub = stack.jobs()
     try:
-        getattr(stub, method)(_request(method), metadata=metadata, timeout=10)
+        reply = getattr(stub, method)(_request(method), metadata=metadata, timeout=10)
+        if JOB_SERVICE.methods_by_name[method].server_streaming:
+            first_of(reply)  # a stream answers (or fails) with its first message
     except grpc.RpcError as exc:
         code: grpc.StatusCode = exc.code()
         return code

@@ -170,3 +170,11 @@ def _matches(message: pb.ConnectResponse, kind: str, ack_kind: str | None) -> bo
     if message.WhichOneof("payload") != kind:
         return False
     return ack_kind is None or message.ack.kind == ack_kind
+
+
+def first_of(responses: Any) -> None:
+    """Read one response of a server stream, then hang up (Watch, WatchJobs never end by themselves)."""
+    try:
+        next(responses, None)
+    finally:
+        responses.cancel()

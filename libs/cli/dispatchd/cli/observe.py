@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dispatchd.cli import output
 from dispatchd.cli.commands import Io
 from dispatchd.cli.connection import CliError
 from dispatchd.cli.durations import format_seconds
-from dispatchd.client import Client, JobEvent, LogLine
+from dispatchd.client import Client, JobEvent, LogLine, QueueStats, Worker
 
 Register = Callable[..., argparse.ArgumentParser]
 
@@ -63,34 +63,30 @@ def logs(args: argparse.Namespace, client: Client, io: Io) -> int:
     return 0
 
 
-def workers(args: argparse.Namespace, client: Client, io: Io) -> int:
-    found = client.workers(include_offline=args.all)
+def _listing(field: str, found: Sequence[Any], columns: Sequence[str], row: Callable[[Any], list[str]], io: Io) -> int:
     if io.json:
-        output.emit_json({"workers": [output.as_dict(w.raw) for w in found]}, io.out)
-        return 0
-    rows = [
-        [
-            w.worker_id,
-            w.status.name.lower(),
-            f"{w.in_flight}/{w.max_concurrency}",
-            ",".join(w.capabilities),
-            _stamp(w.last_heartbeat_at),
-            w.gateway_id or "-",
-        ]
-        for w in found
-    ]
-    output.table(WORKER_COLUMNS, rows, io.out)
+        output.emit_json({field: [output.as_dict(item.raw) for item in found]}, io.out)
+    else:
+        output.table(columns, [row(item) for item in found], io.out)
     return 0
+
+
+def _worker_row(w: Worker) -> list[str]:
+    slots = f"{w.in_flight}/{w.max_concurrency}"
+    heartbeat = _stamp(w.last_heartbeat_at)
+    return [w.worker_id, w.status.name.lower(), slots, ",".join(w.capabilities), heartbeat, w.gateway_id or "-"]
+
+
+def workers(args: argparse.Namespace, client: Client, io: Io) -> int:
+    return _listing("workers", client.workers(include_offline=args.all), WORKER_COLUMNS, _worker_row, io)
+
+
+def _queue_row(q: QueueStats) -> list[str]:
+    return [q.job_type, str(q.depth), _age(q.oldest_due_age), str(q.delayed), str(q.running)]
 
 
 def queues(args: argparse.Namespace, client: Client, io: Io) -> int:
-    found = client.queue_stats(job_type=args.type)
-    if io.json:
-        output.emit_json({"queues": [output.as_dict(q.raw) for q in found]}, io.out)
-        return 0
-    rows = [[q.job_type, str(q.depth), _age(q.oldest_due_age), str(q.delayed), str(q.running)] for q in found]
-    output.table(QUEUE_COLUMNS, rows, io.out)
-    return 0
+    return _listing("queues", client.queue_stats(job_type=args.type), QUEUE_COLUMNS, _queue_row, io)
 
 
 def status(args: argparse.Namespace, client: Client, io: Io) -> int:

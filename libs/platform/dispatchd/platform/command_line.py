@@ -29,7 +29,7 @@ def variable(field: str) -> str:
 
 
 def environment_help(listen_field: str) -> str:
-    lines = ['configuration (environment variables; README "Configuration" lists every one):']
+    lines = ["configuration (environment variables; README \"Configuration\" lists every one):"]
     for field in (listen_field, *KEY_SETTINGS):
         info = Settings.model_fields[field]
         lines.append(f"  {variable(field)}  (default {info.default!r})\n      {info.description}")

@@ -55,26 +55,20 @@ class Settings(BaseSettings):
         1.0, description="Safety-net interval of the scheduler's reconcile loop (events wake it sooner)."
     )
     reconcile_grace_seconds: float = Field(
-        2.0,
-        ge=0,
-        description="A due queued execution missing from Redis is re-queued (a repair) only once "
-        "it has been missing this long: before that the fast path (a push, a claim) is still handling it.",
+        2.0, ge=0, description="A due queued execution missing from Redis is re-queued (a repair) only once "
+        "it has been missing this long: before that the fast path (a push, a claim) is still handling it."
     )
     shutdown_grace_seconds: float = Field(10.0, description="Grace period for in-flight work on SIGTERM.")
     registration_timeout_seconds: float = Field(
-        10.0,
-        gt=0,
-        description="A worker stream that has not registered this long after opening is ended (DEADLINE_EXCEEDED).",
+        10.0, gt=0, description="A worker stream that has not registered this long after opening is ended "
+        "(DEADLINE_EXCEEDED)."
     )
     stream_stall_seconds: float = Field(
-        10.0,
-        gt=0,
-        description="A worker stream that leaves its replies unread this long (its outbound "
-        "queue full, nothing sent) is ended with RESOURCE_EXHAUSTED.",
+        10.0, gt=0, description="A worker stream that leaves its replies unread this long (its outbound "
+        "queue full, nothing sent) is ended with RESOURCE_EXHAUSTED."
     )
     stream_batches: bool = Field(
-        True,
-        description="Offer batched stream messages (several assignments, acks, results or start "
+        True, description="Offer batched stream messages (several assignments, acks, results or start "
         "notices per message) to workers that announce support at registration; off: one message per item "
         "for every worker.",
     )
@@ -86,22 +80,16 @@ class Settings(BaseSettings):
     )
     # Connection limits (dispatchd.platform.connections): clients reconnect, so replicas share them.
     max_connection_age_seconds: float = Field(
-        300.0,
-        ge=0,
-        description="A client connection older than this (±10% jitter) is sent GOAWAY, so the client "
-        "reconnects and round_robin spreads it over the replicas; 0: never.",
+        300.0, ge=0, description="A client connection older than this (±10% jitter) is sent GOAWAY, so the client "
+        "reconnects and round_robin spreads it over the replicas; 0: never."
     )
     max_connection_age_grace_seconds: float = Field(
-        90.0,
-        ge=0,
-        description="How long calls open at the GOAWAY may still run before the connection is closed "
-        "(longer than a client's 60 s wait chunk); 0: until they end (the gateway: worker streams end by draining).",
+        90.0, ge=0, description="How long calls open at the GOAWAY may still run before the connection is closed "
+        "(longer than a client's 60 s wait chunk); 0: until they end (the gateway: worker streams end by draining)."
     )
     keepalive_min_ping_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="Client keepalive pings closer than this are strikes (GOAWAY too_many_pings); "
-        "our clients ping every 60 s, only while a call is open.",
+        30.0, gt=0, description="Client keepalive pings closer than this are strikes (GOAWAY too_many_pings); "
+        "our clients ping every 60 s, only while a call is open."
     )
     gateway_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",

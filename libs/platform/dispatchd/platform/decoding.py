@@ -11,13 +11,12 @@ server without one, the plaintext health port. Both pass a streaming handler's r
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
 
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, relay, rewrap
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -41,19 +40,6 @@ def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
             return Malformed(str(exc) or "the bytes do not decode")
 
     return deserialize
-
-
-async def relay(result: Any) -> AsyncIterator[Any]:
-    """A server-streaming handler's responses, whether it yields them or writes them itself.
-
-    grpc.aio lets such a handler be a coroutine that calls `context.write` (the asyncio health
-    servicer's Watch is one); a wrapper that only iterated would fail it with a TypeError.
-    """
-    if inspect.isawaitable(result):
-        await result
-        return
-    async for response in result:
-        yield response
 
 
 def refusal(method: str, bad: Malformed) -> str:

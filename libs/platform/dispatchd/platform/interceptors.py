@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeAlias, cast
 
 import asyncpg
@@ -68,6 +69,19 @@ async def abort_for(exc: BaseException, context: grpc.aio.ServicerContext[Any, A
         await context.abort(grpc.StatusCode.UNAVAILABLE, "a backing store is unavailable; retry later")
     log.exception("unhandled error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def relay(result: Any) -> AsyncIterator[Any]:
+    """A server-streaming handler's responses, whether it yields them or writes them itself.
+
+    grpc.aio lets such a handler be a coroutine that calls `context.write` (the asyncio health
+    servicer's Watch is one); a wrapper that only iterated would fail it with a TypeError.
+    """
+    if inspect.isawaitable(result):
+        await result
+        return
+    async for response in result:
+        yield response
 
 
 # A string: grpc's runtime classes are not subscriptable, only its stubs are.
@@ -164,7 +178,7 @@ def with_unary(handler: Handler, behaviour: Callable[..., Awaitable[Any]]) -> Ha
 
 
 class ErrorInterceptor(HandlerInterceptor):
-    """Wraps unary handlers so a DispatchdError (or a lost store) maps to its status code.
+    """Wraps unary and server-streaming handlers so a DispatchdError (or a lost store) maps to its status code.
 
     A write refused because the database turned read-only (demoted under us) is
     FAILED_PRECONDITION with `read_only(method)`'s message; that callback also tells the
@@ -176,6 +190,8 @@ class ErrorInterceptor(HandlerInterceptor):
         self.read_only = read_only
 
     def wrap(self, handler: Handler, details: grpc.HandlerCallDetails) -> Handler:
+        if handler.unary_stream is not None:
+            return _translating_stream(handler)
         if handler.unary_unary is None:
             return handler
         inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]] = handler.unary_unary  # type: ignore[assignment]
@@ -195,3 +211,22 @@ class ErrorInterceptor(HandlerInterceptor):
                 await abort_for(exc, context)
 
         return with_unary(handler, unary)
+
+
+def _translating_stream(handler: Handler) -> Handler:
+    """A server-streaming handler whose errors, before or between its messages, become statuses
+    as a unary handler's do (they only read: no read-only database to report)."""
+    inner: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any] = handler.unary_stream  # type: ignore[assignment]
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for response in relay(inner(request, context)):
+                yield response
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise
+        except Exception as exc:  # translated exactly once, here
+            await abort_for(exc, context)
+
+    return grpc.unary_stream_rpc_method_handler(
+        stream, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )

@@ -130,21 +130,19 @@ class PageTokens:
 
     def open_attempt(self, listing: Listing, token: str) -> int:
         """The attempt after which the next page starts; 0 for the first page."""
-        if not token:
-            return 0
-        match self._open(listing, token):
-            case [int() as attempt] if not isinstance(attempt, bool) and 0 <= attempt <= MAX_ATTEMPT:
-                return attempt
-        raise InvalidArgument(MALFORMED)
+        return self._open_number(listing, token, MAX_ATTEMPT)
 
-    def issue_sequence(self, listing: Listing, row_id: int) -> str:
-        return self._issue(listing, [row_id])
+    # A bigserial position (execution_logs.log_id): issued like an attempt, with a wider range.
+    issue_sequence = issue_attempt
 
     def open_sequence(self, listing: Listing, token: str) -> int:
         """The bigserial id after which the next page starts; 0 for the first page."""
+        return self._open_number(listing, token, MAX_SEQUENCE)
+
+    def _open_number(self, listing: Listing, token: str, maximum: int) -> int:
         if not token:
             return 0
         match self._open(listing, token):
-            case [int() as row_id] if not isinstance(row_id, bool) and 0 <= row_id <= MAX_SEQUENCE:
-                return row_id
+            case [int() as number] if not isinstance(number, bool) and 0 <= number <= maximum:
+                return number
         raise InvalidArgument(MALFORMED)

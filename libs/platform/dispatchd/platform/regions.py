@@ -75,7 +75,10 @@ class Region:
                 f"region {self.name!r} is the primary but has mutations disabled (a promotion is in progress?): "
                 f"{method} is refused until DISPATCHD_ALLOW_MUTATIONS is true again"
             )
-        return f"region {self.name!r} is passive and serves reads only: send {method} to the primary region {primary!r}"
+        return (
+            f"region {self.name!r} is passive and serves reads only: send {method} to the primary region "
+            f"{primary!r}"
+        )
 
 
 # A string: grpc's runtime classes are not subscriptable, only its stubs are.

@@ -22,8 +22,7 @@ import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
 from dispatchd.common.metrics import Bound
-from dispatchd.platform.decoding import relay
-from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, rewrap, status_of_call
+from dispatchd.platform.interceptors import Handler, HandlerInterceptor, Wrappers, relay, rewrap, status_of_call
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
@@ -53,7 +52,9 @@ class MethodMetrics:
     def __init__(self, service: str, method: str) -> None:
         self.duration = DURATION.labels(service, method)
         self.streams = STREAMS.labels(service, method)
-        self.requests: Bound[grpc.StatusCode, Counter] = Bound(lambda code: REQUESTS.labels(service, method, code.name))
+        self.requests: Bound[grpc.StatusCode, Counter] = Bound(
+            lambda code: REQUESTS.labels(service, method, code.name)
+        )
 
     def ended(self, context: Context, exc: BaseException | None) -> None:
         self.requests(status_of_call(context, exc)).inc()

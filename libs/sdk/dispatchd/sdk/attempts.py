@@ -75,7 +75,9 @@ class Attempt:
         if self.span is not None and not result.success:
             self.span.set_status(trace.Status(trace.StatusCode.ERROR, result.error_message[:256]))
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._current is not None:
             self._current.__exit__(None, None, None)
         if self._unsampled is not None:

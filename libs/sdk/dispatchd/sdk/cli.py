@@ -1,8 +1,8 @@
 """`dispatchd-worker`: run a worker process with built-in and/or your own handlers.
 
-dispatchd-worker --target gateway:50052 --builtins
-dispatchd-worker --enable-shell --concurrency 2
-dispatchd-worker --handlers myapp.jobs:register      # register(worker) adds handlers
+    dispatchd-worker --target gateway:50052 --builtins
+    dispatchd-worker --enable-shell --concurrency 2
+    dispatchd-worker --handlers myapp.jobs:register      # register(worker) adds handlers
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ async def serve(worker: Worker, grace: float) -> int:
         return 1
     log.info("worker stopped")
     return 0
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,6 +19,7 @@ from dispatchd.v1 import worker_service_pb2_grpc as pb_grpc
 EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
+
 class ConnectCall(Protocol):
     """The parts of a grpc.aio stream-stream call the worker uses."""
 

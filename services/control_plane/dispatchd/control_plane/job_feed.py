@@ -55,6 +55,7 @@ class Watch:
     _queue: asyncio.Queue[JobEvent | None] = field(init=False)
     _missed: int = 0
     _gap: bool = False
+    _ended: bool = False
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(self.limit)
@@ -74,10 +75,19 @@ class Watch:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue delivers the gap soon enough
             self._queue.put_nowait(None)
 
-    async def next(self) -> Delivery:
-        event = await self._queue.get()
-        while event is None and not self._gap:  # a notice whose gap an earlier delivery reported
+    def end(self) -> None:
+        """The server is stopping: what is queued is still delivered, then `next` returns None."""
+        self._ended = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+
+    async def next(self) -> Delivery | None:
+        while True:
+            if self._ended and self._queue.empty():
+                return None
             event = await self._queue.get()
+            if event is not None or self._gap:  # else a notice whose gap an earlier delivery reported
+                break
         delivery = Delivery(event, self._gap, self._missed)
         self._gap, self._missed = False, 0
         return delivery
@@ -90,10 +100,13 @@ class JobFeed:
         self._watches: set[Watch] = set()
         self.listeners: list[Callable[[JobEvent], None]] = []
         self.wanted: Callable[[], bool] = lambda: False  # whether a listener wants events now
+        self.closing = False
 
     @contextlib.contextmanager
     def watch(self, flt: Filter, limit: int = QUEUE_LIMIT) -> Iterator[Watch]:
         w = Watch(flt, limit)
+        if self.closing:
+            w.end()
         self._watches.add(w)
         try:
             yield w
@@ -114,6 +127,12 @@ class JobFeed:
     def interrupted(self) -> None:
         for w in self._watches:
             w.interrupted()
+
+    def close(self) -> None:
+        """Shutdown: every watch ends (after what it has queued) instead of holding the server open."""
+        self.closing = True
+        for w in self._watches:
+            w.end()
 
     def _fan_out(self, data: str, parse: Callable[[str], Sequence[JobEvent]]) -> None:
         try:

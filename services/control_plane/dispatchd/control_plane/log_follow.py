@@ -18,10 +18,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 
+from dispatchd.control_plane.wakeups import Wakeups
 from dispatchd.platform.job_events import JobEvent
 from dispatchd.platform.store import logs
 from dispatchd.platform.store.logs import LogRow, LogTarget
@@ -33,39 +34,21 @@ DEGRADED_SECONDS = 1.0
 GRACE_SECONDS = 0.5
 
 
-class LogWakeups:
+class LogWakeups(Wakeups):
     """Followers' futures by execution id and job id, resolved by notices and job events."""
 
     def __init__(self, subscribed: Callable[[], bool] = lambda: False) -> None:
-        self._futures: dict[str, set[asyncio.Future[None]]] = {}
+        super().__init__()
         self.subscribed = subscribed
+        self.closing = False
 
-    @contextlib.contextmanager
-    def watch(self, keys: Sequence[str]) -> Iterator[asyncio.Future[None]]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for key in keys:
-            self._futures.setdefault(key, set()).add(future)
-        try:
-            yield future
-        finally:
-            for key in keys:
-                waiting = self._futures.get(key)
-                if waiting is not None:
-                    waiting.discard(future)
-                    if not waiting:
-                        del self._futures[key]
+    def close(self) -> None:
+        """Shutdown: followers end their streams now (a client resumes from its last token)."""
+        self.closing = True
+        self.wake_all()
 
     def following(self) -> bool:
-        return bool(self._futures)
-
-    def wake(self, key: str) -> None:
-        for future in self._futures.get(key, ()):
-            if not future.done():
-                future.set_result(None)
-
-    def wake_all(self) -> None:
-        for key in list(self._futures):
-            self.wake(key)
+        return self.waiting() > 0
 
     def on_notice(self, data: str) -> None:
         try:
@@ -94,10 +77,10 @@ async def follow(
     """Pages of lines after log id `after` until `of` is terminal and drained (module docstring)."""
     keys = [str(of.job_id if of.execution_id is None else of.execution_id)]
     while True:
-        with wakeups.watch(keys) as woken:
+        with wakeups.watch_keys(keys) as woken:
             done, executions = await logs.state(pool, of)
             known = [*keys[:1], *(str(e) for e in executions)]
-            rows = await logs.page(pool, of, after, page_size)
+            rows, _ = await logs.page(pool, of, after, page_size)
             if rows:
                 yield rows
                 after = rows[-1].log_id
@@ -106,10 +89,12 @@ async def follow(
                 continue
             if done:
                 break
+            if wakeups.closing:  # shutting down: what was stored is sent; the client resumes later
+                return
             timeout = safety_seconds if wakeups.subscribed() else min(safety_seconds, DEGRADED_SECONDS)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken, timeout)
     await asyncio.sleep(grace_seconds)
-    while rows := await logs.page(pool, of, after, page_size):
+    while rows := (await logs.page(pool, of, after, page_size))[0]:
         yield rows
         after = rows[-1].log_id

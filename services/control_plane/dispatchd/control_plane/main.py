@@ -22,6 +22,7 @@ async def build(runtime: server.Runtime) -> server.Service:
         raise SystemExit(f"control-plane: {exc}") from None
     servicer = JobService(runtime.settings, runtime.pool, queues, waiters, pages)
     runtime.on_shutdown.append(waiters.close)
+    runtime.on_shutdown.append(servicer.observed.close)
     return server.Service(
         register=lambda srv: job_service_pb2_grpc.add_JobServiceServicer_to_server(servicer, srv),
         service_names=[SERVICE_NAME],

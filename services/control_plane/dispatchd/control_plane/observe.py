@@ -68,6 +68,11 @@ class ObserveEvents:
     async def run(self) -> None:
         await self.subscription.run()
 
+    async def close(self) -> None:
+        """Shutdown: end every watch and follow, so no open stream holds the server up."""
+        self.feed.close()
+        self.wakeups.close()
+
 
 def _log_target(request: observe_pb2.ListLogsRequest | observe_pb2.FollowLogsRequest) -> dict[str, uuid.UUID | None]:
     if bool(request.job_id) == bool(request.execution_id):
@@ -102,11 +107,11 @@ class ObserveService:
     ) -> observe_pb2.ListLogsResponse:
         of, listing, after = await self._open_logs(request)
         size = validation.page_size(request.page_size, self.settings)
-        rows = await logs.page(self.pool, of, after, size)
+        rows, more = await logs.page(self.pool, of, after, size)
         last = rows[-1].log_id if rows else after
         return observe_pb2.ListLogsResponse(
             lines=[to_pb.log_line(r) for r in rows],
-            next_page_token=self.pages.issue_sequence(listing, last) if len(rows) == size else "",
+            next_page_token=self.pages.issue_sequence(listing, last) if more else "",
             resume_token=self.pages.issue_sequence(listing, last) if last else "",
         )
 
@@ -173,6 +178,8 @@ class ObserveService:
             yield observe_pb2.WatchJobsResponse(subscribed=True)
             while True:
                 delivery = await watch.next()
+                if delivery is None:
+                    return
                 yield observe_pb2.WatchJobsResponse(
                     event=None if delivery.event is None else to_pb.job_event(delivery.event),
                     gap=delivery.gap,

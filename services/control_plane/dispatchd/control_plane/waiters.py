@@ -14,11 +14,11 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from dispatchd.control_plane.wakeups import Wakeups
 from dispatchd.platform.store import jobs
 from dispatchd.platform.store.rows import JobRow
 from dispatchd.platform.subscription import Subscription
@@ -29,7 +29,7 @@ log = logging.getLogger("dispatchd.control_plane.waiters")
 DEGRADED_RECHECK_SECONDS = 1.0
 
 
-class JobWaiters:
+class JobWaiters(Wakeups):
     def __init__(
         self,
         client: aioredis.Redis,
@@ -39,7 +39,7 @@ class JobWaiters:
         min_backoff_seconds: float = 0.1,
         max_backoff_seconds: float = 5.0,
     ) -> None:
-        self._futures: dict[str, set[asyncio.Future[None]]] = {}
+        super().__init__()
         self.closing = False
         # Both a (re)subscription and a loss wake everyone: events may have been missed, and
         # while the subscription is down waiters must move to re-reading on a timer.
@@ -63,31 +63,9 @@ class JobWaiters:
         """Keep the subscription alive until cancelled."""
         await self.subscription.run()
 
-    @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Future[None]]:
+    def watch(self, job_id: str) -> contextlib.AbstractContextManager[asyncio.Future[None]]:
         """A future resolved by the next event for this job (or by a wake-all)."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._futures.setdefault(job_id, set()).add(future)
-        try:
-            yield future
-        finally:
-            waiting = self._futures.get(job_id)
-            if waiting is not None:
-                waiting.discard(future)
-                if not waiting:
-                    del self._futures[job_id]
-
-    def waiting(self) -> int:
-        return sum(len(s) for s in self._futures.values())
-
-    def wake(self, job_id: str) -> None:
-        for future in self._futures.get(job_id, ()):
-            if not future.done():
-                future.set_result(None)
-
-    def wake_all(self) -> None:
-        for job_id in list(self._futures):
-            self.wake(job_id)
+        return self.watch_keys([job_id])
 
     async def close(self) -> None:
         """Shutdown: waiting calls return what they have instead of holding the server open."""

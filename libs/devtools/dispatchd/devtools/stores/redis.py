@@ -72,3 +72,4 @@ class RedisInstance(Server):
                     f"redis-server on port {self._port} {reason}; log {self.log_path}:\n{tail(self.log_path)}"
                 )
             time.sleep(0.05)
+

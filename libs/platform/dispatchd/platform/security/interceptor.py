@@ -26,13 +26,14 @@ from typing import Any
 
 import grpc
 
-from dispatchd.platform.decoding import Malformed, refusal, relay
+from dispatchd.platform.decoding import Malformed, refusal
 from dispatchd.platform.decoding import tolerant as _tolerant
 from dispatchd.platform.interceptors import (
     Handler,
     HandlerInterceptor,
     Wrappers,
     metadata_of,
+    relay,
     rewrap,
     status_of_call,
 )

@@ -5,7 +5,8 @@ and the position after a page is the last line's log_id, so a later read "after"
 no line committed by then. That one number serves a whole job because log ids grow across
 attempts: an attempt stores lines only while it owns its execution, and the next attempt is
 queued only after that ended. Each page is bounded: per execution an index range scan of at
-most `limit` lines on (execution_id, log_id), whatever the log's length.
+most `limit` lines on (execution_id, log_id), whatever the log's length; and at most
+PAGE_BYTES of text, so a page always fits in one gRPC message.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ ORDER BY e.attempt, l.log_id LIMIT $3
 """
 
 
+# What one page may carry, so a reply stays well under gRPC's 4 MiB message limit however
+# large the chunks (the gateway accepts up to DISPATCHD_MAX_PAYLOAD_BYTES each).
+PAGE_BYTES = 1 << 20
 _PAGE_OF_JOB = _page("job_id")
 _PAGE_OF_EXECUTION = _page("execution_id")
 _JOB = "SELECT job_id, submitted_by FROM jobs WHERE job_id = $1"
@@ -84,13 +88,23 @@ async def target(
     return LogTarget(row["job_id"], None, row["submitted_by"])
 
 
-async def page(conn: asyncpg.Connection | asyncpg.Pool, of: LogTarget, after: int, limit: int) -> list[LogRow]:
-    """Up to `limit` lines after log id `after`, in order (see the module docstring)."""
+async def page(
+    conn: asyncpg.Connection | asyncpg.Pool, of: LogTarget, after: int, limit: int
+) -> tuple[list[LogRow], bool]:
+    """Up to `limit` lines after log id `after`, in order (see the module docstring), at most
+    PAGE_BYTES of them (at least one); and whether more may follow (the page is full)."""
     if of.execution_id is not None:
         rows = await conn.fetch(_PAGE_OF_EXECUTION, of.execution_id, after, limit)
     else:
         rows = await conn.fetch(_PAGE_OF_JOB, of.job_id, after, limit)
-    return [LogRow(**dict(r)) for r in rows]
+    lines: list[LogRow] = []
+    size = 0
+    for r in rows:
+        size += len(r["message"].encode())
+        if lines and size > PAGE_BYTES:
+            return lines, True
+        lines.append(LogRow(**dict(r)))
+    return lines, len(rows) == limit
 
 
 async def state(conn: asyncpg.Connection | asyncpg.Pool, of: LogTarget) -> tuple[bool, list[uuid.UUID]]:
