@@ -25,8 +25,9 @@ from selenium.webdriver.common.by import By
 from dispatchd.client import Client, JobStatus
 from dispatchd.devtools.browser import chromium
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
+from dispatchd.devtools.stack.dashboard import dashboard_process, url_of
 from dispatchd.devtools.stores import RedisInstance
-from tests.support.dashboard import cookies, csrf_token, element, forge, sign_in, wait_for
+from tests.support.dashboard import cookies, csrf_token, element, fetch, forge, sign_in, wait_for
 from tests.support.databases import PgServer
 from tests.support.security import Credentials, make_credentials
 
@@ -165,3 +166,30 @@ def test_a_viewer_gets_no_button_and_forged_actions_are_refused(
     status, body = forge(url, cookies(browser), {"job_id": job.job_id, "csrf_token": csrf_token(browser)})
     assert status == 403 and "PERMISSION_DENIED" in body  # the control plane's refusal, shown as such
     assert len(admin.executions(job.job_id)) == 1  # nothing was redriven
+
+
+def test_behind_an_auth_proxy_the_header_carries_the_token(
+    stack: Stack, creds: Credentials, admin: Client, tmp_path: Path
+) -> None:
+    """A second dashboard reading the JWT from a proxy's header: no login page, no cookie needed."""
+    job = admin.submit("builtin.fail", max_attempts=1).job
+    admin.wait(job.job_id)
+    proxied = dashboard_process(
+        stack.control_plane_target,
+        stack.client_security(),
+        tmp_path,
+        settings={"DISPATCHD_DASHBOARD_TOKEN_HEADER": "X-Forwarded-Access-Token"},
+    )
+    proxied.start()
+    try:
+        proxied.wait_healthy()
+        base = url_of(proxied)
+        viewer = {"X-Forwarded-Access-Token": creds.token("vera", "viewer")}
+        status, page = fetch(base + "dead-letters", viewer)
+        assert status == 200 and f"letter-{job.job_id}" in page and "Redrive</button>" not in page
+        operator = {"X-Forwarded-Access-Token": "Bearer " + creds.token("olga", "operator")}
+        assert "Redrive</button>" in fetch(base + "dead-letters", operator)[1]
+        assert fetch(base + "jobs", {})[0] == 401  # no header: the control plane's UNAUTHENTICATED
+        assert fetch(base + "login", viewer)[0] == 404  # sign-in belongs to the proxy
+    finally:
+        proxied.stop(5)

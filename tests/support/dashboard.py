@@ -53,12 +53,13 @@ def csrf_token(browser: WebDriver) -> str:
 
 def forge(url: str, jar: dict[str, str], form: dict[str, str]) -> tuple[int, str]:
     """POST `form` to `url` with the cookies of `jar`; the status and body of the answer."""
-    request = urllib.request.Request(
-        url,
-        data=urllib.parse.urlencode(form).encode(),
-        headers={"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
-        method="POST",
-    )
+    cookie = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
+    return fetch(url, cookie, data=urllib.parse.urlencode(form).encode())
+
+
+def fetch(url: str, headers: dict[str, str], data: bytes | None = None) -> tuple[int, str]:
+    """GET (or POST `data` to) `url` outside the browser; the status and body, errors included."""
+    request = urllib.request.Request(url, data=data, headers=headers, method="GET" if data is None else "POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, reply.read().decode()

@@ -81,3 +81,15 @@ def test_previews_show_json_indented_text_as_is_and_binary_by_size() -> None:
     assert rendering.took(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, 0, 2, 5, tzinfo=dt.UTC)) == (
         "2 min 05 s"
     )
+
+
+def test_help_lists_the_settings_without_reading_them(capsys: pytest.CaptureFixture[str]) -> None:
+    from dispatchd.dashboard.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: dispatchd-dashboard")
+    for variable in ("DISPATCHD_DASHBOARD_LISTEN", "DISPATCHD_CONTROL_PLANE_TARGET", "DISPATCHD_HEALTH_LISTEN"):
+        assert variable in out
