@@ -181,11 +181,26 @@ class AsyncClient(ObserveCalls):
         return Page(tuple(Job.from_proto(j) for j in reply.jobs), reply.next_page_token)
 
     async def iter_jobs(
-        self, *, status: JobStatus | str | None = None, job_type: str | None = None, page_size: int | None = None
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        job_type: str | None = None,
+        page_size: int | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[Job, None]:
         """Every matching job, newest first, fetching one keyset page at a time."""
         async for job in _follow(
-            lambda token: self.list_jobs(status=status, job_type=job_type, page_size=page_size, page_token=token)
+            lambda token: self.list_jobs(
+                status=status,
+                job_type=job_type,
+                page_size=page_size,
+                page_token=token,
+                since=since,
+                until=until,
+                idempotency_key=idempotency_key,
+            )
         ):
             yield job
 
