@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,31 @@ def test_help_lists_the_settings_without_reading_them(capsys: pytest.CaptureFixt
     assert out.startswith("usage: dispatchd-dashboard")
     for variable in ("DISPATCHD_DASHBOARD_LISTEN", "DISPATCHD_CONTROL_PLANE_TARGET", "DISPATCHD_HEALTH_LISTEN"):
         assert variable in out
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("DISPATCHD_DASHBOARD_LISTEN", "garbage", "DISPATCHD_DASHBOARD_LISTEN='garbage' is not host:port"),
+        ("DISPATCHD_DASHBOARD_LISTEN", "127.0.0.1:99999", "is not host:port"),
+        ("DISPATCHD_DASHBOARD_COOKIE_SECURE", "maybe", "bad configuration: cookie_secure"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    from dispatchd.dashboard.settings import load
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exit_info:
+        load()
+    assert said in str(exit_info.value.code) and "\n" not in str(exit_info.value.code)
+
+
+def test_the_csrf_key_file_must_be_readable_and_long_enough(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("too short")
+    with pytest.raises(ValueError, match="holds 9 bytes; at least 32"):
+        CsrfGuard.from_file(short)
+    with pytest.raises(ValueError, match="cannot read"):
+        CsrfGuard.from_file(tmp_path / "missing")

@@ -37,9 +37,12 @@ class CsrfGuard:
         if path is None:
             log.warning("no DISPATCHD_DASHBOARD_SECRET_FILE: CSRF tokens are valid in this process only")
             return cls(secrets.token_bytes(32))
-        key = path.read_bytes().strip()
+        try:
+            key = path.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"DISPATCHD_DASHBOARD_SECRET_FILE: cannot read {path}: {exc.strerror}") from None
         if len(key) < 32:
-            raise ValueError(f"{path}: the CSRF key must hold at least 32 bytes")
+            raise ValueError(f"DISPATCHD_DASHBOARD_SECRET_FILE: {path} holds {len(key)} bytes; at least 32")
         return cls(key)
 
     def token_for(self, session: str) -> str:

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dispatchd.client import AsyncClient
 from dispatchd.common import loops
 from dispatchd.common.observability import configure_logging, stop_logging
-from dispatchd.common.security import ClientSecurity
+from dispatchd.common.security import ClientSecurity, CredentialsError
 from dispatchd.dashboard import (
     callers,
     cluster,
@@ -36,7 +36,7 @@ from dispatchd.dashboard import (
     overview,
     rendering,
 )
-from dispatchd.dashboard.settings import DashboardSettings
+from dispatchd.dashboard.settings import DashboardSettings, load
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.security.serving import start_health_server
 
@@ -94,17 +94,19 @@ async def follow_control_plane(channel: grpc.aio.Channel, servicer: HealthServic
 
 async def serve(settings: DashboardSettings) -> None:
     configure_logging("dashboard", settings.log_level, settings.log_json)
-    security = channel_security()
-    client = AsyncClient(settings.control_plane_target, security=security)
-    health_channel = security.aio_channel(settings.control_plane_target)
+    try:
+        security = channel_security()
+        app = make_app(settings, AsyncClient(settings.control_plane_target, security=security))
+        health_channel = security.aio_channel(settings.control_plane_target)
+    except (CredentialsError, OSError, ValueError) as exc:  # unreadable TLS files or CSRF key
+        raise SystemExit(f"dashboard: {exc}") from None
     servicer = HealthServicer()
     await servicer.set("", NOT_SERVING)
     probes = await start_health_server(settings.health_listen, servicer)
-    runner = web.AppRunner(make_app(settings, client), access_log_format="%r %s %b %Tfs")
+    runner = web.AppRunner(app, access_log_format="%r %s %b %Tfs")
     await runner.setup()
-    host, _, port = settings.listen.rpartition(":")
     try:
-        await web.TCPSite(runner, host or "0.0.0.0", int(port)).start()
+        await web.TCPSite(runner, *settings.address()).start()
     except OSError as exc:
         raise SystemExit(f"dashboard: cannot listen on {settings.listen}: {exc.strerror}") from None
     log.info("dashboard listening on http://%s/ (control plane %s)", settings.listen, settings.control_plane_target)
@@ -121,7 +123,7 @@ async def serve(settings: DashboardSettings) -> None:
     if probes is not None:
         await probes.stop(None)
     await health_channel.close(None)
-    await client.close()
+    await app[keys.CLIENT].close()
     log.info("dashboard stopped")
 
 
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.parse_args(argv)
     try:
-        loops.run(serve(DashboardSettings()))
+        loops.run(serve(load()))
     finally:
         stop_logging()
 

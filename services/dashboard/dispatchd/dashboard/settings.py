@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,7 +43,27 @@ class DashboardSettings(BaseSettings):
         True, validation_alias=AliasChoices("DISPATCHD_LOG_JSON"), description="One JSON object per log line."
     )
 
+    def address(self) -> tuple[str, int]:
+        """`listen` as (host, port); ValueError naming the setting when it is not host:port."""
+        host, _, port = self.listen.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"DISPATCHD_DASHBOARD_LISTEN={self.listen!r} is not host:port")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
     @property
     def login_page(self) -> bool:
         """The paste-a-token page exists only without an auth proxy (a proxy's header wins)."""
         return not self.token_header
+
+
+def load() -> DashboardSettings:
+    """The settings, or exit with one line naming what is wrong (no traceback), as the services do."""
+    try:
+        settings = DashboardSettings()
+        settings.address()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"dashboard: bad configuration: {problems}") from None
+    except ValueError as exc:
+        raise SystemExit(f"dashboard: {exc}") from None
+    return settings
