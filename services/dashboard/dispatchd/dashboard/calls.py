@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from yarl import URL
 
 from dispatchd.client import AsyncClient
 from dispatchd.dashboard import keys
@@ -15,6 +16,4 @@ def client_for(request: web.Request) -> AsyncClient:
 
 def see_other(location: str, **params: str) -> web.HTTPSeeOther:
     """A redirect after an action (POST-redirect-GET), with a notice for the next page."""
-    from yarl import URL
-
     return web.HTTPSeeOther(str(URL(location).update_query({k: v for k, v in params.items() if v})))

@@ -10,9 +10,8 @@ which the page shows instead of retrying forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
@@ -46,7 +45,7 @@ async def _send(response: web.StreamResponse, kind: str, data: Any) -> None:
 
 
 async def _relay(
-    request: web.Request, items: AsyncIterator[tuple[str, Any]], final: tuple[str, Any] | None
+    request: web.Request, items: AsyncGenerator[tuple[str, Any], None], final: tuple[str, Any] | None
 ) -> web.StreamResponse:
     """Send each (event, data) of `items` as it comes; then `final`, if the source ended by itself."""
     response = await _open(request)
@@ -69,14 +68,13 @@ async def _relay(
             await _send(response, kind, data)
     except DispatchdError as exc:
         await _send(response, "error", {"code": exc.code, "message": exc.details})
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass  # the browser left: fall through to cancel the gRPC stream
+    except ConnectionResetError:
+        pass  # the browser left (seen at the next write, a keepalive at the latest): end the gRPC stream
     finally:
         if pending is not None:
             pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await items.aclose()  # type: ignore[attr-defined]
+            await asyncio.wait({pending})  # its outcome is moot; our own cancellation still propagates
+        await items.aclose()
     return response
 
 
@@ -93,7 +91,7 @@ def event_data(event: JobEvent) -> dict[str, Any]:
     }
 
 
-async def _events(request: web.Request) -> AsyncIterator[tuple[str, Any]]:
+async def _events(request: web.Request) -> AsyncGenerator[tuple[str, Any], None]:
     query = request.query
     feed = client_for(request).watch(
         job_type=query.get("type") or None, status=query.get("status") or None, job_id=query.get("job_id") or None
@@ -123,7 +121,7 @@ def line_data(line: LogLine) -> dict[str, Any]:
     }
 
 
-async def _lines(request: web.Request) -> AsyncIterator[tuple[str, Any]]:
+async def _lines(request: web.Request) -> AsyncGenerator[tuple[str, Any], None]:
     job_id = request.match_info["job_id"]
     after = request.query.get("after", "")
     async for line in client_for(request).follow_logs(job_id, page_token=after):
