@@ -26,9 +26,11 @@ from dispatchd.client import Client, JobStatus
 from dispatchd.devtools.browser import chromium
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
 from dispatchd.devtools.stack.dashboard import dashboard_process, url_of
+from dispatchd.devtools.stack.health import check_serving, wait_serving
 from dispatchd.devtools.stores import RedisInstance
 from tests.support.dashboard import cookies, csrf_token, element, fetch, forge, sign_in, wait_for
 from tests.support.databases import PgServer
+from tests.support.polling import wait_until
 from tests.support.security import Credentials, make_credentials
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -193,3 +195,13 @@ def test_behind_an_auth_proxy_the_header_carries_the_token(
         assert fetch(base + "login", viewer)[0] == 404  # sign-in belongs to the proxy
     finally:
         proxied.stop(5)
+
+
+def test_the_dashboard_is_healthy_exactly_while_the_control_plane_is(stack: Stack) -> None:
+    """Last in the module: it restarts the control plane."""
+    dashboard = stack.processes["dashboard"].health
+    assert dashboard is not None and check_serving(dashboard) is None
+    stack.kill("control-plane")
+    wait_until(lambda: check_serving(dashboard) is not None, what="the dashboard following the control plane down")
+    stack.start_again("control-plane")
+    wait_serving(dashboard, timeout=20)

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 from pathlib import Path
 
-import grpc
 from aiohttp import web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dispatchd.client import AsyncClient
 from dispatchd.common import loops
@@ -36,6 +33,7 @@ from dispatchd.dashboard import (
     overview,
     rendering,
 )
+from dispatchd.dashboard.health import NOT_SERVING, follow_control_plane
 from dispatchd.dashboard.settings import DashboardSettings, load
 from dispatchd.platform.health import HealthServicer
 from dispatchd.platform.security.serving import start_health_server
@@ -43,8 +41,6 @@ from dispatchd.platform.security.serving import start_health_server
 log = logging.getLogger("dispatchd.dashboard")
 
 STATIC = Path(__file__).parent / "static"
-HEALTH_EVERY = 5.0  # seconds between checks of the control plane while it answers
-SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def make_app(settings: DashboardSettings, client: AsyncClient) -> web.Application:
@@ -73,25 +69,6 @@ def channel_security() -> ClientSecurity:
     return ClientSecurity(ca=base.ca, cert=base.cert, key=base.key, server_name=base.server_name)
 
 
-async def follow_control_plane(channel: grpc.aio.Channel, servicer: HealthServicer, stopping: asyncio.Event) -> None:
-    """Our health is the control plane's: checked every few seconds (health is public, no token)."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    serving: bool | None = None
-    while not stopping.is_set():
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-            ok = reply.status == SERVING
-        except grpc.RpcError as exc:
-            ok = False
-            if serving is not False:
-                log.warning("control plane health check failed: %s", exc.code().name)
-        if ok != serving:
-            await servicer.set("", SERVING if ok else NOT_SERVING)
-            serving = ok
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=HEALTH_EVERY if ok else 0.5)
-
-
 async def serve(settings: DashboardSettings) -> None:
     configure_logging("dashboard", settings.log_level, settings.log_json)
     try:
@@ -114,12 +91,13 @@ async def serve(settings: DashboardSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    watcher = asyncio.create_task(follow_control_plane(health_channel, servicer, stopping))
+    watcher = asyncio.create_task(follow_control_plane(health_channel, servicer))
     await stopping.wait()
     log.info("dashboard shutting down")
     await servicer.enter_graceful_shutdown()
     await runner.cleanup()  # ends open event streams too
-    await watcher
+    watcher.cancel()
+    await asyncio.wait({watcher})
     if probes is not None:
         await probes.stop(None)
     await health_channel.close(None)
