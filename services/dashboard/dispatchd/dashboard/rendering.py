@@ -19,14 +19,15 @@ from dispatchd.dashboard import csrf, keys
 from dispatchd.dashboard.callers import caller_of
 
 PREVIEW_CHARS = 4000
-# The sections in the navigation bar: (path, title). Workflows and schedules join here once they exist.
-NAVIGATION: list[tuple[str, str]] = [
-    ("/", "Overview"),
-    ("/jobs", "Jobs"),
-    ("/dead-letters", "Dead letters"),
-    ("/workers", "Workers"),
-    ("/queues", "Queues"),
-    ("/status", "Status"),
+# The sections in the navigation bar: (path, title, the JobService method the page needs), shown
+# to callers whose roles allow that method. Workflows and schedules join here once they exist.
+NAVIGATION: list[tuple[str, str, str]] = [
+    ("/", "Overview", "ListJobs"),
+    ("/jobs", "Jobs", "ListJobs"),
+    ("/dead-letters", "Dead letters", "ListDeadLetters"),
+    ("/workers", "Workers", "ListWorkers"),
+    ("/queues", "Queues", "GetQueueStats"),
+    ("/status", "Status", "GetClusterStatus"),
 ]
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
