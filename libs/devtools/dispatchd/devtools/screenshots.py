@@ -20,7 +20,7 @@ from dispatchd.client import Client, JobStatus
 from dispatchd.devtools.browser import chromium
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
 
-WIDTH, HEIGHT, MAX_HEIGHT = 1200, 720, 1000
+WIDTH, HEIGHT, MAX_HEIGHT = 1200, 720, 800
 SHELL = "for i in 1 2 3; do echo \"step $i of 3: copying shard $i\"; sleep 0.2; done; echo 'done' >&2"
 
 
