@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test screenshots lock clean
 
 venv: $(VENV)/.stamp
 
@@ -113,6 +113,10 @@ image:
 ## end to end, size and user checked; writes evidence/image/image-test.json.
 image-test: venv
 	BUILDAH="$(BUILDAH)" IMAGE="$(IMAGE)" $(PY) -m dispatchd.devtools.image.smoke
+
+## The dashboard's main pages as PNGs in docs/screenshots/ (its own stack with demo jobs; README "Web dashboard").
+screenshots: venv
+	$(PY) -m dispatchd.devtools.screenshots
 
 ## Re-pin every dependency of both distributions (run after changing either pyproject.toml's dependencies).
 lock:

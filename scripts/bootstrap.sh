@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent developer bootstrap (run by `make venv`): .venv with both distributions installed
 # editable (the client one, libs/client, and dispatchd[dev], the services, which depends on it),
-# plus the redis-server and PostgreSQL binaries that `make up` and the tests start privately.
+# plus the redis-server and PostgreSQL binaries that `make up` and the tests start privately, and
+# Chromium with its driver for the dashboard's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,4 +57,8 @@ if [[ -z "${PG_BIN:-}" ]] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/d
     && ! command -v initdb >/dev/null; then
     apt_install postgresql
 fi
+# The dashboard's browser tests (tests/e2e/test_dashboard_browser.py) and `make screenshots` drive
+# Debian's headless Chromium through its chromedriver; nothing downloads a browser of its own.
+command -v chromium >/dev/null || apt_install chromium
+command -v chromedriver >/dev/null || apt_install chromium-driver
 echo "bootstrap: done"

@@ -3,10 +3,10 @@
 # its own. Without one (or when the first argument is an option) DISPATCHD_SERVICE, set from
 # the image's SERVICE build argument, chooses.
 #
-#   dispatchd control-plane | scheduler | worker-gateway | worker | migrate | dispatchctl [ARGS...]
+#   dispatchd control-plane | scheduler | worker-gateway | dashboard | worker | migrate | dispatchctl [ARGS...]
 set -eu
 
-usage="usage: dispatchd control-plane | scheduler | worker-gateway | worker | migrate | dispatchctl [ARGS...]
+usage="usage: dispatchd control-plane | scheduler | worker-gateway | dashboard | worker | migrate | dispatchctl [ARGS...]
 (each program answers --help; without a program DISPATCHD_SERVICE chooses)"
 
 case "${1:-}" in
@@ -20,11 +20,11 @@ case "${1:-}" in
 esac
 
 case "$service" in
-    control-plane | scheduler | worker-gateway | worker | migrate)
+    control-plane | scheduler | worker-gateway | dashboard | worker | migrate)
         exec "dispatchd-$service" "$@" ;;
     dispatchctl)
         exec dispatchctl "$@" ;;
     *)
-        echo "dispatchd: unknown service '$service'; use one of: control-plane scheduler worker-gateway worker migrate dispatchctl" >&2
+        echo "dispatchd: unknown service '$service'; use one of: control-plane scheduler worker-gateway dashboard worker migrate dispatchctl" >&2
         exit 64 ;;
 esac

@@ -186,6 +186,7 @@ def test_installed_migrate_creates_the_schema(runtime_venv: Path, pg: PgServer) 
         (["--help"], {"DISPATCHD_SERVICE": "worker"}, 0, "usage: dispatchd-worker"),
         (["--help"], {}, 0, "usage: dispatchd control-plane | scheduler"),
         (["scheduler", "--help"], {}, 0, "usage: dispatchd-scheduler"),
+        (["dashboard", "--help"], {}, 0, "usage: dispatchd-dashboard"),
         (["control-planes"], {}, 64, "unknown service 'control-planes'"),
         ([], {}, 64, "unknown service ''"),
     ],

@@ -68,7 +68,7 @@ def test_spread_policy(renders: dict[str, Render], overlay: str, rule: object) -
 
 
 def test_the_dev_render_has_targets_to_check(renders: dict[str, Render]) -> None:
-    assert [owner for owner, _ in _targets(renders["dev"])] == ["dispatchd-worker"]
+    assert [owner for owner, _ in _targets(renders["dev"])] == ["dispatchd-dashboard", "dispatchd-worker"]
 
 
 def test_a_missing_headless_service_is_caught(renders: dict[str, Render]) -> None:

@@ -76,6 +76,7 @@ def test_a_retried_job_is_one_connected_trace_across_processes(traced_stack: Sta
     provider.shutdown()
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
     trace_id = trace.format_trace_id(root.get_span_context().trace_id)
+    assert job.trace_id == trace_id  # what the dashboard's job page shows
 
     def complete() -> bool:
         names = [s.name for s in receiver.spans(trace_id)]

@@ -172,6 +172,11 @@ async def test_list_pages_and_filters(ctl: Ctl) -> None:
     assert [j["job_id"] for j in document["jobs"]] == [ids[1]]
     none = await ctl("list", "--status", "running")
     assert none.out.splitlines()[1:] == []
+    keyed = await submitted_id(ctl, "report.daily", "--idempotency-key", "nightly-7")
+    by_key = (await ctl("list", "--idempotency-key", "nightly-7", "-o", "json")).json()
+    assert isinstance(by_key, dict) and [j["job_id"] for j in by_key["jobs"]] == [keyed]
+    later = (await ctl("list", "--since", by_key["jobs"][0]["created_at"], "-o", "json")).json()
+    assert isinstance(later, dict) and [j["job_id"] for j in later["jobs"]] == [keyed]
 
 
 async def test_cancel_and_executions(ctl: Ctl, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis) -> None:

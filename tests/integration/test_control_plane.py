@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -310,6 +311,47 @@ async def test_list_jobs_rejects_bad_arguments(cp: Harness) -> None:
         list_jobs(job_service_pb2.ListJobsRequest(job_type="Bad Type")),
         grpc.StatusCode.INVALID_ARGUMENT,
         "job_type filter",
+    )
+
+
+async def test_list_jobs_filters_by_creation_time_and_idempotency_key(cp: Harness) -> None:
+    early = [await cp.submit("report.daily", idempotency_key=f"early-{i}") for i in range(3)]
+    between = early[-1].created_at.ToDatetime(tzinfo=dt.UTC) + dt.timedelta(microseconds=1)
+    late = [await cp.submit("report.daily", idempotency_key=f"late-{i}") for i in range(3)]
+
+    def created(after: dt.datetime | None = None, before: dt.datetime | None = None) -> job_service_pb2.ListJobsRequest:
+        request = job_service_pb2.ListJobsRequest(page_size=2)
+        if after is not None:
+            request.created_after.FromDatetime(after)
+        if before is not None:
+            request.created_before.FromDatetime(before)
+        return request
+
+    async def every(request: job_service_pb2.ListJobsRequest) -> list[str]:
+        found: list[str] = []
+        while True:  # paging keeps the filters (the token is bound to them)
+            reply = await cp.stub.ListJobs(request)
+            found += [j.job_id for j in reply.jobs]
+            if not reply.next_page_token:
+                return found
+            request.page_token = reply.next_page_token
+
+    assert await every(created(after=between)) == [j.job_id for j in reversed(late)]
+    assert await every(created(before=between)) == [j.job_id for j in reversed(early)]
+    keyed = await cp.stub.ListJobs(job_service_pb2.ListJobsRequest(idempotency_key="late-1"))
+    assert [j.job_id for j in keyed.jobs] == [late[1].job_id]
+    other_filters = created(after=between)
+    other_filters.page_token = (await cp.stub.ListJobs(created(before=between))).next_page_token
+    await expect_error(cp.stub.ListJobs(other_filters), grpc.StatusCode.INVALID_ARGUMENT, "page_token")
+    await expect_error(
+        cp.stub.ListJobs(created(after=between, before=between)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "created_after must be before created_before",
+    )
+    await expect_error(
+        cp.stub.ListJobs(job_service_pb2.ListJobsRequest(idempotency_key="bad\x00key")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "idempotency_key filter",
     )
 
 

@@ -24,6 +24,7 @@ def launcher_env(**extra: str) -> dict[str, str]:
             "DISPATCHD_GATEWAY_LISTEN": free_listen(),
             "DISPATCHD_SCHEDULER_LISTEN": free_listen(),
             "DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN": free_listen(),
+            "DISPATCHD_DASHBOARD_LISTEN": free_listen(),
             "DISPATCHD_LOCAL_PG_PORT": str(free_port()),
             "DISPATCHD_LOCAL_REDIS_PORT": str(free_port()),
             "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",

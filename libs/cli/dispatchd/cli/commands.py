@@ -146,6 +146,7 @@ def get(args: argparse.Namespace, client: Client, io: Io) -> int:
 
 def list_jobs(args: argparse.Namespace, client: Client, io: Io) -> int:
     selection = {"status": args.status, "job_type": args.type, "page_size": args.limit}
+    selection |= {"since": args.since, "until": args.until, "idempotency_key": args.idempotency_key}
     if args.all:
         jobs, next_token = list(client.iter_jobs(**selection)), ""
     else:

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", commands.list_jobs, "list jobs, newest first")
     p.add_argument("--status", type=_status, metavar="STATUS", help=f"only jobs in this status ({'|'.join(STATUSES)})")
     p.add_argument("--type", type=_job_type, metavar="JOB_TYPE", help="only jobs of exactly this type")
+    p.add_argument("--since", type=time_arg, metavar="TIME", help="created at or after TIME (ISO 8601, or e.g. 1h ago)")
+    p.add_argument("--until", type=time_arg, metavar="TIME", help="created before TIME")
+    p.add_argument("--idempotency-key", metavar="KEY", help="only the job submitted with this idempotency key")
     _pages(p, "jobs")
 
     p = command("cancel", commands.cancel, "cancel a job")

@@ -9,6 +9,8 @@ make a second job.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -76,6 +78,17 @@ class AsyncClient(ScheduleCalls, ObserveCalls):
             self._channel = self.security.aio_channel(self.target)
             self._stub = pb_grpc.JobServiceStub(self._channel)
         return self._stub
+
+    def with_token(self, token: str | None) -> AsyncClient:
+        """A client on this one's channel whose calls carry `token` (None: no token) instead of its own.
+
+        For a process acting for many callers (the dashboard): one connection, each call with
+        its caller's credentials. Close only the original; the copy shares its channel.
+        """
+        other = copy.copy(self)
+        other.security = dataclasses.replace(self.security, token=token, token_file=None)
+        other._stub = self._jobs()
+        return other
 
     async def _call(
         self,
@@ -152,23 +165,47 @@ class AsyncClient(ScheduleCalls, ObserveCalls):
         job_type: str | None = None,
         page_size: int | None = None,
         page_token: str = "",
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> Page[Job]:
-        """One page of jobs, newest first; `status` is a JobStatus or its name ("running")."""
+        """One page of jobs, newest first; `status` is a JobStatus or its name ("running");
+        `since` (inclusive) and `until` (exclusive) bound when they were created."""
         request = pb.ListJobsRequest(
             status=_requests.job_status(status),
             job_type=job_type or "",
             page_size=page_size or 0,
             page_token=page_token,
+            idempotency_key=idempotency_key or "",
         )
+        if since is not None:
+            request.created_after.CopyFrom(_requests.timestamp(since))
+        if until is not None:
+            request.created_before.CopyFrom(_requests.timestamp(until))
         reply = await self._call(self._jobs().ListJobs, request)
         return Page(tuple(Job.from_proto(j) for j in reply.jobs), reply.next_page_token)
 
     async def iter_jobs(
-        self, *, status: JobStatus | str | None = None, job_type: str | None = None, page_size: int | None = None
+        self,
+        *,
+        status: JobStatus | str | None = None,
+        job_type: str | None = None,
+        page_size: int | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        idempotency_key: str | None = None,
     ) -> AsyncGenerator[Job, None]:
         """Every matching job, newest first, fetching one keyset page at a time."""
         async for job in _follow(
-            lambda token: self.list_jobs(status=status, job_type=job_type, page_size=page_size, page_token=token)
+            lambda token: self.list_jobs(
+                status=status,
+                job_type=job_type,
+                page_size=page_size,
+                page_token=token,
+                since=since,
+                until=until,
+                idempotency_key=idempotency_key,
+            )
         ):
             yield job
 

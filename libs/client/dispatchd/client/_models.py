@@ -103,6 +103,7 @@ class Job:
     created_at: dt.datetime | None
     updated_at: dt.datetime | None
     finished_at: dt.datetime | None
+    trace_id: str  # W3C trace id of the job's trace; "" when it was submitted untraced
     raw: common_pb2.Job = field(repr=False, compare=False)
 
     def result_json(self) -> Any:
@@ -115,7 +116,7 @@ class Job:
         return cls(
             **_same_named(
                 job,
-                "job_id job_type payload priority idempotency_key attempts result error_message",
+                "job_id job_type payload priority idempotency_key attempts result error_message trace_id",
                 "run_at created_at updated_at finished_at",
             ),
             status=_enum(JobStatus, job.status),

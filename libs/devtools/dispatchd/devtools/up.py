@@ -8,8 +8,9 @@
    between runs.
 2. Migrations, then each service as its own process, exactly as in production: control
    plane, worker gateway, two scheduler replicas (leader and standby) and N workers
-   (shell + builtins). Listen addresses come from the usual `DISPATCHD_*_LISTEN`
-   variables; the standby scheduler uses `DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN`
+   (shell + builtins), and the web dashboard. Listen addresses come from the usual
+   `DISPATCHD_*_LISTEN` variables (the dashboard's: `DISPATCHD_DASHBOARD_LISTEN`, default
+   127.0.0.1:8080); the standby scheduler uses `DISPATCHD_LOCAL_STANDBY_SCHEDULER_LISTEN`
    (default: the port after `DISPATCHD_SCHEDULER_LISTEN`).
 3. Output of each process goes to `<data-dir>/logs/<name>.log` (rewritten every run).
 
@@ -48,6 +49,7 @@ import grpc
 
 from dispatchd.devtools import secure as secure_mode
 from dispatchd.devtools.stack import CONTROL_PLANE, GATEWAY, Stack, Stores, Topology, Workers, redact, run_check
+from dispatchd.devtools.stack.dashboard import NAME as DASHBOARD
 from dispatchd.platform.config import Settings
 
 STOP_TIMEOUT = 15.0
@@ -82,6 +84,7 @@ class Options:
     pg_port: int
     redis_port: int
     secure: bool = False
+    dashboard: str = "127.0.0.1:8080"
 
     def topology(self) -> Topology:
         """The stack `make up` runs: shell + builtin workers, fixed addresses, stores kept between runs."""
@@ -105,7 +108,9 @@ class Options:
                 keep_data=True,
             ),
             security=security,
+            dashboard=True,
             listen={
+                DASHBOARD: self.dashboard,
                 CONTROL_PLANE: self.control_plane,
                 GATEWAY: self.gateway,
                 **{f"scheduler-{i + 1}": listen for i, listen in enumerate(self.schedulers)},
@@ -117,6 +122,9 @@ def banner(stack: Stack, options: Options) -> str:
     target = "" if options.control_plane == "127.0.0.1:50051" else f" --target {options.control_plane}"
     ctl = f".venv/bin/dispatchctl{target}"
     security = stack.topology.security
+    sign_in = ""
+    if isinstance(security, secure_mode.SecureSetup):
+        sign_in = f" (sign in with the token in {security.admin_token})"
     lines = [
         "",
         "dispatchd is up",
@@ -124,6 +132,7 @@ def banner(stack: Stack, options: Options) -> str:
         f"  worker gateway   {options.gateway}",
         f"  schedulers       {', '.join(options.schedulers)} (one leads, one stands by)",
         f"  workers          {options.workers} (job types: shell, builtin.*)",
+        f"  dashboard        {stack.dashboard_url}{sign_in}",
         f"  postgres         {redact(stack.database_url)}",
         f"  redis            {redact(stack.redis_url)}",
         f"  logs             {stack.log_dir}/",
@@ -180,6 +189,7 @@ def parse_options(argv: list[str] | None) -> Options:
         pg_port=int(os.environ.get("DISPATCHD_LOCAL_PG_PORT") or DEFAULT_PG_PORT),
         redis_port=int(os.environ.get("DISPATCHD_LOCAL_REDIS_PORT") or DEFAULT_REDIS_PORT),
         secure=args.secure,
+        dashboard=os.environ.get("DISPATCHD_DASHBOARD_LISTEN") or "127.0.0.1:8080",
     )
 
 

@@ -71,7 +71,14 @@ def job(row: JobRow) -> common_pb2.Job:
         finished_at=timestamp(row.finished_at),
         execution_timeout=duration(row.execution_timeout_ms) if row.execution_timeout_ms else None,
         run_at=timestamp(row.run_at),
+        trace_id=trace_id(row.trace_context),
     )
+
+
+def trace_id(context: dict[str, str] | None) -> str:
+    """The trace id of a stored W3C context (`traceparent` = version-traceid-spanid-flags)."""
+    parts = (context or {}).get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
 
 def execution(row: ExecutionRow) -> common_pb2.Execution:

@@ -186,11 +186,16 @@ class JobService(ScheduleMethods, WorkflowMethods, ObserveService, job_service_p
         status = validation.status_filter(request.status)
         job_type = validation.job_type_filter(request.job_type)
         owner = access.owner_filter()
-        listing = paging.Listing("jobs", (None if status is None else int(status), job_type, owner))
+        after, before = validation.created_range(request)
+        key = validation.idempotency_key_filter(request.idempotency_key)
+        selection = (*(None if t is None else t.isoformat() for t in (after, before)), key)
+        listing = paging.Listing("jobs", (None if status is None else int(status), job_type, owner, *selection))
         rows, last = await jobs.list_jobs(
             self.pool,
             status=status,
             job_type=job_type,
+            created=(after, before),
+            idempotency_key=key,
             page_size=validation.page_size(request.page_size, self.settings),
             after=self.pages.open_time_id(listing, validation.page_token(request.page_token)),
             submitted_by=owner,

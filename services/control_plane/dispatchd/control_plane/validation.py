@@ -244,6 +244,21 @@ def idempotency_key(key: str) -> str | None:
     return key or None
 
 
+def created_range(request: job_service_pb2.ListJobsRequest) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """ListJobs' `created_after` (inclusive) and `created_before` (exclusive), when set."""
+    after = timestamp(request.created_after, "created_after") if request.HasField("created_after") else None
+    before = timestamp(request.created_before, "created_before") if request.HasField("created_before") else None
+    if after is not None and before is not None and after >= before:
+        raise InvalidArgument("created_after must be before created_before")
+    return after, before
+
+
+def idempotency_key_filter(value: str) -> str | None:
+    if value:
+        _name(names.printable, value, "idempotency_key filter")
+    return value or None
+
+
 def reason(value: str) -> str:
     if len(value) > MAX_REASON_CHARS:
         raise InvalidArgument(f"reason is {len(value)} characters; at most {MAX_REASON_CHARS} are allowed")

@@ -27,6 +27,8 @@ import grpc
 
 from dispatchd.common.security import ClientSecurity
 from dispatchd.devtools.stack.backing import Backing
+from dispatchd.devtools.stack.dashboard import NAME as DASHBOARD
+from dispatchd.devtools.stack.dashboard import dashboard_process, url_of
 from dispatchd.devtools.stack.database import connected_workers, database_now
 from dispatchd.devtools.stack.health import CHANNEL_OPTIONS
 from dispatchd.devtools.stack.process import STOP_GRACE, ServiceFailed, ServiceProcess, python_module_argv
@@ -91,6 +93,11 @@ class Stack:
     @property
     def control_plane_target(self) -> str:
         return self.targets_of(CONTROL_PLANE)[0]
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where the dashboard serves its pages (a topology with `dashboard=True`)."""
+        return url_of(self.processes[DASHBOARD])
 
     @property
     def gateway_target(self) -> str:
@@ -171,6 +178,14 @@ class Stack:
                 health=free_listen() if topo.health_ports else None,
                 security=self.client_security(),
                 metrics=free_listen() if topo.metrics else None,
+            )
+        if topo.dashboard:
+            self.processes[DASHBOARD] = dashboard_process(
+                self.control_plane_target,
+                self.client_security(),
+                self.log_dir,
+                listen=topo.listen.get(DASHBOARD),
+                settings=topo.settings,
             )
 
     def add_worker(

@@ -99,6 +99,8 @@ class Topology:
     metrics: bool = True
     listen: Mapping[str, str] = field(default_factory=dict)  # fixed addresses by process name
     redis_prefix: str | None = None
+    # The web dashboard (dispatchd.dashboard) as one more process; `listen["dashboard"]` fixes its address.
+    dashboard: bool = False
     # Settings for every process (DISPATCHD_*, region, log level...), applied last.
     settings: Mapping[str, str] = field(default_factory=dict)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass, field
 
@@ -38,10 +39,13 @@ async def list_jobs(
     page_size: int,
     after: paging.TimeId | None,
     submitted_by: str | None = None,
+    created: tuple[dt.datetime | None, dt.datetime | None] = (None, None),
+    idempotency_key: str | None = None,
 ) -> tuple[list[JobRow], paging.TimeId | None]:
     """Newest first; keyset paging on (created_at, job_id) so pages never skip or repeat.
 
-    Returns the page and the key of its last row when more rows follow (None after the last page).
+    `created`: [from, to) on created_at. Returns the page and the key of its last row when more
+    rows follow (None after the last page).
     """
     args: list[object] = []
     where = where_set(
@@ -49,6 +53,9 @@ async def list_jobs(
         ("submitted_by = {}", submitted_by),
         ("status = {}", None if status is None else int(status)),
         ("job_type = {}", job_type or None),
+        ("created_at >= {}", created[0]),
+        ("created_at < {}", created[1]),
+        ("idempotency_key = {}", idempotency_key),
     )
     if after is not None:
         args += list(after)

@@ -41,6 +41,8 @@ class JobRow:
     submitted_by: str | None = None
     # The workflow run this job is a step of (None for a job submitted on its own).
     workflow_run_id: uuid.UUID | None = None
+    # The job's W3C trace context (None: submitted untraced, or a statement that did not read it).
+    trace_context: dict[str, str] | None = None
 
     @classmethod
     def from_record(cls, r: Any) -> JobRow:
@@ -50,6 +52,7 @@ class JobRow:
             status=JobStatus(r["status"]),
             submitted_by=r.get("submitted_by"),
             workflow_run_id=r.get("workflow_run_id"),
+            trace_context=r.get("trace_context"),
         )
 
 
@@ -85,7 +88,7 @@ def _columns(r: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 # Columns read as they are: every field is named after its column; the others are converted.
-_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by", "workflow_run_id"))
+_JOB_COLUMNS = _fields(JobRow, but=("status", "submitted_by", "workflow_run_id", "trace_context"))
 _EXECUTION_COLUMNS = _fields(ExecutionRow, but=("status",))
 
 
