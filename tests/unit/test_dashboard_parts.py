@@ -127,4 +127,4 @@ def test_the_csrf_key_file_must_be_readable_and_long_enough(tmp_path: Path) -> N
 def test_a_submitter_is_shown_only_the_pages_its_role_can_read() -> None:
     submitter = callers.from_token(unsigned_jwt({"sub": "sam", "roles": ["submitter"]}))
     shown = [title for _, title, method in rendering.NAVIGATION if submitter.may(method)]
-    assert shown == ["Overview", "Jobs"]
+    assert shown == ["Overview", "Jobs", "Workflows"]  # its own runs; schedules are not its to read

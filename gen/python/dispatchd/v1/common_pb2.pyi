@@ -153,6 +153,7 @@ class Job(_message.Message):
     EXECUTION_TIMEOUT_FIELD_NUMBER: _builtins.int
     RUN_AT_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_RUN_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     job_type: _builtins.str
     payload: _builtins.bytes
@@ -169,6 +170,8 @@ class Job(_message.Message):
     """Added: the W3C trace id (32 hex digits) of the job's trace, empty when it was submitted
     untraced (see the README's Traces).
     """
+    workflow_run_id: _builtins.str
+    """Added: the workflow run this job is a step of; empty for a job submitted on its own."""
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -209,10 +212,11 @@ class Job(_message.Message):
         execution_timeout: _duration_pb2.Duration | None = ...,
         run_at: _timestamp_pb2.Timestamp | None = ...,
         trace_id: _builtins.str = ...,
+        workflow_run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "execution_timeout", b"execution_timeout", "finished_at", b"finished_at", "retry_policy", b"retry_policy", "run_at", b"run_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error_message", b"error_message", "execution_timeout", b"execution_timeout", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "job_type", b"job_type", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "status", b"status", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error_message", b"error_message", "execution_timeout", b"execution_timeout", "finished_at", b"finished_at", "idempotency_key", b"idempotency_key", "job_id", b"job_id", "job_type", b"job_type", "metadata", b"metadata", "payload", b"payload", "priority", b"priority", "result", b"result", "retry_policy", b"retry_policy", "run_at", b"run_at", "status", b"status", "trace_id", b"trace_id", "updated_at", b"updated_at", "workflow_run_id", b"workflow_run_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

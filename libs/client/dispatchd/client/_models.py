@@ -104,6 +104,7 @@ class Job:
     updated_at: dt.datetime | None
     finished_at: dt.datetime | None
     trace_id: str  # W3C trace id of the job's trace; "" when it was submitted untraced
+    workflow_run_id: str  # the workflow run this job is a step of; "" for a job on its own
     raw: common_pb2.Job = field(repr=False, compare=False)
 
     def result_json(self) -> Any:
@@ -116,7 +117,8 @@ class Job:
         return cls(
             **_same_named(
                 job,
-                "job_id job_type payload priority idempotency_key attempts result error_message trace_id",
+                "job_id job_type payload priority idempotency_key attempts result error_message"
+                " trace_id workflow_run_id",
                 "run_at created_at updated_at finished_at",
             ),
             status=_enum(JobStatus, job.status),

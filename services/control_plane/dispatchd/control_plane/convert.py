@@ -72,6 +72,7 @@ def job(row: JobRow) -> common_pb2.Job:
         execution_timeout=duration(row.execution_timeout_ms) if row.execution_timeout_ms else None,
         run_at=timestamp(row.run_at),
         trace_id=trace_id(row.trace_context),
+        workflow_run_id=str(row.workflow_run_id) if row.workflow_run_id is not None else "",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from dispatchd.dashboard import keys
-from dispatchd.dashboard.calls import client_for, see_other
+from dispatchd.dashboard.calls import client_for, local_page, see_other
 from dispatchd.dashboard.jobs import PAGE_SIZE, instant
 
 routes = web.RouteTableDef()
@@ -42,9 +42,7 @@ async def _form(request: web.Request) -> tuple[str, str]:
     job_id, back = form.get("job_id"), form.get("back")
     if not isinstance(job_id, str) or not job_id:
         raise web.HTTPBadRequest(text="job_id: missing")
-    if not isinstance(back, str) or not back.startswith("/") or back.startswith("//"):
-        back = "/dead-letters"
-    return job_id, back
+    return job_id, local_page(back, "/dead-letters")
 
 
 @routes.post("/dead-letters/redrive")

@@ -39,7 +39,7 @@ def instant(text: str, field: str) -> dt.datetime | None:
 async def jobs_page(request: web.Request) -> web.Response:
     query = request.query
     search = query.get("q", "").strip()
-    if search and _is_uuid(search):
+    if search and is_uuid(search):
         raise web.HTTPSeeOther(f"/jobs/{search}")
     status = query.get("status", "")
     if status and status not in STATUSES:
@@ -61,7 +61,7 @@ async def jobs_page(request: web.Request) -> web.Response:
 @routes.get("/jobs/{job_id}")
 async def job_page(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    if not _is_uuid(job_id):
+    if not is_uuid(job_id):
         raise web.HTTPNotFound(text="no such job: a job id is a UUID")
     client = client_for(request)
     job = await client.get(job_id)
@@ -77,7 +77,7 @@ async def job_page(request: web.Request) -> web.Response:
     )
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
     except ValueError:

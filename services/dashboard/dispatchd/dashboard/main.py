@@ -32,6 +32,8 @@ from dispatchd.dashboard import (
     login,
     overview,
     rendering,
+    schedules,
+    workflows,
 )
 from dispatchd.dashboard.health import NOT_SERVING, follow_control_plane
 from dispatchd.dashboard.settings import DashboardSettings, load
@@ -57,7 +59,7 @@ def make_app(settings: DashboardSettings, client: AsyncClient) -> web.Applicatio
     app[keys.CLIENT] = client
     app[keys.PAGES] = rendering.Pages()
     app[keys.CSRF] = csrf.CsrfGuard.from_file(settings.secret_file)
-    for module in (overview, jobs, dead_letters, cluster, live, login):
+    for module in (overview, jobs, dead_letters, workflows, schedules, cluster, live, login):
         app.router.add_routes(module.routes)
     app.router.add_static("/static", STATIC, append_version=False)
     return app

@@ -20,11 +20,13 @@ from dispatchd.dashboard.callers import caller_of
 
 PREVIEW_CHARS = 4000
 # The sections in the navigation bar: (path, title, the JobService method the page needs), shown
-# to callers whose roles allow that method. Workflows and schedules join here once they exist.
+# to callers whose roles allow that method.
 NAVIGATION: list[tuple[str, str, str]] = [
     ("/", "Overview", "ListJobs"),
     ("/jobs", "Jobs", "ListJobs"),
     ("/dead-letters", "Dead letters", "ListDeadLetters"),
+    ("/workflows", "Workflows", "ListWorkflowRuns"),
+    ("/schedules", "Schedules", "ListSchedules"),
     ("/workers", "Workers", "ListWorkers"),
     ("/queues", "Queues", "GetQueueStats"),
     ("/status", "Status", "GetClusterStatus"),

@@ -4,7 +4,7 @@
 (function () {
   const live = document.getElementById("live");
 
-  function feed(params, onJob, onGap) {
+  function feed(params, onJob, onGap, onRefused) {
     const source = new EventSource("/events?" + new URLSearchParams(params).toString());
     source.addEventListener("ready", () => { if (live) live.hidden = false; });
     source.addEventListener("job", (message) => {
@@ -19,6 +19,7 @@
         source.close();
         const problem = JSON.parse(message.data);
         if (live) { live.hidden = false; live.textContent = "live feed refused: " + problem.code; live.className = "badge failed"; }
+        if (onRefused) onRefused();
       }
     });
     return source;
@@ -77,23 +78,56 @@
     }, () => window.location.reload());
   }
 
+  // Re-read this page and replace `container` (found by `selector`) with its fresh copy, keeping
+  // the elements named in `keep` as they are; one read at a time, a request during one queues one more.
+  function rereader(container, selector, keep, after) {
+    let busy = false, again = false;
+    const reread = () => {
+      if (busy) { again = true; return; }
+      busy = true;
+      fetch(window.location.pathname, { credentials: "same-origin" })
+        .then((reply) => reply.text())
+        .then((html) => {
+          const fresh = new DOMParser().parseFromString(html, "text/html").querySelector(selector);
+          if (!fresh) return;
+          keep.forEach((id) => {
+            const current = document.getElementById(id);
+            const stale = fresh.querySelector("#" + id);
+            if (current && stale) stale.replaceWith(current);
+          });
+          container.replaceChildren(...fresh.childNodes);
+          Object.assign(container.dataset, fresh.dataset);
+          if (after) after();
+        })
+        .finally(() => { busy = false; if (again) { again = false; reread(); } });
+    };
+    return reread;
+  }
+
   // One job: re-read the page (status, executions, errors) when an event for it arrives.
   const jobPage = document.querySelector("[data-live-job]");
   if (jobPage) {
-    const refresh = () => fetch(window.location.pathname, { credentials: "same-origin" })
-      .then((reply) => reply.text())
-      .then((html) => {
-        const fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-live-job]");
-        if (!fresh) return;
-        // Keep the streaming log view (and its state line) as they are; the rest is re-read.
-        ["logs", "logs-state"].forEach((id) => {
-          const live = document.getElementById(id);
-          const stale = fresh.querySelector("#" + id);
-          if (live && stale) stale.replaceWith(live);
-        });
-        jobPage.replaceChildren(...fresh.childNodes);
-      });
+    // Keep the streaming log view (and its state line) as they are; the rest is re-read.
+    const refresh = rereader(jobPage, "[data-live-job]", ["logs", "logs-state"]);
     feed({ job_id: jobPage.dataset.liveJob }, refresh, refresh);
+  }
+
+  // A workflow run: re-read it when one of its steps' jobs has an event, until the run ends.
+  // A caller refused the feed (a submitter) re-reads it every few seconds instead, while active.
+  const runPage = document.querySelector("[data-live-run]");
+  if (runPage && runPage.dataset.active === "yes") {
+    let source = null, timer = null;
+    const stopWhenDone = () => {
+      if (runPage.dataset.active === "yes") return;
+      if (source) source.close();
+      if (timer) clearInterval(timer);
+    };
+    const refresh = rereader(runPage, "[data-live-run]", [], stopWhenDone);
+    const ours = (event) => runPage.dataset.stepJobs.split(" ").includes(event.job_id);
+    source = feed({}, (event) => { if (ours(event)) refresh(); }, refresh, () => {
+      timer = setInterval(refresh, 1000 * Number(runPage.dataset.fallbackSeconds));
+    });
+    source.addEventListener("ready", refresh); // what happened between the page and the subscription
   }
 
   // A job's logs: the stored lines are on the page; the rest streams in until the job ends.
