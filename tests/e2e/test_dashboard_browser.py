@@ -5,11 +5,14 @@ process, JWT auth + TLS + client certificates on) and one browser for the module
 shows jobs submitted from the CLI without a reload (server-sent events from WatchJobs); a failed
 job's page shows every attempt and its error; an operator redrives a dead letter with the button;
 a viewer gets no button, and a forged POST (no or a wrong CSRF token, or a viewer's token with a
-valid one) is refused and changes nothing.
+valid one) is refused and changes nothing. A workflow run's page follows its steps to the end
+without a reload, an operator cancels a run and pauses a schedule (shown with its next fire time
+and the jobs its fires started), and a viewer is offered neither.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -22,7 +25,8 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
-from dispatchd.client import Client, JobStatus
+from dispatchd.client import Client, JobStatus, WorkflowRunStatus
+from dispatchd.dashboard.rendering import when
 from dispatchd.devtools.browser import chromium
 from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
 from dispatchd.devtools.stack.dashboard import dashboard_process, url_of
@@ -195,6 +199,96 @@ def test_behind_an_auth_proxy_the_header_carries_the_token(
         assert fetch(base + "login", viewer)[0] == 404  # sign-in belongs to the proxy
     finally:
         proxied.stop(5)
+
+
+PAIR = {
+    "name": "dash.pair",
+    "steps": [
+        {"id": "first", "job_type": "builtin.sleep", "payload": {"seconds": {"$ref": "input.seconds"}}},
+        {"id": "second", "job_type": "builtin.echo", "depends_on": ["first"]},
+    ],
+}
+
+
+def text_of(browser: WebDriver, css: str) -> str | None:
+    """An element's text read in one step: a page re-reading itself cannot make it stale midway."""
+    text = browser.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent", css)
+    return text.strip() if isinstance(text, str) else None
+
+
+def test_a_workflow_run_page_follows_its_steps_live(
+    stack: Stack, creds: Credentials, browser: WebDriver, admin: Client
+) -> None:
+    admin.register_workflow(PAIR)
+    sign_in(browser, stack.dashboard_url, creds.token("olga", "operator"))
+    run, _ = admin.start_workflow("dash.pair", {"seconds": 1})
+    browser.get(f"{stack.dashboard_url}workflows/runs/{run.run_id}")
+    browser.execute_script("window.notReloaded = true")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#dag a.node")) == 2
+    wait_for(browser, lambda b: text_of(b, "#run-status") == "succeeded")
+    assert [text_of(browser, f"#step-{step} .status") for step in ("first", "second")] == ["succeeded"] * 2
+    assert browser.execute_script("return window.notReloaded") is True  # re-read in place, from the feed
+    element(browser, "#step-second a.job-link").click()
+    assert element(browser, "#workflow-run").get_attribute("href").endswith(f"/workflows/runs/{run.run_id}")
+    browser.get(f"{stack.dashboard_url}workflows?name=dash.pair&status=succeeded")
+    assert "dash.pair" in element(browser, "#definitions").text
+    assert element(browser, f"#run-{run.run_id}").find_element(By.CSS_SELECTOR, ".status").text == "succeeded"
+
+
+def test_an_operator_cancels_a_run(stack: Stack, browser: WebDriver, admin: Client) -> None:
+    run, _ = admin.start_workflow("dash.pair", {"seconds": 30})
+    browser.get(f"{stack.dashboard_url}workflows/runs/{run.run_id}")
+    # The page re-reads itself as the first step starts: click once it shows that.
+    wait_for(browser, lambda b: text_of(b, "#step-first .status") == "running")
+    element(browser, "#cancel-run").click()
+    assert "cancel requested: the run is canceled" in element(browser, "#notice").text
+    assert admin.workflow_run(run.run_id).status == WorkflowRunStatus.CANCELED
+
+
+def test_schedules_show_their_next_fire_and_fires_and_an_operator_pauses_one(
+    stack: Stack, browser: WebDriver, admin: Client
+) -> None:
+    admin.put_schedule("dash.hourly", "builtin.echo", cron="0 * * * *", time_zone="Europe/Berlin")
+    admin.put_schedule("dash.often", "builtin.echo", interval=dt.timedelta(milliseconds=200))
+    hourly = admin.get_schedule("dash.hourly", next_fires=1)
+    browser.get(stack.dashboard_url + "schedules")
+    row = element(browser, "[id='schedule-dash.hourly']")
+    assert when(hourly.next_fire_times[0]) in row.find_element(By.CSS_SELECTOR, ".next-fire").text
+    assert "0 * * * * (Europe/Berlin)" in row.text
+    row.find_element(By.CSS_SELECTOR, "button.pause").click()
+    assert element(browser, "#notice").text == "dash.hourly is paused"
+    assert element(browser, "[id='schedule-dash.hourly'] .state").text == "paused"
+    assert admin.get_schedule("dash.hourly").paused
+
+    wait_until(lambda: admin.schedule_fires("dash.often"), what="the interval schedule's first fire")
+    admin.pause_schedule("dash.often")  # no fire after this one returns
+    fires = admin.schedule_fires("dash.often")
+    browser.get(stack.dashboard_url + "schedules/dash.often")
+    links = browser.find_elements(By.CSS_SELECTOR, "#fires a.fire-link")
+    assert [link.get_attribute("href").rsplit("/", 1)[-1] for link in links] == [f.job_id for f in fires]
+    assert len(links) >= 1 and element(browser, "#schedule-state").text == "paused"
+
+
+def test_a_viewer_can_neither_pause_nor_cancel(
+    stack: Stack, creds: Credentials, browser: WebDriver, admin: Client
+) -> None:
+    admin.resume_schedule("dash.hourly")
+    run, _ = admin.start_workflow("dash.pair", {"seconds": 30})
+    pause = stack.dashboard_url + "schedules/dash.hourly/pause"
+    try:
+        sign_in(browser, stack.dashboard_url, creds.token("vera", "viewer"))
+        browser.get(stack.dashboard_url + "schedules")
+        row = element(browser, "[id='schedule-dash.hourly']")
+        assert row.find_elements(By.CSS_SELECTOR, "button") == []
+        browser.get(f"{stack.dashboard_url}workflows/runs/{run.run_id}")
+        assert text_of(browser, "#run-status") == "running"
+        assert browser.find_elements(By.ID, "cancel-run") == []
+        assert forge(pause, cookies(browser), {})[0] == 403  # no CSRF token
+        status, body = forge(pause, cookies(browser), {"csrf_token": csrf_token(browser)})
+        assert status == 403 and "PERMISSION_DENIED" in body  # the control plane's refusal
+        assert not admin.get_schedule("dash.hourly").paused
+    finally:
+        admin.cancel_workflow(run.run_id)
 
 
 def test_the_dashboard_is_healthy_exactly_while_the_control_plane_is(stack: Stack) -> None:
