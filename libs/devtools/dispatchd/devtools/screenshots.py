@@ -3,8 +3,9 @@
     python -m dispatchd.devtools.screenshots [--out docs/screenshots] [--data-dir .dispatchd/screenshots]
 
 Starts its own stack (private Postgres and Redis under --data-dir, every service, two workers
-and the dashboard, each a process), submits demo jobs of each kind (successes, retries, dead
-letters, a shell job writing logs, long sleeps that keep queues busy), then photographs each
+and the dashboard, each a process), registers two workflows with runs (ended and still running)
+and three schedules, submits demo jobs of each kind (successes, retries, dead letters, a shell
+job writing logs, long sleeps that keep queues busy), then photographs each
 page with headless Chromium (dispatchd.devtools.browser) and stops everything. The images are
 what a fresh platform shows after a minute of mixed work; re-run it when a page changes.
 """
@@ -51,6 +52,41 @@ def demo_jobs(client: Client) -> str:
     return failed.job.job_id
 
 
+REPORT = {
+    "name": "reports.daily",
+    "steps": [
+        {"id": "extract", "job_type": "builtin.echo", "payload": {"day": {"$ref": "input.day"}}},
+        {"id": "render-pdf", "job_type": "builtin.sleep", "depends_on": ["extract"], "payload": {"seconds": 60}},
+        {"id": "render-csv", "job_type": "builtin.echo", "depends_on": ["extract"]},
+        {"id": "publish", "job_type": "builtin.echo", "depends_on": ["render-pdf", "render-csv"]},
+    ],
+}
+CHECK = {
+    "name": "billing.check",
+    "steps": [
+        {"id": "load", "job_type": "builtin.echo"},
+        {"id": "verify", "job_type": "builtin.fail", "depends_on": ["load"], "retry": {"max_attempts": 1}},
+        {"id": "notify", "job_type": "builtin.echo", "depends_on": ["verify"]},
+    ],
+}
+
+
+def demo_workflows(client: Client) -> str:
+    """Two workflows, runs that ended either way, and schedules; the id of a run still running."""
+    for definition in (REPORT, CHECK):
+        client.register_workflow(definition)
+    ended = [client.start_workflow("billing.check", {"batch": n})[0] for n in range(2)]
+    running, _ = client.start_workflow("reports.daily", {"day": "2026-12-03"})
+    for run in ended:  # the last step is cancelled in the transaction that fails the run
+        last = client.workflow_run(run.run_id).steps[-1]
+        if not client.wait(last.job_id, timeout=dt.timedelta(seconds=30)).status.terminal:
+            raise RuntimeError(f"demo run {run.run_id} did not end within 30 s")
+    client.put_schedule("reports.nightly", "builtin.echo", cron="30 2 * * *", time_zone="Europe/Berlin")
+    client.put_schedule("sync.often", "builtin.echo", interval=dt.timedelta(seconds=2), catch_up="once")
+    client.put_schedule("reports.weekly", workflow="reports.daily", cron="@weekly", paused=True)
+    return running.run_id
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m dispatchd.devtools.screenshots", description=__doc__.split("\n")[0]
@@ -70,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     with Stack(topology, args.data_dir.absolute(), say=lambda m: print(f"[screenshots] {m}", flush=True)) as stack:
         with Client(stack.control_plane_target) as client:
+            run = demo_workflows(client)  # first: the demo jobs fill every worker slot
             failed = demo_jobs(client)
         time.sleep(2)  # let the live feed and the chart catch the last events
         pages = {
@@ -77,6 +114,9 @@ def main(argv: list[str] | None = None) -> None:
             "jobs": "jobs",
             "job": f"jobs/{failed}",
             "dead-letters": "dead-letters",
+            "workflows": "workflows",
+            "workflow-run": f"workflows/runs/{run}",
+            "schedules": "schedules",
             "workers": "workers",
             "queues": "queues",
             "status": "status",
