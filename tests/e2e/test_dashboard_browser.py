@@ -229,7 +229,7 @@ def test_a_workflow_run_page_follows_its_steps_live(
     assert [text_of(browser, f"#step-{step} .status") for step in ("first", "second")] == ["succeeded"] * 2
     assert browser.execute_script("return window.notReloaded") is True  # re-read in place, from the feed
     element(browser, "#step-second a.job-link").click()
-    assert element(browser, "#workflow-run").get_attribute("href").endswith(f"/workflows/runs/{run.run_id}")
+    assert str(element(browser, "#workflow-run").get_attribute("href")).endswith(f"/workflows/runs/{run.run_id}")
     browser.get(f"{stack.dashboard_url}workflows?name=dash.pair&status=succeeded")
     assert "dash.pair" in element(browser, "#definitions").text
     assert element(browser, f"#run-{run.run_id}").find_element(By.CSS_SELECTOR, ".status").text == "succeeded"
@@ -260,12 +260,12 @@ def test_schedules_show_their_next_fire_and_fires_and_an_operator_pauses_one(
     assert element(browser, "[id='schedule-dash.hourly'] .state").text == "paused"
     assert admin.get_schedule("dash.hourly").paused
 
-    wait_until(lambda: admin.schedule_fires("dash.often"), what="the interval schedule's first fire")
+    wait_until(lambda: bool(admin.schedule_fires("dash.often")), what="the interval schedule's first fire")
     admin.pause_schedule("dash.often")  # no fire after this one returns
     fires = admin.schedule_fires("dash.often")
     browser.get(stack.dashboard_url + "schedules/dash.often")
     links = browser.find_elements(By.CSS_SELECTOR, "#fires a.fire-link")
-    assert [link.get_attribute("href").rsplit("/", 1)[-1] for link in links] == [f.job_id for f in fires]
+    assert [str(link.get_attribute("href")).rsplit("/", 1)[-1] for link in links] == [f.job_id for f in fires]
     assert len(links) >= 1 and element(browser, "#schedule-state").text == "paused"
 
 

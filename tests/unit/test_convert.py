@@ -49,6 +49,11 @@ def test_job() -> None:
     assert job.created_at.ToDatetime(tzinfo=dt.UTC) == T0
     assert job.finished_at.ToDatetime(tzinfo=dt.UTC) == T0 + dt.timedelta(seconds=2)
     assert job.attempts == 2
+    assert job.workflow_run_id == ""  # submitted on its own
+
+
+def test_a_workflow_steps_job_names_its_run() -> None:
+    assert convert.job(job_row(workflow_run_id=uuid.UUID(int=7))).workflow_run_id == str(uuid.UUID(int=7))
 
 
 def test_job_without_optional_parts() -> None:

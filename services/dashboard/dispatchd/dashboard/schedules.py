@@ -10,6 +10,7 @@ decides whether they are allowed (the buttons only follow the role table).
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from aiohttp import web
 
@@ -52,7 +53,7 @@ def outcome(fire: ScheduleFire) -> tuple[str, str]:
     return "", fire.error or "skipped: the previous one was still active (overlap policy)"
 
 
-def _render(request: web.Request, template: str, **context: object) -> web.Response:
+def _render(request: web.Request, template: str, **context: Any) -> web.Response:
     return request.app[keys.PAGES].render(
         request,
         template,
