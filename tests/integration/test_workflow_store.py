@@ -108,7 +108,7 @@ async def _finish(pool: asyncpg.Pool, job_id: uuid.UUID, *, success: bool = True
     assert claim.step
     report = Finished(execution_id, "w", SESSION, success, b'{"done": true}', "" if success else "boom", step=True)
     async with pool.acquire() as conn, conn.transaction():
-        _, (settled,) = await settlements.apply(conn, [], [report])
+        (settled,) = (await settlements.apply(conn, [], [report])).settlements
     assert settled.applied
     return list(settled.released)
 

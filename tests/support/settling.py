@@ -30,7 +30,7 @@ async def succeed(pool: asyncpg.Pool, execution_id: uuid.UUID, owner: Owner, res
 async def start(pool: asyncpg.Pool, execution_id: uuid.UUID, session_id: uuid.UUID) -> bool:
     """A start notice from the stream `session_id`; whether it applied."""
     async with pool.acquire() as conn, conn.transaction():
-        (applied,), _ = await settlements.apply(conn, [Started(execution_id, session_id)], [])
+        (applied,) = (await settlements.apply(conn, [Started(execution_id, session_id)], [])).ran
     return applied
 
 
