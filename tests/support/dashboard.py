@@ -15,6 +15,7 @@ from typing import TypeVar
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 T = TypeVar("T")
@@ -35,7 +36,9 @@ def sign_in(browser: WebDriver, base: str, token: str) -> None:
     browser.get(base + "login")
     for button in browser.find_elements(By.CSS_SELECTOR, "form[action='/logout'] button"):
         button.click()
-        element(browser, "#token")
+        # The old page (with its own #token field) stays until the logout's answer replaces it:
+        # wait for that, or the field found next belongs to a page about to go away.
+        wait_for(browser, staleness_of(button))
     element(browser, "#token").send_keys(token)
     browser.find_element(By.ID, "sign-in").click()
     wait_for(browser, lambda b: b.current_url.endswith("/jobs"))
