@@ -141,7 +141,7 @@ async def test_sigterm_drains_streams(
     db_pool: asyncpg.Pool,
     redis_client: redis.asyncio.Redis,
 ) -> None:
-    gateway = gateway_with()
+    gateway = gateway_with(DISPATCHD_SHUTDOWN_GRACE_SECONDS="3")  # long enough to report after the drain
     stream = streams(gateway.target)
     job_id = (await submit(db_pool, redis_client, "echo")).job.job_id
     await stream.register("w1", ["echo"])

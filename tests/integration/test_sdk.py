@@ -162,6 +162,7 @@ async def test_sdk_reconnects_after_the_gateway_restarts(
     assert (await jobs.get(db_pool, second)).result == b"after"
 
 
+@pytest.mark.parametrize("gateway_env", [{"DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3"}])  # the 1 s handler fits
 async def test_drain_lets_running_work_finish_then_reconnects(
     gateway: Gateway, workers: Workers, db_pool: asyncpg.Pool, redis_client: redis.asyncio.Redis
 ) -> None:

@@ -28,7 +28,9 @@ def start_gateway(spawn: Spawner, database_url: str, redis_url: str, **extra: st
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "DISPATCHD_LOG_LEVEL": "INFO",
-        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "3",
+        # Short: a test that ends with work in flight should not wait for it at teardown; the
+        # drain tests that need a grace set their own.
+        "DISPATCHD_SHUTDOWN_GRACE_SECONDS": "0.5",
         **extra,
     }
     process = spawn.service("worker-gateway", env)
