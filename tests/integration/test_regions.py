@@ -16,6 +16,7 @@ import redis.asyncio
 
 from dispatchd.devtools.stack import ServiceProcess
 from dispatchd.platform.queues import Keys
+from dispatchd.sdk import Worker
 from dispatchd.v1 import job_service_pb2, job_service_pb2_grpc
 from tests.support.processes import Spawner
 from tests.support.streams import WorkerStream
@@ -128,3 +129,27 @@ def test_a_non_primary_region_allowing_mutations_refuses_to_start(
     process = spawn_service.service("control-plane", env, wait=False)
     assert process.wait(timeout=30) != 0
     assert "only the primary may allow mutations" in process.log_tail()
+
+
+async def test_an_sdk_worker_keeps_retrying_a_passive_gateway(
+    database_url: str, redis_url: str, spawn_service: Spawner
+) -> None:
+    # A passive region's gateway refuses streams with FAILED_PRECONDITION until the region is
+    # promoted: a worker started (or reconnecting) during a failover must not give up on it.
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, **PASSIVE}
+    process, target = start(spawn_service, "worker-gateway", env)
+    worker = Worker(target, worker_id="w-passive", reconnect_initial_seconds=0.1)
+    worker.handler("email.send")(_never_called)
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(2)  # several refused attempts
+        assert not running.done(), running.exception() if running.done() else None
+        assert not worker.registered.is_set()
+    finally:
+        worker.request_stop(grace=0)
+        await asyncio.wait_for(running, 10)
+    assert process.terminate(timeout=15) == 0
+
+
+async def _never_called(task: object) -> None:
+    raise AssertionError("a passive gateway assigned work")

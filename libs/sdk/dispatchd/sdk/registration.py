@@ -14,10 +14,11 @@ import grpc
 
 REGISTRATION_TIMEOUT_SECONDS = 15.0
 
-# PERMISSION_DENIED cannot change by retrying; UNAUTHENTICATED may (a rotated token file).
+# PERMISSION_DENIED cannot change by retrying; UNAUTHENTICATED may (a rotated token file), and
+# so may FAILED_PRECONDITION: a passive region's gateway refuses streams with it until the
+# region is promoted (a worker that gave up then would never come back after a failover).
 _REJECTING_CODES = (
     grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.PERMISSION_DENIED,
 )
 
