@@ -29,7 +29,7 @@ class Profile:
     batch_size: int = 200
     open_batch: int = 10  # open loop with BatchSubmitJobs: this many jobs per call (10 calls/s at 100/s)
     window: int = 64  # SubmitJob calls in flight from the one pipelining client
-    backlog: int = 1000  # queued jobs above which the saturation submitter waits (~0.5-5 s of work)
+    backlog: int = 2000  # queued jobs above which the saturation submitter waits (~0.5-5 s of work)
     compare_jobs: int = 5000  # perf-compare's saturation runs: this many jobs on each side
 
     def scaled(self, seconds: float | None = None, jobs: int | None = None) -> Profile:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -22,6 +22,7 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.states import JobStatus
 from dispatchd.platform.store import executions, logs, workers
 from dispatchd.worker_gateway.log_notices import LogNotices
+from tests.support.polling import eventually
 from tests.support.submissions import first_attempt, submit
 
 pytestmark = pytest.mark.integration
@@ -61,8 +62,9 @@ async def test_log_notices_are_one_message_per_window(queues: ReadyQueues) -> No
 async def observed(queues: ReadyQueues) -> AsyncIterator[ObserveEvents]:
     events = ObserveEvents(queues)
     task = asyncio.create_task(events.run())
-    await asyncio.wait_for(events.subscription.ready.wait(), 5)
-    yield events
+    async with events.held() as subscribed:
+        assert subscribed
+        yield events
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -121,3 +123,32 @@ async def test_log_pages_keep_attempt_order_and_a_byte_budget(db_pool: asyncpg.P
     assert (await logs.state(db_pool, one))[0] and one.job_id == submitted.job.job_id
     with pytest.raises(NotFound, match="execution"):
         await logs.target(db_pool, job_id=None, execution_id=uuid.uuid4())
+
+
+async def test_the_subscription_is_held_only_while_someone_watches(
+    queues: ReadyQueues, redis_client: redis.asyncio.Redis
+) -> None:
+    # Every job event reaches every control plane: with nobody watching, none should listen.
+    events = ObserveEvents(queues, linger_seconds=0.2)
+    task = asyncio.create_task(events.run())
+
+    async def subscribers() -> int:
+        return int(dict(await redis_client.pubsub_numsub(queues.keys.job_channel))[queues.keys.job_channel])
+
+    try:
+        await asyncio.sleep(0.2)
+        assert await subscribers() == 0
+        async with events.held() as subscribed:
+            assert subscribed and await subscribers() == 1
+            with events.feed.watch(Filter()) as watch:
+                await queues.publish_job_event(str(uuid.uuid4()), int(JobStatus.SUCCEEDED), "t")
+                delivery = await asyncio.wait_for(watch.next(), 2)
+                assert delivery is not None and not delivery.gap  # the first confirmation is no gap
+        await eventually(lambda: _none(subscribers), 3, "the subscription ends after the linger")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _none(count: Callable[[], Awaitable[int]]) -> bool:
+    return await count() == 0
