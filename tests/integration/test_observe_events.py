@@ -133,7 +133,8 @@ async def test_the_subscription_is_held_only_while_someone_watches(
     task = asyncio.create_task(events.run())
 
     async def subscribers() -> int:
-        return int(dict(await redis_client.pubsub_numsub(queues.keys.job_channel))[queues.keys.job_channel])
+        ((_, count),) = await redis_client.pubsub_numsub(queues.keys.job_channel)
+        return int(count)
 
     try:
         await asyncio.sleep(0.2)
