@@ -313,7 +313,7 @@ async def test_requeue_pages_through_a_backlog_larger_than_a_page(db_pool: async
     seen: list[QueuedRef] = []
     after = None
     while True:
-        page = [due.ref for due in await repairs.due_queued(db_pool, 3, after=after)]
+        page = await repairs.due_queued(db_pool, 3, after=after)
         seen += page
         if len(page) < 3:
             break

@@ -286,7 +286,7 @@ async def test_delay_and_run_at_set_when_the_first_attempt_is_due(db_pool: async
     past = await submit(db_pool, run_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     assert past.queued is not None and past.queued.available_at == past.job.created_at
     # Not due yet: not in due_queued, and not claimable even if someone pushed it early.
-    due = {d.ref.execution_id for d in await repairs.due_queued(db_pool, 100)}
+    due = {d.execution_id for d in await repairs.due_queued(db_pool, 100)}
     assert delayed.queued.execution_id not in due and past.queued.execution_id in due
     assert await executions.claim(
         db_pool, [delayed.queued.execution_id], worker_id="w", session_id=SESSION, lease_seconds=5

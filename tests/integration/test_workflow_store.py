@@ -131,7 +131,7 @@ async def test_a_released_step_is_queued_in_postgres_so_the_scheduler_repairs_a_
         "d": JobStatus.WAITING,
     }
     # Nobody pushes what the settlement released: the reconcile pass's query finds it.
-    due = {d.ref.execution_id for d in await repairs.due_queued(db_pool, 100)}
+    due = {d.execution_id for d in await repairs.due_queued(db_pool, 100)}
     released = await db_pool.fetch(
         "SELECT execution_id FROM executions WHERE job_id = ANY($1::uuid[])", [job_of["b"], job_of["c"]]
     )

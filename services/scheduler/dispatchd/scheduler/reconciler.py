@@ -173,8 +173,8 @@ class Reconciler:
         """
         page = await repairs.due_queued(self.pool, REQUEUE_PAGE, after=self._requeue_after)
         # Continue after this page next time while pages are full; start over once one is not.
-        self._requeue_after = page[-1].ref if len(page) == REQUEUE_PAGE else None
-        missing = await self.absences.overdue(self.queues, [due.ref for due in page])
+        self._requeue_after = page[-1] if len(page) == REQUEUE_PAGE else None
+        missing = await self.absences.overdue(self.queues, page)
         if self._requeue_after is None:
             self.absences.end_scan()
         report.more |= self._requeue_after is not None and self.absences.absent > 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -26,7 +25,7 @@ from dispatchd.platform.store.guards import one_of, value
 from dispatchd.platform.store.rows import QueuedRef
 
 _DUE = f"""
-SELECT e.execution_id, e.job_type, e.priority, e.available_at, e.available_at > e.queued_at AS timed
+SELECT e.execution_id, e.job_type, e.priority, e.available_at
 FROM executions e
 WHERE {one_of("e.status", EXECUTION_CLAIMABLE)} AND e.available_at <= clock_timestamp()
   AND ($2::timestamptz IS NULL OR (e.available_at, e.execution_id) > ($2, $3::uuid))
@@ -90,18 +89,13 @@ WHERE j.job_id = e.job_id AND {one_of("e.status", EXECUTION_CANCELLABLE)} AND {o
 """
 
 
-@dataclass(frozen=True)
-class Due:
-    """A due QUEUED execution; `timed`: it became due after it was queued (a delayed job, a retry
-    in backoff), so the scheduler is the one that pushes it, not whoever queued it."""
-
-    ref: QueuedRef
-    timed: bool
+def _ref(r: asyncpg.Record) -> QueuedRef:
+    return QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"])
 
 
 async def due_queued(
     conn: asyncpg.Connection | asyncpg.Pool, limit: int, *, after: QueuedRef | None = None
-) -> list[Due]:
+) -> list[QueuedRef]:
     """Queued executions that are due, oldest first: what belongs on the ready queues now.
 
     `after` (the last ref of the previous page) continues a scan, so a backlog larger
@@ -109,10 +103,7 @@ async def due_queued(
     """
     after_at = after.available_at if after is not None else None
     after_id = after.execution_id if after is not None else None
-    rows = await conn.fetch(_DUE, limit, after_at, after_id)
-    return [
-        Due(QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"]), r["timed"]) for r in rows
-    ]
+    return [_ref(r) for r in await conn.fetch(_DUE, limit, after_at, after_id)]
 
 
 async def newly_due(
@@ -122,11 +113,7 @@ async def newly_due(
     and Postgres's clock when it looked (so a caller's next watermark is on the store's clock, not its own)."""
     after_at, after_id = after if after is not None else (None, None)
     rows = await conn.fetch(_NEWLY_DUE, limit, after_at, after_id)
-    found = [
-        QueuedRef(r["execution_id"], r["job_type"], r["priority"], r["available_at"])
-        for r in rows
-        if r["execution_id"] is not None
-    ]
+    found = [_ref(r) for r in rows if r["execution_id"] is not None]
     return found, rows[0]["scanned_at"]
 
 
