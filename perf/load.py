@@ -50,7 +50,6 @@ class Gate:
         self.backlog = backlog
         self.limit = limit
         self.last: int | None = None  # no reading yet: nothing is admitted before the first
-        self.closed_polls = 0
         self._admitted = 0  # jobs admitted, ever
         self._in_flight = 0  # admitted and not yet answered
         self._uncounted = 0  # jobs the last reading may not include: in flight when it began
@@ -73,8 +72,6 @@ class Gate:
             reading = await self.backlog()
             async with self._read:
                 self.last, self._mark, self._uncounted = reading, mark, uncounted
-                if self._estimate() >= self.limit:
-                    self.closed_polls += 1
                 self._read.notify_all()
             await asyncio.sleep(GATE_POLL_SECONDS)
 
