@@ -22,7 +22,7 @@ check-up: venv
 
 ## Lint, type-check, then every test except chaos.
 test: venv lint typecheck
-	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not chaos" --durations=25 $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,8 +10,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -27,8 +28,25 @@ def wait_for(browser: WebDriver, condition: Callable[[WebDriver], T], timeout: f
     return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)  # type: ignore[no-any-return]
 
 
+# What Chromium answers when a look lands on a document being replaced (a navigation finishing,
+# a live page re-reading itself): the next look sees the new one.
+REPLACED = "does not belong to the document"
+
+
 def element(browser: WebDriver, css: str) -> WebElement:
-    return wait_for(browser, lambda b: b.find_element(By.CSS_SELECTOR, css))
+    """The element `css` names, once the page shows it (looks that race a replacement are retried)."""
+
+    def look(b: WebDriver) -> WebElement | bool:
+        try:
+            return b.find_element(By.CSS_SELECTOR, css)
+        except StaleElementReferenceException:
+            return False
+        except WebDriverException as error:
+            if REPLACED in str(error.msg):
+                return False
+            raise
+
+    return cast(WebElement, wait_for(browser, look))  # never False: wait_for returns a truthy look
 
 
 def sign_in(browser: WebDriver, base: str, token: str) -> None:

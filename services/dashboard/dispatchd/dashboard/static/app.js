@@ -107,8 +107,9 @@
   // One job: re-read the page (status, executions, errors) when an event for it arrives.
   const jobPage = document.querySelector("[data-live-job]");
   if (jobPage) {
-    // Keep the streaming log view (and its state line) as they are; the rest is re-read.
-    const refresh = rereader(jobPage, "[data-live-job]", ["logs", "logs-state"]);
+    // Keep the streaming log view (and its state line) and the action buttons (a click on one is
+    // never lost to a re-read swapping it out) as they are, while the fresh page still offers them.
+    const refresh = rereader(jobPage, "[data-live-job]", ["logs", "logs-state", "cancel", "redrive"]);
     feed({ job_id: jobPage.dataset.liveJob }, refresh, refresh);
   }
 
@@ -122,7 +123,7 @@
       if (source) source.close();
       if (timer) clearInterval(timer);
     };
-    const refresh = rereader(runPage, "[data-live-run]", [], stopWhenDone);
+    const refresh = rereader(runPage, "[data-live-run]", ["cancel-run"], stopWhenDone);
     const ours = (event) => runPage.dataset.stepJobs.split(" ").includes(event.job_id);
     source = feed({}, (event) => { if (ours(event)) refresh(); }, refresh, () => {
       timer = setInterval(refresh, 1000 * Number(runPage.dataset.fallbackSeconds));
