@@ -32,7 +32,7 @@ from dispatchd.devtools.stack import Stack, Stores, Topology, Workers
 from dispatchd.devtools.stack.dashboard import dashboard_process, url_of
 from dispatchd.devtools.stack.health import check_serving, wait_serving
 from dispatchd.devtools.stores import RedisInstance
-from tests.support.dashboard import cookies, csrf_token, element, fetch, forge, sign_in, wait_for
+from tests.support.dashboard import cookies, csrf_token, element, fetch, forge, sign_in, text_of, wait_for
 from tests.support.databases import PgServer
 from tests.support.polling import wait_until
 from tests.support.security import Credentials, make_credentials
@@ -112,8 +112,8 @@ def test_jobs_appear_live_as_the_cli_submits_them(
     ids = [result["job_id"] for result in json.loads(out)["results"]]
     assert len(ids) == 3
     for job_id in ids:
-        row = element(browser, f"#job-{job_id}")
-        wait_for(browser, lambda b, row=row: "succeeded" in row.find_element(By.CSS_SELECTOR, ".status").text)
+        # Looked up afresh each time: a status cell is replaced as the job's events arrive.
+        wait_for(browser, lambda b, job_id=job_id: text_of(b, f"#job-{job_id} .status") == "succeeded")
     assert browser.execute_script("return window.notReloaded") is True
 
 
@@ -123,12 +123,15 @@ def test_a_failed_job_shows_its_executions_and_error(
     job = admin.submit("builtin.fail", max_attempts=2).job
     assert admin.wait(job.job_id).status == JobStatus.FAILED
     browser.get(f"{stack.dashboard_url}jobs/{job.job_id}")
-    assert element(browser, "#job-status").text == "failed"
-    attempts = browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")
-    assert [row.get_attribute("id") for row in attempts] == ["attempt-1", "attempt-2"]
-    assert all("worker-1" in row.text and "always fails" in row.text for row in attempts)
-    assert "dead_lettered" in attempts[-1].text
-    assert "builtin.fail always fails" in browser.find_element(By.ID, "job-error").text
+    # Read in one step each: the page re-reads itself if one of the job's last events arrives late.
+    wait_for(browser, lambda b: text_of(b, "#job-status") == "failed")
+    attempts = browser.execute_script(
+        "return [...document.querySelectorAll('#executions tbody tr')].map((row) => [row.id, row.textContent])"
+    )
+    assert [row_id for row_id, _ in attempts] == ["attempt-1", "attempt-2"]
+    assert all("worker-1" in text and "always fails" in text for _, text in attempts)
+    assert "dead_lettered" in attempts[-1][1]
+    assert "builtin.fail always fails" in (text_of(browser, "#job-error") or "")
 
 
 def test_a_running_job_streams_its_logs_into_its_page(stack: Stack, browser: WebDriver, admin: Client) -> None:
@@ -208,12 +211,6 @@ PAIR = {
         {"id": "second", "job_type": "builtin.echo", "depends_on": ["first"]},
     ],
 }
-
-
-def text_of(browser: WebDriver, css: str) -> str | None:
-    """An element's text read in one step: a page re-reading itself cannot make it stale midway."""
-    text = browser.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent", css)
-    return text.strip() if isinstance(text, str) else None
 
 
 def test_a_workflow_run_page_follows_its_steps_live(

@@ -24,8 +24,18 @@ WAIT = 20.0
 
 
 def wait_for(browser: WebDriver, condition: Callable[[WebDriver], T], timeout: float = WAIT) -> T:
-    """Until `condition(browser)` is truthy (each look is cheap: the page is already loaded)."""
-    return WebDriverWait(browser, timeout, poll_frequency=0.1).until(condition)  # type: ignore[no-any-return]
+    """Until `condition(browser)` is truthy (each look is cheap: the page is already loaded).
+
+    A look that meets an element a live page has just replaced (stale) is simply not yet true.
+    """
+    wait = WebDriverWait(browser, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(condition)  # type: ignore[no-any-return]
+
+
+def text_of(browser: WebDriver, css: str) -> str | None:
+    """An element's text read in one step: a page re-reading itself cannot make it stale midway."""
+    text = browser.execute_script("const e = document.querySelector(arguments[0]); return e && e.textContent", css)
+    return text.strip() if isinstance(text, str) else None
 
 
 # What Chromium answers when a look lands on a document being replaced (a navigation finishing,
