@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-workflow image image-test screenshots lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-floor perf-workflow image image-test screenshots lock clean
 
 venv: $(VENV)/.stamp
 
@@ -96,6 +96,11 @@ perf-compare: venv
 ## writes evidence/perf/tracing-cost.json and fails when the throughput drop exceeds 5%.
 perf-tracing-cost: venv
 	$(PY) -m perf.tracing_cost $(PERF_ARGS)
+
+## What one job's building blocks cost here alone (bare grpc.aio SubmitJob, Postgres round trips,
+## a Redis pipeline), beside dispatchd's figures; writes evidence/perf/floor.json.
+perf-floor: venv
+	$(PY) -m perf.floor $(PERF_ARGS)
 
 ## Step-to-step latency of a 10-step workflow sequence (p50/p99 per hop; target p50 <= 5 ms);
 ## writes evidence/perf/workflow-hops.json.
