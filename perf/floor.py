@@ -196,7 +196,7 @@ def dispatchd_figures(smoke: Path) -> dict[str, Any] | None:
     data = json.loads(smoke.read_text())
     phases = data["end_to_end"]
     return {
-        "source": str(smoke.relative_to(ROOT)),
+        "source": str(smoke.relative_to(ROOT)) if smoke.is_relative_to(ROOT) else str(smoke),
         "commit": data["commit"],
         "open_single_submit_call_ms": phases["open/single"]["call_latency_ms"],
         "open_single_submit_to_handler_done_ms": phases["open/single"]["submit_to_handler_done_ms"],
