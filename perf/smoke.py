@@ -8,7 +8,8 @@ workers loading the perf.noop handler, each its own process), or targets a runni
 1. locust, gRPC users against the control plane (submit, get, list, wait mix);
 2. the worker-load driver: --profile's streams registering and heartbeating each second;
 3. the end-to-end driver: open loop at a fixed rate and saturation, each with single
-   SubmitJob calls and with BatchSubmitJobs, then bulk enqueue with the workers stopped.
+   SubmitJob calls and with BatchSubmitJobs, then bulk enqueue with the workers stopped
+   (SubmitJob alone: its calls per second; then BatchSubmitJobs).
 
 It prints one summary table and writes evidence/perf/<profile>.json. Invariant: every
 figure in that file was measured in this run (nothing is typed in), and the file says at
@@ -40,8 +41,10 @@ from perf.profiles import PROFILES, Profile
 from perf.scrape import SCRAPE_SECONDS, scraping
 from perf.summary import render, rows
 
+# bulk/single is SubmitJob alone (nobody running the jobs): calls per second and their latency.
 E2E_PHASES = (
-    ("open", "single"), ("open", "batch"), ("saturation", "single"), ("saturation", "batch"), ("bulk", "batch"),
+    ("open", "single"), ("open", "batch"), ("saturation", "single"), ("saturation", "batch"), ("bulk", "single"),
+    ("bulk", "batch"),
 )  # fmt: skip
 STACK_SETTINGS = {
     "DISPATCHD_LOG_LEVEL": "WARNING",

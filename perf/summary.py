@@ -38,8 +38,9 @@ def e2e_rows(label: str, phase: Mapping[str, Any]) -> list[tuple[str, ...]]:
     if "skipped" in phase or "failed" in phase:
         return [(label, phase.get("skipped") or phase["failed"], "", "", "", "", "", "")]
     cpu = cpu_cell(phase.get("cpu_ms_per_job", {}))
-    if phase["phase"] == "bulk":
-        return [(label + " enqueue", f"{phase['accepted_per_second']}/s", "", "", "", "", _errors(phase), cpu)]
+    if phase["phase"] == "bulk":  # jobs accepted per second; the latency is the calls' (one job or a batch each)
+        calls = _ms(phase.get("call_latency_ms", {}))
+        return [(label + " enqueue", f"{phase['accepted_per_second']}/s", *calls, _errors(phase), cpu)]
     if phase["phase"] == "saturation":
         rate = f"{phase['throughput']['jobs_per_second']} jobs/s"
     else:

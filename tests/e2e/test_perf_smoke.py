@@ -70,4 +70,5 @@ def test_the_smoke_harness_measures_every_driver_against_a_running_stack(
     assert saturated["throughput"]["jobs_per_second"] > 0 and saturated["errors"] == {}
     for batch in ("open/batch", "saturation/batch"):  # skipped (with the reason) where the server lacks the RPC
         assert "skipped" in phases[batch] or (phases[batch]["errors"] == {} and phases[batch]["accepted"] > 0)
-    assert "not ours to stop" in phases["bulk/batch"]["skipped"]
+    for bulk in ("bulk/single", "bulk/batch"):
+        assert "not ours to stop" in phases[bulk]["skipped"]

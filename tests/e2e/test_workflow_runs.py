@@ -146,6 +146,21 @@ def test_a_failed_step_fails_the_run_and_cancels_its_dependants_then_a_redrive_r
     assert after["h"].status is JobStatus.SUCCEEDED
 
 
+def test_a_step_of_a_cancelled_run_is_not_redriven(client: Client) -> None:
+    client.register_workflow(FAILING)
+    run, _ = client.start_workflow("test.failing")
+    assert settled(client, run.run_id).status is WorkflowRunStatus.FAILED
+    assert client.cancel_workflow(run.run_id, reason="given up").status is WorkflowRunStatus.CANCELED
+    failed_step = {s.step_id: s.job_id for s in client.workflow_run(run.run_id).steps}["f"]
+    redrive = client.redrive([failed_step])
+    assert redrive.redriven == ()
+    assert [(s.job_id, s.reason) for s in redrive.skipped] == [
+        (failed_step, f"its workflow run {run.run_id} was canceled; start the workflow again instead")
+    ]
+    assert len(client.executions(failed_step)) == 1  # no new attempt
+    assert client.workflow_run(run.run_id).status is WorkflowRunStatus.CANCELED
+
+
 def test_a_cycle_is_rejected_naming_the_step(client: Client) -> None:
     cyclic = {
         "name": "test.cyclic",

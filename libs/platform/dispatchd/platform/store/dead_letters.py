@@ -21,6 +21,7 @@ from dispatchd.platform.states import (
     REDRIVE_LAST_EXECUTION,
     ExecutionStatus,
     JobStatus,
+    WorkflowRunStatus,
 )
 from dispatchd.platform.store import workflow_progress
 from dispatchd.platform.store.conditions import where_set
@@ -123,15 +124,23 @@ async def matching(conn: asyncpg.Connection | asyncpg.Pool, flt: DeadLetterFilte
     return [r["job_id"] for r in rows]
 
 
+_LOCK_RUN = "SELECT status FROM workflow_runs WHERE run_id = $1 FOR UPDATE"
+
+
 async def redrive(pool: asyncpg.Pool, job_id: uuid.UUID) -> Redriven | str:
     """Give one dead-lettered job a new attempt; returns why not (a message) when it is not one."""
     async with pool.acquire() as conn, conn.transaction():
         # Lock order everywhere: the job row first, then its executions.
-        status = await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
-        if status is None:
+        locked = await conn.fetchrow("SELECT status, workflow_run_id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        if locked is None:
             return "job not found"
+        status, run_id = locked["status"], locked["workflow_run_id"]
         if status != JOB_REDRIVE_SOURCE:
             return f"job is {JobStatus(status).name.lower()}; only failed (dead-lettered) jobs can be redriven"
+        # Then its run (the order `advance` locks in): a cancelled run stays cancelled, so its
+        # step would run alone, its dependants never; the run is what to start again.
+        if run_id is not None and await conn.fetchval(_LOCK_RUN, run_id) == WorkflowRunStatus.CANCELED:
+            return f"its workflow run {run_id} was canceled; start the workflow again instead"
         last = await conn.fetchrow(
             "SELECT attempt, status FROM executions WHERE job_id = $1 ORDER BY attempt DESC LIMIT 1", job_id
         )
