@@ -40,6 +40,8 @@ EXPORTED: dict[str, Kind] = {
     "dispatchd_scheduler_takeovers_total": "counter",
     "dispatchd_scheduler_pass_duration_seconds": "histogram",
     "dispatchd_scheduler_repairs_total": "counter",
+    "dispatchd_schedule_fires_total": "counter",
+    "dispatchd_schedule_fires_dropped_total": "counter",
     "dispatchd_store_errors_total": "counter",
     "dispatchd_worker_executions_total": "counter",
     "dispatchd_worker_execution_duration_seconds": "histogram",

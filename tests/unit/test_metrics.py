@@ -17,11 +17,12 @@ from prometheus_client import REGISTRY
 
 import dispatchd.scheduler.metrics
 import dispatchd.sdk.metrics
-import dispatchd.worker_gateway.metrics  # noqa: F401 - registers the metrics of each process kind
+import dispatchd.worker_gateway.metrics  # registers the metrics of each process kind
 from dispatchd.common.metrics import MetricsListenError, parse_listen, serve_metrics
 from dispatchd.platform import metrics
 from dispatchd.platform.rpc_metrics import MetricsInterceptor, method_label
 from dispatchd.platform.states import JobStatus
+from dispatchd.platform.store.fires import Started
 from dispatchd.platform.store.rows import QueuedRef, Settlement
 from tests.support import metric_names
 from tests.support.scrape import parse, read
@@ -216,3 +217,14 @@ def test_the_dashboard_contract_names_exactly_the_exported_metrics_with_their_ty
         if family.name.startswith("dispatchd_")
     }
     assert exported == metric_names.EXPORTED
+
+
+def test_schedule_fires_count_what_each_fire_time_started_and_what_was_dropped() -> None:
+    outcomes = ("job", "workflow_run", "error", "skipped")
+    before = {o: value("dispatchd_schedule_fires_total", outcome=o) for o in outcomes}
+    dropped = value("dispatchd_schedule_fires_dropped_total")
+    fires = [Started(job_id=uuid.uuid4()), Started(job_id=uuid.uuid4()), Started(run_id=uuid.uuid4())]
+    dispatchd.scheduler.metrics.count_fires([*fires, Started(error="workflow gone"), None], dropped=3)
+    after = {o: value("dispatchd_schedule_fires_total", outcome=o) for o in before}
+    assert {o: after[o] - before[o] for o in before} == {"job": 2, "workflow_run": 1, "error": 1, "skipped": 1}
+    assert value("dispatchd_schedule_fires_dropped_total") - dropped == 3

@@ -167,6 +167,15 @@ SCHEDULER = (
     Panel("Repairs per second by kind", "ops", ((rate("dispatchd_scheduler_repairs_total", "kind"), "{{kind}}"),)),
     Panel("Scheduler pass duration", "s", quantiles("dispatchd_scheduler_pass_duration_seconds")),
     Panel(
+        "Schedule fires per second by outcome",
+        "ops",
+        (
+            (rate("dispatchd_schedule_fires_total", "outcome"), "{{outcome}}"),
+            (f"sum(rate(dispatchd_schedule_fires_dropped_total[{RATE}]))", "dropped (catch-up policy)"),
+        ),
+        "What each recorded fire time started; `error`: its workflow could not start.",
+    ),
+    Panel(
         "Lease expiries, timeouts, requeues and stale results per second",
         "ops",
         tuple(

@@ -8,12 +8,14 @@ never counts a queue twice. Queue depth and the oldest due age come from one gro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
 from prometheus_client import Counter, Gauge, Histogram
 
 from dispatchd.platform.store import repairs
+from dispatchd.platform.store.fires import Started
 
 if TYPE_CHECKING:
     from dispatchd.scheduler.reconciler import PassReport
@@ -36,6 +38,18 @@ QUEUE_OLDEST_AGE = Gauge(
     "How long the oldest due queued execution has waited, by job type (scheduler leader).",
     ["job_type"],
 )
+
+SCHEDULE_FIRES = Counter(
+    "dispatchd_schedule_fires_total",
+    "Schedule fire times recorded (scheduler leader), by what each started: job, workflow_run, error or skipped.",
+    ["outcome"],
+)
+SCHEDULE_FIRES_DROPPED = Counter(
+    "dispatchd_schedule_fires_dropped_total",
+    "Missed schedule fire times the catch-up policy dropped instead of firing (scheduler leader).",
+)
+for _outcome in ("job", "workflow_run", "error", "skipped"):  # every outcome reads 0 before its first fire
+    SCHEDULE_FIRES.labels(_outcome)
 
 REQUEUED = REPAIRS.labels("requeued")
 LEASE_EXPIRED = REPAIRS.labels("lease_expired")
@@ -84,6 +98,20 @@ def count_pass(report: PassReport, seconds: float) -> None:
         LEASE_EXPIRIES.inc(report.expired)
     if report.timed_out:
         TIMEOUTS.inc(report.timed_out)
+
+
+def _outcome_of(fire: Started | None) -> str:
+    if fire is None:
+        return "skipped"
+    return "error" if fire.error else "workflow_run" if fire.run_id else "job"
+
+
+def count_fires(started: Sequence[Started | None], dropped: int) -> None:
+    """One schedule's fire: what each of its fire times started, and how many were dropped."""
+    for fire in started:
+        SCHEDULE_FIRES.labels(_outcome_of(fire)).inc()
+    if dropped:
+        SCHEDULE_FIRES_DROPPED.inc(dropped)
 
 
 def leading(epoch: int) -> None:

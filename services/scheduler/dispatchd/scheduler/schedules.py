@@ -24,6 +24,7 @@ from dispatchd.platform.queues import ReadyQueues
 from dispatchd.platform.store import fires
 from dispatchd.platform.store.fence import Fenced
 from dispatchd.platform.subscription import Subscription
+from dispatchd.scheduler import metrics as scheduler_metrics
 
 log = logging.getLogger("dispatchd.scheduler.schedules")
 
@@ -79,6 +80,7 @@ class ScheduleFirer:
             if fired is None:
                 continue
             self.fired += len(fired.fired)
+            scheduler_metrics.count_fires([started for _, started in fired.fired], fired.dropped)
             if fired.queued:
                 try:  # committed in Postgres: if Redis misses it, the reconciler queues it
                     await self.queues.enqueue(fired.queued)
