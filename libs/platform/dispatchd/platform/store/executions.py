@@ -32,31 +32,34 @@ from dispatchd.platform.states import (
 )
 from dispatchd.platform.store import fence, workflow_progress
 from dispatchd.platform.store.conditions import where_set
-from dispatchd.platform.store.guards import one_of, value
+from dispatchd.platform.store.guards import checked, one_of, value
 from dispatchd.platform.store.rows import Claim, QueuedRef, Settlement
 from dispatchd.platform.store.workflow_progress import Progress
 
-# One statement, one round trip: `j` locks each job (in job_id order) before `c` claims
-# its executions, then the jobs move on; an id whose job is no longer active is skipped.
+# One statement, one round trip: `x` names the executions by id, `j` locks their jobs (in
+# job_id order) before `c` claims the executions of active jobs, then the jobs move on; an id
+# whose job is no longer active is skipped. Every row is found by primary key: the status
+# tests are `checked` (guards), so no plan walks a status index however stale the statistics.
 _CLAIM = f"""
-WITH j AS (
-    SELECT job_id, job_type, payload, metadata, trace_context, execution_timeout_ms, workflow_run_id FROM jobs
-    WHERE job_id IN (SELECT job_id FROM executions WHERE execution_id = ANY($1::uuid[]))
-      AND {one_of("status", JOB_ACTIVE)}
+WITH x AS MATERIALIZED (
+    SELECT execution_id, job_id FROM executions WHERE execution_id = ANY($1::uuid[])
+), j AS (
+    SELECT job_id, status, job_type, payload, metadata, trace_context, execution_timeout_ms, workflow_run_id
+    FROM jobs WHERE job_id IN (SELECT job_id FROM x)
     ORDER BY job_id FOR UPDATE
 ), c AS (
     UPDATE executions e
     SET status = {value(ExecutionStatus.CLAIMED)}, worker_id = $2, session_id = $3, claim_token = gen_random_uuid(),
         claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + make_interval(secs => $4),
         deadline_at = clock_timestamp() + make_interval(secs => j.execution_timeout_ms::float8 / 1000)
-    FROM j
-    WHERE j.job_id = e.job_id AND e.execution_id = ANY($1::uuid[]) AND {one_of("e.status", EXECUTION_CLAIMABLE)}
-      AND e.available_at <= clock_timestamp()
+    FROM x, j
+    WHERE e.execution_id = x.execution_id AND j.job_id = x.job_id AND {checked("j.status", JOB_ACTIVE)}
+      AND {checked("e.status", EXECUTION_CLAIMABLE)} AND e.available_at <= clock_timestamp()
     RETURNING e.execution_id, e.job_id, e.attempt, e.claim_token, e.lease_expires_at, e.deadline_at,
               EXTRACT(EPOCH FROM e.claimed_at - e.available_at)::float8 AS waited
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.DISPATCHING)}, updated_at = clock_timestamp()
-    FROM c WHERE jobs.job_id = c.job_id AND {one_of("jobs.status", JOB_CLAIMABLE)}
+    FROM c WHERE jobs.job_id = c.job_id AND {checked("jobs.status", JOB_CLAIMABLE)}
 )
 SELECT c.execution_id, c.job_id, c.attempt, c.claim_token, c.lease_expires_at, c.deadline_at,
        j.execution_timeout_ms, c.waited, j.job_type, j.payload, j.metadata, j.trace_context,

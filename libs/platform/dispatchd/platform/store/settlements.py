@@ -33,7 +33,7 @@ from dispatchd.platform.states import (
 )
 from dispatchd.platform.store import workflow_progress
 from dispatchd.platform.store.executions import Owner, fail_locked
-from dispatchd.platform.store.guards import one_of, value
+from dispatchd.platform.store.guards import checked, value
 from dispatchd.platform.store.rows import Settlement
 
 
@@ -86,11 +86,11 @@ s AS (
            deadline_at = now.at + make_interval(secs => j.execution_timeout_ms::float8 / 1000)
     FROM now, unnest($1::uuid[], $2::uuid[]) AS i(execution_id, session_id), jobs j
     WHERE e.execution_id = i.execution_id AND e.session_id = i.session_id AND j.job_id = e.job_id
-      AND {one_of("e.status", EXECUTION_STARTABLE)}
+      AND {checked("e.status", EXECUTION_STARTABLE)}
     RETURNING e.execution_id, e.job_id, e.job_type, e.attempt
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.RUNNING)}, updated_at = clock_timestamp()
-    FROM s WHERE jobs.job_id = s.job_id AND {one_of("jobs.status", JOB_STARTABLE)}
+    FROM s WHERE jobs.job_id = s.job_id AND {checked("jobs.status", JOB_STARTABLE)}
 )
 SELECT execution_id, job_id, job_type, attempt FROM s
 """
@@ -108,12 +108,12 @@ def _success_ctes(locked: bool) -> str:
     FROM {from_locked}unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::bytea[])
          AS i(execution_id, worker_id, session_id, claim_token, result)
     WHERE {where_locked}e.execution_id = i.execution_id AND e.worker_id = i.worker_id AND e.session_id = i.session_id
-      AND (i.claim_token IS NULL OR e.claim_token = i.claim_token) AND {one_of("e.status", EXECUTION_SETTLEABLE)}
+      AND (i.claim_token IS NULL OR e.claim_token = i.claim_token) AND {checked("e.status", EXECUTION_SETTLEABLE)}
     RETURNING e.execution_id, e.job_id, e.worker_id, e.job_type, i.result
 ), u AS (
     UPDATE jobs SET status = {value(JobStatus.SUCCEEDED)}, result = d.result, error_message = '',
            finished_at = clock_timestamp(), updated_at = clock_timestamp()
-    FROM d WHERE jobs.job_id = d.job_id AND {one_of("jobs.status", JOB_SUCCEEDABLE)}
+    FROM d WHERE jobs.job_id = d.job_id AND {checked("jobs.status", JOB_SUCCEEDABLE)}
     RETURNING jobs.job_id, EXTRACT(EPOCH FROM clock_timestamp() - jobs.created_at)::float8 AS age_seconds
 )"""
 

@@ -40,7 +40,7 @@ from dispatchd.platform.states import (
     WorkflowRunStatus,
     run_sources,
 )
-from dispatchd.platform.store.guards import one_of, value
+from dispatchd.platform.store.guards import checked, one_of, value
 from dispatchd.platform.store.rows import QueuedRef
 from dispatchd.platform.workflow_templates import TemplateError, decode, resolve
 
@@ -99,7 +99,7 @@ _RELEASE = f"""
 WITH r AS (
     UPDATE jobs SET status = {value(JOB_RELEASE_TARGET)}, payload = i.payload, updated_at = clock_timestamp()
     FROM unnest($1::uuid[], $2::bytea[]) AS i(job_id, payload)
-    WHERE jobs.job_id = i.job_id AND {one_of("jobs.status", [JOB_RELEASE_SOURCE])}
+    WHERE jobs.job_id = i.job_id AND {checked("jobs.status", [JOB_RELEASE_SOURCE])}
     RETURNING jobs.job_id, jobs.job_type, jobs.priority
 ), s AS (
     UPDATE workflow_steps SET released_at = clock_timestamp() FROM r WHERE workflow_steps.job_id = r.job_id
@@ -115,7 +115,7 @@ WITH c AS (
     UPDATE jobs SET status = $2, error_message = i.error, finished_at = clock_timestamp(),
            updated_at = clock_timestamp()
     FROM unnest($1::uuid[], $3::text[]) AS i(job_id, error)
-    WHERE jobs.job_id = i.job_id AND {one_of("jobs.status", [JobStatus.WAITING])}
+    WHERE jobs.job_id = i.job_id AND {checked("jobs.status", [JobStatus.WAITING])}
     RETURNING jobs.job_id
 )
 UPDATE workflow_steps SET skipped = $4 FROM c WHERE workflow_steps.job_id = c.job_id
