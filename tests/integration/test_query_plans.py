@@ -56,6 +56,7 @@ async def stale(db_pool: asyncpg.Pool) -> AsyncIterator[tuple[asyncpg.Connection
     async with db_pool.acquire() as conn:
         await submit_all(conn, [new] * 1000)
         await conn.execute("UPDATE jobs SET status = 4; UPDATE executions SET status = 4; ANALYZE jobs, executions")
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"  # the pool's (dispatchd.platform.db)
         for _ in range(3):
             await submit_all(conn, [new] * 1000)
         ids = [r[0] for r in await conn.fetch("SELECT execution_id FROM executions WHERE status = 1 LIMIT 70")]

@@ -9,15 +9,16 @@ default `statement_cache_size`, 100): the hot statements are prepared once per c
 
 Every connection plans each execution for its own arguments (`plan_cache_mode =
 force_custom_plan`). Postgres' default switches a prepared statement to a generic plan after
-five executions, and for the hot statements that plan was ruinous: they select by an array of
-ids (1 to 256 of them) *and* a status whose distribution changes by the second, while the
-statistics that price the status indexes are those of the last ANALYZE (a queue of thousands
-looked like one row). The generic claim then walked every active job through
-`jobs_status_created_idx` and every queued execution through `executions_queued_idx` instead of
-probing the primary keys: measured with pg_stat_statements at saturation (single submits,
-2,000 queued), claim 4.7 ms and settle 5.3 ms per call of ~10 jobs; planned per call, 1.0 and
-0.6 ms; Postgres CPU per job 1.05 -> 0.33 ms, throughput 881 -> ~1,580 jobs/s. Planning each
-call costs the simple statements a little (the submit INSERT 0.51 -> 0.9 ms per call of ~10).
+five executions, and a generic plan cannot know how many ids an `= ANY($1)` array holds: for
+the hot statements (claim, settle: 1 to 256 ids each) it guessed a share of the table and
+scanned it. Measured with pg_stat_statements at saturation (single submits, 2,000 queued):
+generic, claim 4.7-6.2 ms and settle 5.3 ms per call of ~10 jobs, Postgres CPU 1.05-1.2 ms per
+job, 816-881 jobs/s; planned per call, claim 0.7-1.0 and settle 0.6-0.7 ms, Postgres CPU
+0.30-0.33 ms per job, ~1,580-1,650 jobs/s. Planning each call costs the simple statements a
+little (the submit INSERT 0.46-0.51 -> 0.9 ms per call of ~10 jobs). A custom plan still trusts
+the statistics, which lag a queue's status by up to a minute: the status guards of statements
+that name their rows by id are `guards.checked`, so no plan finds those rows through a status
+index (tests/integration/test_query_plans.py).
 """
 
 from __future__ import annotations
