@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-floor perf-workflow image image-test screenshots lock clean
+.PHONY: venv up check-up test lint typecheck unit integration e2e contract security chaos drills drill-backup drill-failover drill-region drill-schedule proto proto-baseline perf-smoke perf perf-compare perf-tracing-cost perf-floor perf-statements perf-workflow image image-test screenshots lock clean
 
 venv: $(VENV)/.stamp
 
@@ -101,6 +101,11 @@ perf-tracing-cost: venv
 ## a Redis pipeline), beside dispatchd's figures; writes evidence/perf/floor.json.
 perf-floor: venv
 	$(PY) -m perf.floor $(PERF_ARGS)
+
+## Saturation on a Postgres with pg_stat_statements: each statement's calls, rows and time per call
+## and per job, beside the phase's throughput and CPU; writes evidence/perf/statements.json.
+perf-statements: venv
+	$(PY) -m perf.statements $(PERF_ARGS)
 
 ## Step-to-step latency of a 10-step workflow sequence (p50/p99 per hop; target p50 <= 5 ms);
 ## writes evidence/perf/workflow-hops.json.

@@ -45,6 +45,7 @@ from dispatchd.platform.db import create_pool
 from dispatchd.platform.retry import RetryPolicy
 from dispatchd.platform.store.submits import NewJob, submit_all
 from dispatchd.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
+from perf import provenance
 from perf.cpu import read_stat
 from perf.evidence import ROOT, header
 from perf.load import Gate, open_loop, saturate
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             with contextlib.suppress(Exception):
                 backing.stop()
-    evidence = {**header("floor"), **figures, "dispatchd": dispatchd_figures(args.smoke)}
+    evidence = {**header("floor"), "commit": provenance.commit(), **figures, "dispatchd": dispatchd_figures(args.smoke)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(evidence, indent=2) + "\n")
     print(json.dumps(evidence, indent=2))

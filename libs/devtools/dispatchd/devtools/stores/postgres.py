@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,11 @@ class PostgresInstance(Server):
         port: int | None = None,
         fast: bool = False,
         async_commit: bool = False,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(port)
         self.async_commit = async_commit
+        self.settings = dict(settings or {})  # more server settings (`-c name=value`), e.g. a preloaded extension
         self.requested_data_dir = Path(data_dir).absolute()
         self.data_dir = self.requested_data_dir
         self.fast = fast
@@ -221,6 +224,8 @@ class PostgresInstance(Server):
             if self.async_commit:
                 # Not crash-safe even for kill(): the last ~0.6 s of commits can vanish.
                 cmd += ["-c", "synchronous_commit=off"]
+        for name, setting in self.settings.items():
+            cmd += ["-c", f"{name}={setting}"]
         self._spawn(cmd, self.log_path, **self._server_kwargs())
         try:
             self._wait_ready(timeout)
