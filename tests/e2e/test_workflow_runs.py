@@ -187,10 +187,13 @@ def test_cancelling_a_run_cancels_its_active_steps(client: Client) -> None:
     )
     run, _ = client.start_workflow("test.slow")
     wait_until(lambda: client.workflow_run(run.run_id).steps[0].status is JobStatus.RUNNING, 20)
+    waiting = {s.step_id: s for s in client.workflow_run(run.run_id).steps}["next"]
+    assert (waiting.status, waiting.attempts) == (JobStatus.WAITING, 0)  # not run yet: no attempt
     cancelled = client.cancel_workflow(run.run_id, reason="test")
     assert cancelled.status is WorkflowRunStatus.CANCELED
     done = settled(client, run.run_id)
     assert {k: v[0] for k, v in steps(done).items()} == {"slow": JobStatus.CANCELED, "next": JobStatus.CANCELED}
+    assert [s.attempts for s in done.steps] == [1, 0]  # the cancelled waiting step never ran
 
 
 def test_dispatchctl_registers_starts_follows_and_lists(

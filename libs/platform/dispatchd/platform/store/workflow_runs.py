@@ -60,8 +60,11 @@ _RUN_COLUMNS = (
     " created_at, updated_at, finished_at"
 )
 
+# A step's attempts are its executions: none while it waits (or if it was cancelled waiting),
+# though its job row counts the first attempt from creation as a submitted job's does.
 _STEPS = """
-SELECT s.step_id, s.job_id, j.job_type, j.status, j.attempts, s.depends_on, j.created_at, s.released_at,
+SELECT s.step_id, s.job_id, j.job_type, j.status, s.depends_on, j.created_at, s.released_at,
+       (SELECT count(*) FROM executions e WHERE e.job_id = j.job_id)::int AS attempts,
        j.finished_at, j.error_message, j.result
 FROM workflow_steps s JOIN jobs j ON j.job_id = s.job_id WHERE s.run_id = $1 ORDER BY s.position
 """
