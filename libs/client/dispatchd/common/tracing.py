@@ -19,9 +19,11 @@ in ten pay for tracing no more than a dict copy.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Protocol, cast
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -29,6 +31,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
     from opentelemetry.sdk.trace.sampling import Sampler
 
 # Share of new traces recorded unless OTEL_TRACES_SAMPLER says otherwise (the SDK's own default
@@ -57,6 +60,14 @@ _W3C = TraceContextTextMapPropagator()
 _enabled = False
 _tracer: trace.Tracer = trace.NoOpTracer()
 _provider: trace.TracerProvider | None = None
+# With dispatchd's own default sampler: the sampled share of new traces as TraceIdRatioBased
+# bounds it (trace ids whose low 64 bits are below it are sampled), and the id generator a
+# call's trace id is planned through. None (any other sampler): every call goes to the SDK.
+_root_bound: int | None = None
+_planned: _PlannedIds | None = None
+# The carrier of a call that records nothing (see `begin`), for `current_carrier`.
+_passed: ContextVar[dict[str, str] | None] = ContextVar("dispatchd_unsampled_carrier", default=None)
+_LOW_64 = (1 << 64) - 1
 
 
 def enabled() -> bool:
@@ -85,13 +96,29 @@ def configure_tracing(service: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    global _root_bound, _planned
     name = os.environ.get("OTEL_SERVICE_NAME") or f"dispatchd-{service}"
-    provider = TracerProvider(sampler=_default_sampler(), resource=Resource.create({"service.name": name}))
+    sampler, ratio = _default_sampler(), _default_ratio()
+    ids = _planned_ids() if sampler is not None else None
+    resource = Resource.create({"service.name": name})
+    provider = TracerProvider(sampler=sampler, resource=resource, id_generator=cast("IdGenerator | None", ids))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     # Global too, so a handler's own spans (trace.get_tracer(...)) go to the same exporter.
     trace.set_tracer_provider(provider)
     install(provider)
+    if ids is not None:
+        from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+        _root_bound, _planned = TraceIdRatioBased.get_bound_for_rate(ratio), ids
     return True
+
+
+def _default_ratio() -> float:
+    try:
+        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", DEFAULT_RATIO))
+    except ValueError:
+        ratio = DEFAULT_RATIO
+    return min(max(ratio, 0.0), 1.0)
 
 
 def _default_sampler() -> Sampler | None:
@@ -100,26 +127,48 @@ def _default_sampler() -> Sampler | None:
 
     if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
         return None
-    try:
-        ratio = float(os.environ.get("OTEL_TRACES_SAMPLER_ARG", DEFAULT_RATIO))
-    except ValueError:
-        ratio = DEFAULT_RATIO
-    return ParentBased(TraceIdRatioBased(min(max(ratio, 0.0), 1.0)))
+    return ParentBased(TraceIdRatioBased(_default_ratio()))
+
+
+class _PlannedIds(Protocol):
+    """The SDK's id generator whose next trace id `begin` may plan."""
+
+    planned: int | None
+
+    def generate_trace_id(self) -> int: ...
+
+    def generate_span_id(self) -> int: ...
+
+
+def _planned_ids() -> _PlannedIds:
+    """The SDK's random ids, except that the next trace id may be planned (by `begin`)."""
+    from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+    class PlannedIds(RandomIdGenerator):
+        planned: int | None = None
+
+        def generate_trace_id(self) -> int:
+            planned, self.planned = self.planned, None
+            return planned if planned is not None else super().generate_trace_id()
+
+    return PlannedIds()
 
 
 def install(provider: trace.TracerProvider) -> None:
     """Make spans with `provider` from now on (`configure_tracing` does; an embedding application may)."""
-    global _enabled, _tracer, _provider
+    global _enabled, _tracer, _provider, _root_bound, _planned
     _provider = provider
     _tracer = provider.get_tracer(INSTRUMENTATION)
     _enabled = True
+    _root_bound = _planned = None  # a provider of the caller's: its sampler decides every call
 
 
 def stop_tracing() -> None:
     """Export what is still batched and stop making spans (idempotent)."""
-    global _enabled, _tracer, _provider
+    global _enabled, _tracer, _provider, _root_bound, _planned
     provider, _provider = _provider, None
     _enabled = False
+    _root_bound = _planned = None
     _tracer = trace.NoOpTracer()
     shutdown = getattr(provider, "shutdown", None)
     if shutdown is not None:
@@ -192,6 +241,44 @@ def record(
         span.set_status(trace.Status(trace.StatusCode.ERROR, error))
     span.end()
     return carrier_of(span)
+
+
+def begin(
+    name: str, carrier: Mapping[str, str], kind: trace.SpanKind, attributes: Mapping[str, AttributeValue]
+) -> trace.Span | dict[str, str]:
+    """A server call's span, or, for a call whose trace is not recorded, only the carrier it passes on.
+
+    With dispatchd's default sampler a call that records nothing makes no OpenTelemetry object
+    (in the server, starting a non-recording span and making it current cost the control plane
+    ~0.09 ms per SubmitJob): a caller's unsampled context passes on as it came, and a new trace's
+    sampling is decided here, on a trace id drawn here, by TraceIdRatioBased's own rule. A
+    sampled new trace gets that very id from the SDK (`_planned_ids`), so the SDK's sampler,
+    asked about the same id, agrees. With any other sampler every call is the SDK's.
+    """
+    if _root_bound is None or _planned is None:
+        return start(name, carrier, kind, attributes)
+    if "traceparent" in carrier:
+        return dict(carrier) if not sampled(carrier) else start(name, carrier, kind, attributes)
+    trace_id = random.getrandbits(128) or 1
+    if trace_id & _LOW_64 < _root_bound:
+        _planned.planned = trace_id
+        return start(name, {}, kind, attributes)
+    return {"traceparent": f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"}
+
+
+def pass_on(carrier: dict[str, str]) -> Token[dict[str, str] | None]:
+    """Make `carrier` (from `begin`, a call recording nothing) what `current_carrier` returns."""
+    return _passed.set(carrier)
+
+
+def passed(token: Token[dict[str, str] | None]) -> None:
+    _passed.reset(token)
+
+
+def current_carrier() -> dict[str, str]:
+    """What a job stored now carries on: the unrecorded call's carrier, else the current span's context."""
+    carrier = _passed.get()
+    return dict(carrier) if carrier is not None else carrier_of()
 
 
 def now_ns() -> int:

@@ -8,6 +8,10 @@ Context only; and it would be one more dependency. This one is small, wraps only
 methods, and is in the chain only when tracing is on (`serve` leaves it out otherwise), so
 with tracing off a call pays nothing for it.
 
+A call whose trace is not recorded (the caller's context says so, or the sampler decides so
+for a new trace) gets no span at all, only its context made current for the handler
+(`tracing.begin`, `tracing.current_carrier`).
+
 Invariant: the span is current while the handler runs (a handler may store its context,
 as SubmitJob does with the job, and log lines carry its ids), ends when the call does, and
 is marked an error for every status but OK, with the status code as `rpc.grpc.status_code`.
@@ -41,8 +45,13 @@ class TraceInterceptor(HandlerInterceptor):
         attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            carrier = tracing.incoming(metadata_of(context))
-            span = tracing.start(method, carrier, trace.SpanKind.SERVER, attributes)
+            span = tracing.begin(method, tracing.incoming(metadata_of(context)), trace.SpanKind.SERVER, attributes)
+            if isinstance(span, dict):  # a trace not recorded: no span, its context passes on
+                token = tracing.pass_on(span)
+                try:
+                    return await inner(request, context)
+                finally:
+                    tracing.passed(token)
             failed = True
             try:
                 with trace.use_span(span, record_exception=False, set_status_on_exception=False):

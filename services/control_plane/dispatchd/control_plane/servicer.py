@@ -68,7 +68,7 @@ class JobService(ScheduleMethods, WorkflowMethods, ObserveService, job_service_p
 
     def _new_job(self, request: job_service_pb2.SubmitJobRequest, submitted_by: str | None) -> submits.NewJob:
         # The call's span context: every attempt's spans join its trace.
-        trace_context = (tracing.carrier_of() or None) if tracing.enabled() else None
+        trace_context = (tracing.current_carrier() or None) if tracing.enabled() else None
         return validation.new_job(request, self.settings, submitted_by, trace_context)
 
     async def SubmitJob(  # noqa: N802
@@ -77,8 +77,8 @@ class JobService(ScheduleMethods, WorkflowMethods, ObserveService, job_service_p
         (outcome,) = await self.submitter.submit([self._new_job(request, access.submitter())])
         if isinstance(outcome, Exception):
             raise outcome
-        if tracing.enabled():
-            trace.get_current_span().set_attributes(
+        if tracing.enabled() and (span := trace.get_current_span()).is_recording():
+            span.set_attributes(
                 {
                     tracing.JOB_ID: str(outcome.job.job_id),
                     tracing.JOB_TYPE: outcome.job.job_type,

@@ -40,8 +40,8 @@ ERROR_BACKOFF_SECONDS = 1.0
 
 def _trace_context(claim: Claim, worker_id: str) -> dict[str, str]:
     """What the assignment carries: its own "assign" span's context, or the job's when tracing is off here."""
-    if claim.trace_context is None or not tracing.enabled():
-        return claim.trace_context or {}
+    if claim.trace_context is None or not tracing.enabled() or not tracing.sampled(claim.trace_context):
+        return claim.trace_context or {}  # nothing to record: the job's context as it is
     attributes: dict[str, str | int] = {
         tracing.JOB_ID: str(claim.job_id),
         tracing.JOB_TYPE: claim.job_type,

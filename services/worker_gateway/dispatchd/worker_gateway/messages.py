@@ -294,6 +294,8 @@ class Messages:
 
 
 def _trace_result(message: pb.TaskResult, session: Session, settlement: Settlement, began: int) -> None:
+    if not tracing.sampled(message.trace_context):
+        return  # an unsampled trace: record() would make nothing of it anyway
     outcome = ("succeeded" if message.success else "failed") if settlement.applied else "stale"
     attributes: dict[str, str] = {
         tracing.EXECUTION_ID: message.execution_id,
