@@ -31,8 +31,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util.types import AttributeValue
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.id_generator import IdGenerator
-    from opentelemetry.sdk.trace.sampling import Sampler
 
 # Share of new traces recorded unless OTEL_TRACES_SAMPLER says otherwise (the SDK's own default
 # records every one, which costs a job pipeline far more than it tells).
@@ -96,20 +97,19 @@ def configure_tracing(service: str) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    global _root_bound, _planned
     name = os.environ.get("OTEL_SERVICE_NAME") or f"dispatchd-{service}"
-    sampler, ratio = _default_sampler(), _default_ratio()
-    ids = _planned_ids() if sampler is not None else None
     resource = Resource.create({"service.name": name})
-    provider = TracerProvider(sampler=sampler, resource=resource, id_generator=cast("IdGenerator | None", ids))
+    default: tuple[float, _PlannedIds] | None = None
+    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():  # the SDK's sampler of that name decides
+        provider = TracerProvider(resource=resource)
+    else:
+        ratio = _default_ratio()
+        provider, ids = default_provider(ratio, resource)
+        default = (ratio, ids)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     # Global too, so a handler's own spans (trace.get_tracer(...)) go to the same exporter.
     trace.set_tracer_provider(provider)
-    install(provider)
-    if ids is not None:
-        from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-
-        _root_bound, _planned = TraceIdRatioBased.get_bound_for_rate(ratio), ids
+    install(provider, default)
     return True
 
 
@@ -121,15 +121,6 @@ def _default_ratio() -> float:
     return min(max(ratio, 0.0), 1.0)
 
 
-def _default_sampler() -> Sampler | None:
-    """Parent-based, DEFAULT_RATIO (or OTEL_TRACES_SAMPLER_ARG) of new traces; None: OTEL_TRACES_SAMPLER decides."""
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-
-    if os.environ.get("OTEL_TRACES_SAMPLER", "").strip():
-        return None
-    return ParentBased(TraceIdRatioBased(_default_ratio()))
-
-
 class _PlannedIds(Protocol):
     """The SDK's id generator whose next trace id `begin` may plan."""
 
@@ -138,6 +129,17 @@ class _PlannedIds(Protocol):
     def generate_trace_id(self) -> int: ...
 
     def generate_span_id(self) -> int: ...
+
+
+def default_provider(ratio: float, resource: Resource | None = None) -> tuple[TracerProvider, _PlannedIds]:
+    """A provider with dispatchd's default sampler at `ratio` and the id generator `begin` plans through."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    ids = _planned_ids()
+    sampler = ParentBased(TraceIdRatioBased(ratio))
+    provider = TracerProvider(sampler=sampler, resource=resource, id_generator=cast("IdGenerator", ids))
+    return provider, ids
 
 
 def _planned_ids() -> _PlannedIds:
@@ -154,13 +156,21 @@ def _planned_ids() -> _PlannedIds:
     return PlannedIds()
 
 
-def install(provider: trace.TracerProvider) -> None:
-    """Make spans with `provider` from now on (`configure_tracing` does; an embedding application may)."""
+def install(provider: trace.TracerProvider, default: tuple[float, _PlannedIds] | None = None) -> None:
+    """Make spans with `provider` from now on (`configure_tracing` does; an embedding application may).
+
+    `default`: `provider` is `default_provider`'s, at this ratio with these ids, so `begin` may
+    decide new traces itself; otherwise (a provider of the caller's) its sampler decides every call.
+    """
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
     global _enabled, _tracer, _provider, _root_bound, _planned
     _provider = provider
     _tracer = provider.get_tracer(INSTRUMENTATION)
     _enabled = True
-    _root_bound = _planned = None  # a provider of the caller's: its sampler decides every call
+    _root_bound, _planned = (
+        (None, None) if default is None else (TraceIdRatioBased.get_bound_for_rate(default[0]), default[1])
+    )
 
 
 def stop_tracing() -> None:
