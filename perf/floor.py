@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             with contextlib.suppress(Exception):
                 backing.stop()
+    # The header's short commit replaced by the sha with its dirty flag, as every perf file records it.
     evidence = {**header("floor"), "commit": provenance.commit(), **figures, "dispatchd": dispatchd_figures(args.smoke)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(evidence, indent=2) + "\n")

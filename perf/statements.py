@@ -32,7 +32,7 @@ from dispatchd.devtools.stack import Stack
 from dispatchd.devtools.stores import PostgresInstance
 from perf import provenance
 from perf.drivers import run_driver
-from perf.evidence import ROOT
+from perf.evidence import ROOT, header
 from perf.profiles import PROFILES
 from perf.smoke import Target, add_stack_arguments, e2e_args, topology
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, saturation_seconds=args.seconds, open_seconds=args.seconds)
     work = Path(tempfile.mkdtemp(prefix="dispatchd-statements-"))
     postgres = PostgresInstance(work / "postgres", settings=PRELOAD)  # fsync on: stock durable settings
-    evidence: dict[str, Any] = {"benchmark": "statements", "commit": provenance.commit()}
+    evidence: dict[str, Any] = {**header("statements"), "commit": provenance.commit()}
     evidence["machine"] = provenance.machine()
     try:
         postgres.start()

@@ -1,5 +1,7 @@
 """`tracing.begin`: a call whose trace is not recorded makes no span; a new trace's decision agrees with the SDK's.
 
+Its log lines still carry the ids of the context it passes on (`correlation.current`).
+
 With dispatchd's default provider `begin` decides a new trace's sampling on a trace id it draws
 itself and, when sampled, the SDK starts the span with that very id, so its own sampler (the
 same rule on the same id) always agrees: the share recorded is the ratio, not its square. A
@@ -15,7 +17,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from dispatchd.common import tracing
+from dispatchd.common import correlation, tracing
 
 SERVER = trace.SpanKind.SERVER
 SAMPLED_PARENT = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
@@ -42,9 +44,10 @@ def test_an_unsampled_new_trace_makes_no_span_only_a_carrier(ratio: float) -> No
     token = tracing.pass_on(begun)
     try:
         assert tracing.current_carrier() == begun  # what SubmitJob stores with the job
+        assert correlation.current() == {"trace_id": trace_id, "span_id": span_id}  # log lines join it
     finally:
         tracing.passed(token)
-    assert tracing.current_carrier() == {}
+    assert tracing.current_carrier() == {} and correlation.current() == {}
 
 
 @pytest.mark.parametrize("ratio", [1.0], indirect=True)

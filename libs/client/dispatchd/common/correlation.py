@@ -3,7 +3,9 @@
 Invariant: the ids are read on the thread that logs (by `CorrelationFilter`, which runs in the
 log queue's Inlet before the record is queued), never on the writer thread, where neither the
 context variable nor the current span would be the caller's. A record gets `trace_id` and
-`span_id` (hex, as OTLP backends show them) only while a span is current and tracing is on,
+`span_id` (hex, as OTLP backends show them) only while tracing is on and a span is current, or
+a server call whose trace is not recorded passes its context on (`tracing.begin`: that
+context's ids, so the line still joins the job's `trace_id`),
 and `job_id` / `execution_id` only inside `bound(...)`; otherwise it gets nothing, so a line
 outside a job looks exactly as before.
 """
@@ -56,6 +58,8 @@ def current() -> dict[str, str]:
         if context.is_valid:
             fields["trace_id"] = trace.format_trace_id(context.trace_id)
             fields["span_id"] = trace.format_span_id(context.span_id)
+        elif (passed := tracing.passed_ids()) is not None:
+            fields["trace_id"], fields["span_id"] = passed
     return fields
 
 

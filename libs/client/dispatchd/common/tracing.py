@@ -285,6 +285,15 @@ def passed(token: Token[dict[str, str] | None]) -> None:
     _passed.reset(token)
 
 
+def passed_ids() -> tuple[str, str] | None:
+    """The trace and span id (hex) of the unrecorded call's carrier, if one is current (for log lines)."""
+    carrier = _passed.get()
+    traceparent = carrier.get("traceparent", "") if carrier is not None else ""
+    if len(traceparent) < _TRACEPARENT_LENGTH:
+        return None
+    return traceparent[3:35], traceparent[36:52]
+
+
 def current_carrier() -> dict[str, str]:
     """What a job stored now carries on: the unrecorded call's carrier, else the current span's context."""
     carrier = _passed.get()
